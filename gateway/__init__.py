@@ -1,0 +1,1 @@
+"""Bitcache payment gateway: releases file chunks against paid L402 tokens."""

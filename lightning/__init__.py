@@ -1,0 +1,1 @@
+"""Talking to a Lightning node: the funding-source interface and its LND implementation."""

@@ -1,0 +1,279 @@
+"""An async client for LND's REST API (lnd v0.21), over aiohttp.
+
+Only the calls Bitcache uses. REST encodes bytes fields as base64 and 64-bit integers as
+strings; this module turns both into Python types so nothing above it sees the wire form.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
+from lightning.models import Invoice, InvoiceState, NodeInfo, Payment
+
+_STATES = {
+    "OPEN": InvoiceState.OPEN,
+    "SETTLED": InvoiceState.SETTLED,
+    "CANCELED": InvoiceState.CANCELED,
+    "ACCEPTED": InvoiceState.ACCEPTED,
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes:
+    if not text:
+        return b""
+    return base64.b64decode(
+        text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None
+    )
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def invoice_from_json(data: Mapping[str, Any]) -> Invoice:
+    """Builds an Invoice from LND's REST `lnrpc.Invoice` JSON."""
+    preimage = _unb64(data.get("r_preimage"))
+    return Invoice(
+        payment_hash=_unb64(data.get("r_hash")),
+        bolt11=str(data.get("payment_request", "")),
+        amount_msat=_int(data.get("value_msat")),
+        state=_STATES.get(str(data.get("state", "OPEN")), InvoiceState.OPEN),
+        add_index=_int(data.get("add_index")),
+        settle_index=_int(data.get("settle_index")),
+        amount_paid_msat=_int(data.get("amt_paid_msat")),
+        preimage=preimage or None,
+    )
+
+
+class LndRestClient:
+    """One LND node's REST API. Use as an async context manager, or call close()."""
+
+    def __init__(
+        self,
+        url: str,
+        tls_cert: Path | str,
+        macaroon: Path | str | bytes,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._tls_cert = Path(tls_cert)
+        self._macaroon = macaroon
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> LndRestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _macaroon_hex(self) -> str:
+        # Read on use rather than at construction so a node restarted later (new
+        # files on disk) is picked up without rebuilding the client.
+        value = self._macaroon
+        if isinstance(value, bytes):
+            return value.hex()
+        path = Path(value)
+        if path.is_file():
+            return path.read_bytes().hex()
+        return str(value)
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            try:
+                ctx = ssl.create_default_context(cafile=str(self._tls_cert))
+            except (OSError, ssl.SSLError) as exc:
+                raise LightningUnavailable(f"cannot read LND TLS certificate: {exc}") from exc
+            # LND's self-signed cert names localhost and the host's addresses, not
+            # always the one we dial; the pinned CA is what authenticates the node.
+            ctx.check_hostname = False
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=ctx, limit=64),
+            )
+        return self._session
+
+    def _headers(self) -> dict[str, str]:
+        return {"Grpc-Metadata-macaroon": self._macaroon_hex()}
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        session = self._ensure_session()
+        try:
+            async with session.request(
+                method, self.url + path, json=body, params=params, headers=self._headers()
+            ) as resp:
+                text = await resp.text()
+                data = json.loads(text) if text else {}
+                if resp.status >= 400:
+                    message = data.get("message") or data.get("error") or text[:200]
+                    if resp.status in (502, 503, 504) or "not yet ready" in str(message):
+                        raise LightningUnavailable(f"LND {path}: {message}")
+                    raise LightningError(f"LND {path}: {message}")
+                return dict(data)
+        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+            raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
+        except json.JSONDecodeError as exc:
+            raise LightningError(f"LND {path}: answer is not JSON") from exc
+
+    async def _stream(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        total_s: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yields the `result` objects of a REST server-streaming call (JSON lines)."""
+        session = self._ensure_session()
+        t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=None)
+        try:
+            async with session.request(
+                method,
+                self.url + path,
+                json=body,
+                params=params,
+                headers=self._headers(),
+                timeout=t,
+            ) as resp:
+                if resp.status >= 400:
+                    raise LightningError(
+                        f"LND {path}: HTTP {resp.status}: {(await resp.text())[:200]}"
+                    )
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if "error" in item:
+                        err = item["error"]
+                        raise LightningError(f"LND {path}: {err.get('message', err)}")
+                    yield dict(item.get("result", item))
+        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+            raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
+
+    # --- node -----------------------------------------------------------------------
+
+    async def get_info(self) -> NodeInfo:
+        data = await self._request("GET", "/v1/getinfo")
+        return NodeInfo(
+            pubkey=str(data.get("identity_pubkey", "")),
+            alias=str(data.get("alias", "")),
+            block_height=_int(data.get("block_height")),
+            synced_to_chain=bool(data.get("synced_to_chain", False)),
+            num_active_channels=_int(data.get("num_active_channels")),
+        )
+
+    # --- invoices -------------------------------------------------------------------
+
+    async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int = 3600) -> Invoice:
+        data = await self._request(
+            "POST",
+            "/v1/invoices",
+            {"value_msat": str(amount_msat), "memo": memo, "expiry": str(expiry_s)},
+        )
+        return Invoice(
+            payment_hash=_unb64(data["r_hash"]),
+            bolt11=str(data["payment_request"]),
+            amount_msat=amount_msat,
+            add_index=_int(data.get("add_index")),
+        )
+
+    async def lookup_invoice(self, payment_hash: bytes) -> Invoice:
+        return invoice_from_json(await self._request("GET", f"/v1/invoice/{payment_hash.hex()}"))
+
+    async def subscribe_invoices(
+        self, add_index: int = 0, settle_index: int = 0
+    ) -> AsyncIterator[Invoice]:
+        """Every invoice added or settled after the given indexes, then live updates."""
+        params = {"add_index": str(add_index), "settle_index": str(settle_index)}
+        async for item in self._stream("GET", "/v1/invoices/subscribe", params=params):
+            yield invoice_from_json(item)
+
+    # --- payments -------------------------------------------------------------------
+
+    async def pay_invoice(self, bolt11: str, fee_limit_msat: int, timeout_s: int = 60) -> Payment:
+        """Pays and waits for the final outcome (routerrpc.SendPaymentV2)."""
+        body = {
+            "payment_request": bolt11,
+            "timeout_seconds": timeout_s,
+            "fee_limit_msat": str(fee_limit_msat),
+            "no_inflight_updates": True,
+        }
+        last: dict[str, Any] = {}
+        async for update in self._stream("POST", "/v2/router/send", body, total_s=timeout_s + 30):
+            last = update
+            status = update.get("status")
+            if status == "SUCCEEDED":
+                return Payment(
+                    payment_hash=bytes.fromhex(update["payment_hash"]),
+                    preimage=bytes.fromhex(update["payment_preimage"]),
+                    amount_msat=_int(update.get("value_msat")),
+                    fee_msat=_int(update.get("fee_msat")),
+                )
+            if status == "FAILED":
+                raise PaymentFailed(f"payment failed: {update.get('failure_reason', 'unknown')}")
+        raise LightningError(f"payment stream ended without a final state: {last.get('status')}")
+
+    # --- wallet and channels (used by the regtest network and operators) -------------
+
+    async def new_address(self) -> str:
+        data = await self._request("GET", "/v1/newaddress", params={"type": "WITNESS_PUBKEY_HASH"})
+        return str(data["address"])
+
+    async def wallet_balance_sat(self) -> int:
+        return _int((await self._request("GET", "/v1/balance/blockchain")).get("confirmed_balance"))
+
+    async def channel_balance_msat(self) -> tuple[int, int]:
+        """(local, remote) balance across open channels, in msat."""
+        data = await self._request("GET", "/v1/balance/channels")
+        local = _int((data.get("local_balance") or {}).get("msat"))
+        remote = _int((data.get("remote_balance") or {}).get("msat"))
+        return local, remote
+
+    async def connect_peer(self, pubkey: str, host: str) -> None:
+        try:
+            await self._request(
+                "POST", "/v1/peers", {"addr": {"pubkey": pubkey, "host": host}, "perm": False}
+            )
+        except LightningError as exc:
+            if "already connected" not in str(exc):
+                raise
+
+    async def open_channel(self, pubkey: str, local_sat: int, push_sat: int) -> str:
+        """Opens a channel and returns its funding txid (hex, display order)."""
+        data = await self._request(
+            "POST",
+            "/v1/channels",
+            {
+                "node_pubkey": _b64(bytes.fromhex(pubkey)),
+                "local_funding_amount": str(local_sat),
+                "push_sat": str(push_sat),
+            },
+        )
+        txid = _unb64(data.get("funding_txid_bytes"))
+        return txid[::-1].hex()
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        return list((await self._request("GET", "/v1/channels")).get("channels", []))

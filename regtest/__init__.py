@@ -1,0 +1,1 @@
+"""A private Bitcoin regtest network (btcd, two LND nodes) and a kubo node on loopback."""

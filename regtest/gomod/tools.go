@@ -1,0 +1,11 @@
+//go:build tools
+
+// Package tools pins the commands this module builds.
+package tools
+
+import (
+	_ "github.com/btcsuite/btcd"
+	_ "github.com/btcsuite/btcd/cmd/btcctl"
+	_ "github.com/lightningnetwork/lnd/cmd/lnd"
+	_ "github.com/lightningnetwork/lnd/cmd/lncli"
+)

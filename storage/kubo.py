@@ -1,0 +1,119 @@
+"""A small async client for kubo's RPC API (POST-only, /api/v0), on aiohttp.
+
+Not ipfshttpclient: it refuses or warns on every kubo since 0.9. Only ciphertext ever
+passes through here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+
+class KuboError(Exception):
+    """kubo answered with an error."""
+
+
+class KuboUnavailable(KuboError):
+    """kubo could not be reached or did not answer in time: retry later."""
+
+
+class KuboNotFound(KuboError):
+    """The CID is not available from this node."""
+
+
+class KuboClient:
+    def __init__(self, api_url: str, timeout_s: float = 60.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KuboClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=64)
+            )
+        return self._session
+
+    async def _post_json(
+        self, command: str, params: dict[str, str], data: aiohttp.FormData | None = None
+    ) -> dict[str, Any]:
+        session = self._ensure_session()
+        try:
+            async with session.post(
+                f"{self.api_url}/api/v0/{command}", params=params, data=data
+            ) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise _error(command, resp.status, body)
+                # Some commands stream several JSON objects; the last one is the result.
+                lines = [ln for ln in body.splitlines() if ln.strip()]
+                return dict(json.loads(lines[-1])) if lines else {}
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise KuboUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+
+    async def add(self, data: bytes, pin: bool = True) -> str:
+        """Stores bytes as a UnixFS file (CIDv1, raw leaves) and returns its CID."""
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="chunk", content_type="application/octet-stream")
+        params = {"cid-version": "1", "pin": "true" if pin else "false", "quieter": "true"}
+        result = await self._post_json("add", params, form)
+        return str(result["Hash"])
+
+    async def cat(self, cid: str) -> bytes:
+        return b"".join([part async for part in self.cat_stream(cid)])
+
+    async def cat_stream(self, cid: str, block: int = 256 * 1024) -> AsyncIterator[bytes]:
+        session = self._ensure_session()
+        try:
+            async with session.post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as resp:
+                if resp.status != 200:
+                    raise _error("cat", resp.status, await resp.read())
+                async for part in resp.content.iter_chunked(block):
+                    yield part
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise KuboUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+
+    async def pin_add(self, cid: str) -> None:
+        await self._post_json("pin/add", {"arg": cid})
+
+    async def pin_rm(self, cid: str) -> None:
+        try:
+            await self._post_json("pin/rm", {"arg": cid})
+        except KuboError as exc:
+            if "not pinned" not in str(exc):
+                raise
+
+    async def stat_size(self, cid: str) -> int:
+        """The file's size in bytes, without fetching it."""
+        result = await self._post_json("files/stat", {"arg": f"/ipfs/{cid}"})
+        return int(result["Size"])
+
+    async def version(self) -> str:
+        return str((await self._post_json("version", {})).get("Version", ""))
+
+
+def _error(command: str, status: int, body: bytes) -> KuboError:
+    try:
+        message = str(json.loads(body).get("Message", ""))
+    except (ValueError, AttributeError):
+        message = body[:200].decode(errors="replace")
+    if status >= 502:
+        return KuboUnavailable(f"kubo {command}: HTTP {status} {message}")
+    if "not found" in message or ("invalid" in message and "cid" in message.lower()):
+        return KuboNotFound(f"kubo {command}: {message}")
+    return KuboError(f"kubo {command}: HTTP {status} {message}")
