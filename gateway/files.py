@@ -1,0 +1,157 @@
+"""The gateway's record of files and their ciphertext chunks (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from gateway.db import Database
+from storage.crypto import FileHeader, encode_file_id, sealed_chunk_size
+
+
+class ChunkConflict(Exception):
+    """Different bytes for a chunk that is already stored (chunks are immutable)."""
+
+
+class FileConflict(Exception):
+    """The file id exists with another header or manifest."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    state: str
+    header: FileHeader
+    manifest: bytes
+    price_msat: int
+    chunks_present: int
+
+    @property
+    def chunk_count(self) -> int:
+        return self.header.chunk_count
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    def sealed_size(self, index: int) -> int:
+        return sealed_chunk_size(index, self.header.plaintext_size, self.header.chunk_size)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    cid: str
+    size: int
+
+
+def _header_json(header: FileHeader) -> str:
+    return json.dumps(header.to_json_dict(), sort_keys=True, separators=(",", ":"))
+
+
+class FileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self, header: FileHeader, manifest: bytes, price_msat: int
+    ) -> tuple[FileRecord, bool]:
+        """Creates the file, or returns the existing identical one (created=False)."""
+        file_id = encode_file_id(header.file_id)
+        header_json = _header_json(header)
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "SELECT header, manifest FROM files WHERE id = ?", (file_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                if row["header"] != header_json or bytes(row["manifest"]) != manifest:
+                    raise FileConflict(f"file {file_id} exists with a different header")
+                created = False
+            else:
+                await conn.execute(
+                    "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
+                    " created_at) VALUES (?, 'uploading', ?, ?, ?, ?, ?)",
+                    (
+                        file_id,
+                        header_json,
+                        manifest,
+                        header.chunk_count,
+                        price_msat,
+                        int(time.time()),
+                    ),
+                )
+                created = True
+        record = await self.get(file_id)
+        assert record is not None
+        return record, created
+
+    async def get(self, file_id: str) -> FileRecord | None:
+        row = await self.db.fetch_one(
+            "SELECT f.id, f.state, f.header, f.manifest, f.price_msat,"
+            " (SELECT COUNT(*) FROM chunks c WHERE c.file_id = f.id) AS present"
+            " FROM files f WHERE f.id = ?",
+            (file_id,),
+        )
+        if row is None:
+            return None
+        return FileRecord(
+            id=row["id"],
+            state=row["state"],
+            header=FileHeader.from_json_dict(json.loads(row["header"])),
+            manifest=bytes(row["manifest"]),
+            price_msat=int(row["price_msat"]),
+            chunks_present=int(row["present"]),
+        )
+
+    async def chunk(self, file_id: str, index: int) -> ChunkRecord | None:
+        row = await self.db.fetch_one(
+            "SELECT cid, size FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
+        )
+        return ChunkRecord(row["cid"], int(row["size"])) if row else None
+
+    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> bool:
+        """Records a stored chunk; False if it was already there with the same CID."""
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                if row["cid"] != cid:
+                    raise ChunkConflict(f"chunk {index} of {file_id} is already stored")
+                return False
+            await conn.execute(
+                "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
+                (file_id, index, cid, size),
+            )
+            return True
+
+    async def missing(self, file_id: str, chunk_count: int, limit: int = 1000) -> list[int]:
+        rows = await self.db.fetch_all(
+            "SELECT idx FROM chunks WHERE file_id = ? ORDER BY idx", (file_id,)
+        )
+        present = {int(r["idx"]) for r in rows}
+        out: list[int] = []
+        for index in range(chunk_count):
+            if index not in present:
+                out.append(index)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def mark_complete(self, file_id: str, chunk_count: int) -> list[int]:
+        """Marks the file complete if every chunk is present; returns the missing ones."""
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "SELECT COUNT(*) FROM chunks WHERE file_id = ?", (file_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and int(row[0]) == chunk_count:
+                await conn.execute(
+                    "UPDATE files SET state = 'complete', completed_at = ?"
+                    " WHERE id = ? AND state = 'uploading'",
+                    (int(time.time()), file_id),
+                )
+                return []
+        return await self.missing(file_id, chunk_count)

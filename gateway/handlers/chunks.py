@@ -1,0 +1,81 @@
+"""GET a chunk: 402 with an L402 challenge until paid, then the ciphertext from IPFS."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import l402
+from gateway.files import FileRecord
+from gateway.handlers.common import chunk_index_param, int_param, load_file
+from gateway.pricing import purchase_range
+from gateway.problems import Problem, conflict, not_found
+from gateway.services import services
+
+
+async def get_chunk(request: web.Request) -> web.Response:
+    s = services(request)
+    record = await load_file(request)
+    index = chunk_index_param(request, record)
+    if not record.complete:
+        raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
+    if record.price_msat > 0:
+        authorization = request.headers.getall("Authorization", [])
+        if not authorization:
+            raise await _payment_required(
+                request,
+                record,
+                index,
+                "Pay the invoice to get this "
+                "chunk, then retry with Authorization: L402 "
+                "<macaroon>:<preimage>.",
+            )
+        try:
+            token = s.tokens.verify(authorization, record.id, index)
+        except l402.L402Error as exc:
+            raise await _payment_required(request, record, index, f"token refused: {exc}") from None
+        await s.tokens.note_paid(token.payment_hash)
+    chunk = await s.files.chunk(record.id, index)
+    if chunk is None:  # complete files have every chunk; this is a broken record
+        raise not_found(f"chunk {index} of {record.id} is missing")
+    data = await s.kubo.cat(chunk.cid)
+    if len(data) != chunk.size:
+        raise Problem(
+            502,
+            "storage-corrupt",
+            "Storage returned the wrong size",
+            f"chunk {index}: expected {chunk.size} bytes, got {len(data)}",
+        )
+    return web.Response(
+        body=data,
+        content_type="application/octet-stream",
+        headers={"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000"},
+    )
+
+
+async def _payment_required(
+    request: web.Request, record: FileRecord, index: int, detail: str
+) -> Problem:
+    s = services(request)
+    requested = int_param(request.query.get("count", "1"), "count", minimum=1)
+    chunks = purchase_range(index, requested, record.chunk_count, s.config.max_range_chunks)
+    challenge = await s.tokens.challenge(record, chunks)
+    return Problem(
+        402,
+        "payment-required",
+        "Payment required",
+        detail,
+        headers={"Cache-Control": "no-store"},
+        extra={
+            "price_msat": record.price_msat,
+            "amount_msat": challenge.amount_msat,
+            "first": chunks.first,
+            "count": chunks.count,
+            "valid_until": challenge.valid_until,
+            "invoice": challenge.bolt11,
+            "macaroon": challenge.macaroon_b64,
+        },
+        extra_headers=[
+            ("WWW-Authenticate", value)
+            for value in l402.format_challenge(challenge.macaroon_b64, challenge.bolt11)
+        ],
+    )

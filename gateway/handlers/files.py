@@ -1,0 +1,145 @@
+"""Uploading a file (create, put chunks, complete) and reading its public state."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.files import ChunkConflict, FileConflict, FileRecord
+from gateway.handlers.common import chunk_index_param, load_file
+from gateway.problems import Problem, bad_request, conflict
+from gateway.services import services
+from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
+from storage.errors import FormatError
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+# A sealed manifest is small; anything near this is not one.
+_MAX_MANIFEST_BYTES = 64 * 1024
+
+
+class CreateFileBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    header: dict[str, Any]
+    manifest: str = Field(min_length=1, max_length=_MAX_MANIFEST_BYTES * 2)
+    price_msat: int | None = Field(default=None, ge=0, le=100_000_000)
+
+
+def _b64url_bytes(text: str, what: str) -> bytes:
+    if not _B64URL.fullmatch(text):
+        raise FormatError(f"{what} must be unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:
+        raise FormatError(f"{what} is not canonical base64url")
+    return data
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from exc
+
+
+def file_state(request: web.Request, record: FileRecord, missing: list[int]) -> dict[str, Any]:
+    base = services(request).config.base_url()
+    return {
+        "file_id": record.id,
+        "state": record.state,
+        "header": record.header.to_json_dict(),
+        "manifest": b64url_encode(record.manifest),
+        "chunk_count": record.chunk_count,
+        "price_msat": record.price_msat,
+        "chunks_present": record.chunks_present,
+        "missing": missing,
+        "link_base": f"{base}/f/{record.id}",
+    }
+
+
+async def _state_response(request: web.Request, record: FileRecord, status: int) -> web.Response:
+    missing = (
+        []
+        if record.complete
+        else await services(request).files.missing(record.id, record.chunk_count)
+    )
+    return web.json_response(file_state(request, record, missing), status=status)
+
+
+async def create_file(request: web.Request) -> web.Response:
+    s = services(request)
+    try:
+        body = CreateFileBody.model_validate(await _json_body(request))
+        header = FileHeader.from_json_dict(body.header)
+        manifest = _b64url_bytes(body.manifest, "manifest")
+    except ValidationError as exc:
+        raise bad_request(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from exc
+    except FormatError as exc:
+        raise bad_request(str(exc), "bad-header") from exc
+    if len(manifest) > _MAX_MANIFEST_BYTES:
+        raise bad_request("manifest too large")
+    price = s.config.default_price_msat if body.price_msat is None else body.price_msat
+    try:
+        record, created = await s.files.create(header, manifest, price)
+    except FileConflict as exc:
+        raise conflict(str(exc), "file-exists") from exc
+    return await _state_response(request, record, 201 if created else 200)
+
+
+async def get_file(request: web.Request) -> web.Response:
+    return await _state_response(request, await load_file(request), 200)
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    s = services(request)
+    record = await load_file(request)
+    index = chunk_index_param(request, record)
+    expected = record.sealed_size(index)
+    declared = request.content_length
+    if declared is not None and declared > MAX_CHUNK_SIZE + CHUNK_OVERHEAD:
+        raise Problem(
+            413,
+            "chunk-too-large",
+            "Chunk too large",
+            f"a chunk is at most {MAX_CHUNK_SIZE + CHUNK_OVERHEAD} bytes",
+        )
+    if declared is not None and declared != expected:
+        raise _wrong_size(index, expected, declared)
+    data = await request.read()
+    if len(data) != expected:
+        raise _wrong_size(index, expected, len(data))
+    cid = await s.kubo.add(data)
+    try:
+        created = await s.files.put_chunk(record.id, index, cid, len(data))
+    except ChunkConflict as exc:
+        await s.kubo.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
+        raise conflict(str(exc), "chunk-exists") from exc
+    return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
+
+
+def _wrong_size(index: int, expected: int, got: int) -> Problem:
+    return Problem(
+        422,
+        "wrong-chunk-size",
+        "Wrong chunk size",
+        f"chunk {index} must be {expected} bytes, got {got}",
+    )
+
+
+async def complete_file(request: web.Request) -> web.Response:
+    s = services(request)
+    record = await load_file(request)
+    missing = await s.files.mark_complete(record.id, record.chunk_count)
+    if missing:
+        raise conflict(
+            f"{len(missing)} chunk(s) not uploaded yet", "upload-incomplete", missing=missing
+        )
+    completed = await s.files.get(record.id)
+    assert completed is not None
+    return await _state_response(request, completed, 200)

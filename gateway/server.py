@@ -1,0 +1,24 @@
+"""Running the gateway inside another program (the sandbox, tests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+
+
+@asynccontextmanager
+async def serve(config: GatewayConfig) -> AsyncIterator[str]:
+    """Serves the gateway on config.host:config.port until the block ends; yields its URL."""
+    runner = web.AppRunner(create_app(config), handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        yield f"http://{config.host}:{config.port}"
+    finally:
+        await runner.cleanup()

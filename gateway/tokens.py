@@ -1,0 +1,124 @@
+"""Selling and checking L402 tokens for chunk ranges.
+
+Root keys are not stored: each is HMAC(secret, identifier), so checking a token needs no
+database or LND call on the download path, only SHA-256 and the HMAC chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import l402
+from gateway.db import Database
+from gateway.files import FileRecord
+from gateway.macaroons import add_caveat, mint, to_base64
+from gateway.pricing import ChunkRange, price_msat
+from lightning.lnd import LndRestClient
+
+_ROOT_KEY_DOMAIN = b"bitcache/v1/l402-root-key"
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The gateway's token secret: 32 random bytes in a 0600 file, made on first start."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker won the race: use its secret
+            return load_or_create_secret(path)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    if len(data) != 32:
+        raise ValueError(f"{path} must hold exactly 32 bytes")
+    return data
+
+
+@dataclass(frozen=True)
+class Challenge:
+    macaroon_b64: str
+    bolt11: str
+    amount_msat: int
+    chunks: ChunkRange
+    valid_until: int
+
+
+class TokenService:
+    def __init__(
+        self,
+        secret: bytes,
+        db: Database,
+        lnd: LndRestClient,
+        token_ttl_s: int,
+        invoice_expiry_s: int,
+    ) -> None:
+        self._secret = secret
+        self._db = db
+        self._lnd = lnd
+        self._ttl = token_ttl_s
+        self._invoice_expiry = invoice_expiry_s
+        self._seen_settled: set[bytes] = set()
+
+    def root_key(self, identifier: bytes) -> bytes:
+        return hmac.new(self._secret, _ROOT_KEY_DOMAIN + identifier, hashlib.sha256).digest()
+
+    async def challenge(self, file: FileRecord, chunks: ChunkRange) -> Challenge:
+        """Creates an invoice for the range and a macaroon bound to it."""
+        amount = price_msat(file.price_msat, chunks)
+        invoice = await self._lnd.create_invoice(
+            amount,
+            f"Bitcache: chunks {chunks.first}-{chunks.last} of {file.id}",
+            expiry_s=self._invoice_expiry,
+        )
+        now = int(time.time())
+        valid_until = now + self._ttl
+        token_id = l402.TokenId(0, invoice.payment_hash, secrets.token_bytes(32))
+        identifier = token_id.encode()
+        macaroon = mint(self.root_key(identifier), identifier)
+        for caveat in l402.build_caveats(file.id, chunks.first, chunks.last, valid_until):
+            macaroon = add_caveat(macaroon, caveat.encode())
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk,"
+                " amount_msat, bolt11, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    invoice.payment_hash,
+                    file.id,
+                    chunks.first,
+                    chunks.last,
+                    amount,
+                    invoice.bolt11,
+                    now,
+                    now + self._invoice_expiry,
+                ),
+            )
+        return Challenge(to_base64(macaroon), invoice.bolt11, amount, chunks, valid_until)
+
+    def verify(self, authorization: list[str], file_id: str, index: int) -> l402.TokenId:
+        """Checks a credential for one chunk; raises l402.L402Error (or TokenRejected)."""
+        credential = l402.parse_authorization(authorization)
+        root_key = self.root_key(l402.identifier_of(credential))
+        request = l402.AccessRequest(file_id=file_id, chunk_index=index, now=int(time.time()))
+        return l402.verify_credential(credential, root_key, request)
+
+    async def note_paid(self, payment_hash: bytes) -> None:
+        """A valid preimage proves payment: record the invoice settled, once."""
+        if payment_hash in self._seen_settled:
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE invoices SET state = 'settled', settled_at = ?"
+                " WHERE payment_hash = ? AND state = 'open'",
+                (int(time.time()), payment_hash),
+            )
+        self._seen_settled.add(payment_hash)

@@ -1,0 +1,242 @@
+"""The gateway against real LND and kubo: the L402 flow, token rules, errors, outages."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.l402 import Caveat
+from gateway.macaroons import Macaroon, add_caveat, from_base64, to_base64
+from gateway.server import serve
+from regtest.network import Network
+from storage.crypto import FileDecryptor
+from tests.conftest import gateway_config
+from tests.support import TcpProxy, Uploaded, random_bytes, upload_raw
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 4096
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def uploaded(session: aiohttp.ClientSession, gateway_url: str) -> Uploaded:
+    return await upload_raw(session, gateway_url, random_bytes(3 * CHUNK + 100), chunk_size=CHUNK)
+
+
+async def buy(
+    session: aiohttp.ClientSession, network: Network, url: str
+) -> tuple[str, str, dict[str, object]]:
+    """GET without credentials, check the challenge, pay it; returns (macaroon, preimage, body)."""
+    async with session.get(url) as resp:
+        assert resp.status == 402
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        challenges = resp.headers.getall("WWW-Authenticate")
+        body = await resp.json()
+    assert [c.split(" ", 1)[0] for c in challenges] == ["LSAT", "L402"]
+    l402 = challenges[1]
+    macaroon = l402.split('macaroon="', 1)[1].split('"', 1)[0]
+    invoice = l402.split('invoice="', 1)[1].split('"', 1)[0]
+    assert body["invoice"] == invoice and body["macaroon"] == macaroon
+    payment = await network.node("payer").client.pay_invoice(invoice, fee_limit_msat=1_000)
+    assert payment.amount_msat == body["amount_msat"]
+    return macaroon, payment.preimage.hex(), body
+
+
+def auth(macaroon: str, preimage: str, scheme: str = "L402") -> dict[str, str]:
+    return {"Authorization": f"{scheme} {macaroon}:{preimage}"}
+
+
+async def test_paid_chunk_is_released_only_after_payment_and_decrypts(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str, uploaded: Uploaded
+) -> None:
+    url = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/1"
+    macaroon, preimage, body = await buy(session, network, url)
+    assert body["amount_msat"] == 2_000 and body["first"] == 1 and body["count"] == 1
+    # The payment hash in the macaroon's identifier is the invoice's.
+    ident = from_base64(macaroon).identifier
+    assert ident[2:34] == hashlib.sha256(bytes.fromhex(preimage)).digest()
+
+    async with session.get(url, headers=auth(macaroon, preimage)) as resp:
+        assert resp.status == 200
+        data = await resp.read()
+    assert data == uploaded.sealed[1]
+    opened = FileDecryptor(uploaded.key, uploaded.encryptor.header).open(1, data)
+    assert opened == uploaded.plaintext[CHUNK : 2 * CHUNK]
+    # Old clients say LSAT; the same token works, and works again (until it expires).
+    async with session.get(url, headers=auth(macaroon, preimage, "LSAT")) as resp:
+        assert resp.status == 200
+
+
+async def test_range_token_opens_exactly_its_range_and_costs_price_times_count(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str, uploaded: Uploaded
+) -> None:
+    base = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks"
+    macaroon, preimage, body = await buy(session, network, f"{base}/1?count=2")
+    assert (body["first"], body["count"], body["amount_msat"]) == (1, 2, 4_000)
+    for index in (1, 2):
+        async with session.get(f"{base}/{index}", headers=auth(macaroon, preimage)) as resp:
+            assert resp.status == 200
+            assert await resp.read() == uploaded.sealed[index]
+    for index in (0, 3):
+        async with session.get(f"{base}/{index}", headers=auth(macaroon, preimage)) as resp:
+            assert resp.status == 402
+            assert "token refused" in (await resp.json())["detail"]
+
+
+async def test_count_is_clipped_to_the_end_of_the_file(
+    session: aiohttp.ClientSession, gateway_url: str, uploaded: Uploaded
+) -> None:
+    async with session.get(f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/2?count=50") as r:
+        body = await r.json()
+    assert (body["first"], body["count"], body["amount_msat"]) == (2, 2, 4_000)
+
+
+async def test_refused_tokens(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str, uploaded: Uploaded
+) -> None:
+    url = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/0"
+    macaroon, preimage, _ = await buy(session, network, url)
+    other = await upload_raw(session, gateway_url, random_bytes(CHUNK), chunk_size=CHUNK)
+    m = from_base64(macaroon)
+    tampered_caveats = tuple(
+        c.replace(b"bitcache_chunks=0-0", b"bitcache_chunks=0-3") for c in m.caveats
+    )
+    assert tampered_caveats != m.caveats
+    tampered = to_base64(Macaroon(m.location, m.identifier, tampered_caveats, m.signature))
+    expired = to_base64(
+        add_caveat(m, Caveat("bitcache_valid_until", str(int(time.time()) - 1)).encode())
+    )
+    cases = {
+        "wrong preimage": (url, auth(macaroon, "00" * 32)),
+        "other file": (
+            f"{gateway_url}/v1/files/{other.file_id}/chunks/0",
+            auth(macaroon, preimage),
+        ),
+        "tampered caveat": (url, auth(tampered, preimage)),
+        "expired": (url, auth(expired, preimage)),
+        "garbage": (url, {"Authorization": "L402 not-a-macaroon:zz"}),
+    }
+    for name, (target, headers) in cases.items():
+        async with session.get(target, headers=headers) as resp:
+            assert resp.status == 402, name
+            body = await resp.json()
+            assert body["type"].endswith("payment-required"), name
+            assert preimage not in body["detail"], name
+            assert len(resp.headers.getall("WWW-Authenticate")) == 2, name
+    # The untouched token still works: refusals changed nothing.
+    async with session.get(url, headers=auth(macaroon, preimage)) as resp:
+        assert resp.status == 200
+
+
+async def test_free_files_need_no_payment(session: aiohttp.ClientSession, gateway_url: str) -> None:
+    up = await upload_raw(session, gateway_url, random_bytes(CHUNK), price_msat=0, chunk_size=CHUNK)
+    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0") as resp:
+        assert resp.status == 200
+        assert await resp.read() == up.sealed[0]
+
+
+async def test_bad_input_gets_problem_bodies_and_changes_nothing(
+    session: aiohttp.ClientSession, gateway_url: str, uploaded: Uploaded
+) -> None:
+    fid = uploaded.file_id
+    cases = [
+        ("GET", "/v1/files/not-an-id", None, 400),
+        ("GET", "/v1/files/" + "a" * 26, None, 404),
+        ("GET", f"/v1/files/{fid}/chunks/99", None, 404),
+        ("GET", f"/v1/files/{fid}/chunks/x1", None, 400),
+        ("GET", f"/v1/files/{fid}/chunks/0?count=0", None, 400),
+        ("POST", "/v1/files", b"{not json", 400),
+        ("POST", "/v1/files", b'{"header": {}, "manifest": "AA"}', 400),
+        ("PUT", f"/v1/files/{fid}/chunks/0", b"short", 422),
+        ("PUT", f"/v1/files/{fid}/chunks/0", uploaded.sealed[1], 409),
+        ("DELETE", f"/v1/files/{fid}", None, 405),
+        ("GET", "/nowhere", None, 404),
+    ]
+    for method, path, data, status in cases:
+        async with session.request(method, gateway_url + path, data=data) as resp:
+            assert resp.status == status, (method, path, await resp.text())
+            body = await resp.json(content_type=None)
+            assert {"type", "title", "detail"} <= body.keys(), (method, path)
+    async with session.get(f"{gateway_url}/v1/files/{fid}") as resp:
+        state = await resp.json()
+    assert state["state"] == "complete" and state["chunks_present"] == 4
+
+
+async def test_incomplete_upload_resumes_and_cannot_be_downloaded_early(
+    session: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    up = await upload_raw(
+        session, gateway_url, random_bytes(2 * CHUNK), chunk_size=CHUNK, complete=False
+    )
+    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0") as resp:
+        assert resp.status == 409
+    # Re-putting identical bytes is idempotent.
+    async with session.put(
+        f"{gateway_url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]
+    ) as resp:
+        assert resp.status == 200
+    async with session.post(f"{gateway_url}/v1/files/{up.file_id}/complete") as resp:
+        assert resp.status == 200
+
+
+async def test_health_reports_lnd_and_kubo(
+    session: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    async with session.get(f"{gateway_url}/v1/health") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["lnd"]["ok"] and body["lnd"]["alias"] == "gateway"
+    assert body["kubo"]["ok"] and body["kubo"]["version"].startswith("0.42")
+
+
+async def test_dependency_outage_gives_503_then_recovers(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    node = network.node("gateway")
+    assert network.kubo is not None
+    lnd_proxy = TcpProxy("127.0.0.1", node.rest_port)
+    kubo_port = int(network.kubo.api_url.rsplit(":", 1)[1])
+    kubo_proxy = TcpProxy("127.0.0.1", kubo_port)
+    await lnd_proxy.start()
+    await kubo_proxy.start()
+    base = gateway_config(network, tmp_path)
+    config = base.model_copy(
+        update={
+            "kubo_api_url": f"http://127.0.0.1:{kubo_proxy.port}",
+            "lnd": base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"}),
+        }
+    )
+    async with serve(config) as url:
+        up = await upload_raw(session, url, random_bytes(CHUNK), chunk_size=CHUNK)
+        chunk_url = f"{url}/v1/files/{up.file_id}/chunks/0"
+
+        await lnd_proxy.cut()
+        async with session.get(chunk_url) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "5"
+            assert (await resp.json())["type"].endswith("dependency-unavailable")
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 503 and not (await resp.json())["lnd"]["ok"]
+        await lnd_proxy.restore()
+        async with session.get(chunk_url) as resp:
+            assert resp.status == 402
+
+        await kubo_proxy.cut()
+        async with session.put(f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]) as r:
+            assert r.status == 503 and "Retry-After" in r.headers
+        await kubo_proxy.restore()
+        async with session.put(f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]) as r:
+            assert r.status == 200
+    await lnd_proxy.cut()
+    await kubo_proxy.cut()

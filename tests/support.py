@@ -1,0 +1,116 @@
+"""Test helpers: raw uploads over HTTP and a TCP proxy that can be cut and restored."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+
+import aiohttp
+
+from storage.crypto import (
+    DEFAULT_CHUNK_SIZE,
+    FileEncryptor,
+    b64url_encode,
+    derive_keys,
+    encode_file_id,
+    new_file_id,
+    new_file_key,
+)
+from storage.manifest import Manifest, seal_manifest
+
+
+@dataclass
+class Uploaded:
+    file_id: str
+    key: bytes
+    plaintext: bytes
+    sealed: list[bytes]
+    encryptor: FileEncryptor
+
+
+async def upload_raw(
+    session: aiohttp.ClientSession,
+    gateway: str,
+    plaintext: bytes,
+    price_msat: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    complete: bool = True,
+) -> Uploaded:
+    """Encrypts and uploads with plain HTTP calls (no client library), per docs/api.md."""
+    key, fid = new_file_key(), new_file_id()
+    enc = FileEncryptor(key, fid, len(plaintext), chunk_size)
+    manifest = seal_manifest(
+        derive_keys(key, fid),
+        fid,
+        Manifest(name="t.bin", size=len(plaintext), chunk_size=chunk_size),
+    )
+    body: dict[str, object] = {
+        "header": enc.header.to_json_dict(),
+        "manifest": b64url_encode(manifest),
+    }
+    if price_msat is not None:
+        body["price_msat"] = price_msat
+    async with session.post(f"{gateway}/v1/files", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+    file_id = encode_file_id(fid)
+    sealed = []
+    for i in range(enc.chunk_count):
+        chunk = enc.seal(i, plaintext[i * chunk_size : (i + 1) * chunk_size])
+        sealed.append(chunk)
+        async with session.put(f"{gateway}/v1/files/{file_id}/chunks/{i}", data=chunk) as resp:
+            assert resp.status == 201, await resp.text()
+    if complete:
+        async with session.post(f"{gateway}/v1/files/{file_id}/complete") as resp:
+            assert resp.status == 200, await resp.text()
+    return Uploaded(file_id, key, plaintext, sealed, enc)
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; `cut()` drops it, `restore()` brings it back
+    on the same port — a dependency going down and coming back, without touching it."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._conns):
+            writer.close()
+        self._conns.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._conns.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._conns.difference_update((writer, up_writer))
