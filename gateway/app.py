@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.accounts import AccountStore
 from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.files import FileStore
-from gateway.handlers import chunks, files, health, share
+from gateway.handlers import accounts, chunks, files, health, share
 from gateway.problems import problem_middleware
 from gateway.services import SERVICES, Services
+from gateway.settlement import Settlement
 from gateway.tokens import TokenService, load_or_create_secret
+from gateway.unpinner import Unpinner
+from gateway.withdrawals import Withdrawals
 from lightning.lnd import LndRestClient
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 from storage.kubo import KuboClient
+
+log = logging.getLogger("bitcache.gateway")
+
+
+async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> None:
+    """Runs each job now and then every interval; a failing job is logged and retried."""
+    while True:
+        for job in jobs:
+            try:
+                await job()
+            except Exception:  # a background job must never die: it is the retry
+                log.exception("background job %s failed", getattr(job, "__qualname__", job))
+        await asyncio.sleep(interval_s)
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -30,17 +49,44 @@ def create_app(config: GatewayConfig) -> web.Application:
         await db.open()
         lnd = LndRestClient(config.lnd.rest_url, config.lnd.tls_cert, config.lnd.macaroon)
         kubo = KuboClient(config.kubo_api_url)
+        settlement = Settlement(db, lnd, config.tenant, config.retry_after_s)
         tokens = TokenService(
             load_or_create_secret(config.token_secret_path),
             db,
             lnd,
+            settlement,
             config.token_ttl_s,
             config.lnd.invoice_expiry_s,
         )
-        app[SERVICES] = Services(config, db, FileStore(db), tokens, kubo, lnd)
+        withdrawals = Withdrawals(
+            db, lnd, config.withdrawal_fee_limit_bps, config.withdrawal_min_fee_msat
+        )
+        unpinner = Unpinner(db, kubo)
+        app[SERVICES] = Services(
+            config,
+            db,
+            FileStore(db),
+            tokens,
+            kubo,
+            lnd,
+            AccountStore(db),
+            settlement,
+            withdrawals,
+            unpinner,
+        )
+        background = [
+            asyncio.create_task(settlement.run(), name="settlement"),
+            asyncio.create_task(
+                _every(config.maintenance_interval_s, withdrawals.reconcile, unpinner.drain),
+                name="maintenance",
+            ),
+        ]
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await kubo.close()
             await lnd.close()
             await db.close()
@@ -52,5 +98,13 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)
     app.router.add_post("/v1/files/{file_id}/complete", files.complete_file)
     app.router.add_get("/v1/files/{file_id}/chunks/{index}", chunks.get_chunk)
+    app.router.add_delete("/v1/files/{file_id}", files.delete_file)
+    app.router.add_post("/v1/accounts", accounts.create_account)
+    app.router.add_get("/v1/account", accounts.get_usage)
+    app.router.add_get("/v1/plans", accounts.list_plans)
+    app.router.add_post("/v1/account/plans", accounts.buy_plan)
+    app.router.add_post("/v1/account/withdrawals", accounts.withdraw)
+    app.router.add_get("/v1/account/withdrawals/{withdrawal_id}", accounts.get_withdrawal)
+    app.router.add_get("/v1/operator/report", accounts.operator_report)
     app.router.add_get("/f/{file_id}", share.share_page)
     return app

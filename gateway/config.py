@@ -5,7 +5,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError
+
+from gateway.quota import Plan
+
+GB = 1_000_000_000
+
+
+def default_plans() -> list[Plan]:
+    return [
+        Plan(
+            id="1tb-30d",
+            name="1 TB for 30 days",
+            quota_bytes=1_000 * GB,
+            duration_s=30 * 86_400,
+            price_msat=20_000_000,
+        ),
+        Plan(
+            id="5tb-30d",
+            name="5 TB for 30 days",
+            quota_bytes=5_000 * GB,
+            duration_s=30 * 86_400,
+            price_msat=80_000_000,
+        ),
+    ]
 
 
 class ConfigError(Exception):
@@ -22,6 +45,22 @@ class LndSettings(BaseModel):
     invoice_expiry_s: int = Field(default=600, ge=60, le=86_400)
 
 
+class TenantSettings(BaseModel):
+    """What a brand decides: its free tier, its plans, its cut of every sale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    display_name: str = "Bitcache"
+    free_quota_bytes: int = Field(default=100 * GB, ge=0)
+    # The operator's share of each chunk sale, in basis points (1000 = 10 %).
+    operator_fee_bps: int = Field(default=1_000, ge=0, le=10_000)
+    plans: list[Plan] = Field(default_factory=default_plans)
+
+    def plan(self, plan_id: str) -> Plan | None:
+        return next((p for p in self.plans if p.id == plan_id), None)
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,6 +74,14 @@ class GatewayConfig(BaseModel):
     default_price_msat: int = Field(default=2_000, ge=0, le=100_000_000)
     token_ttl_s: int = Field(default=3_600, ge=60, le=7 * 86_400)
     max_range_chunks: int = Field(default=1_024, ge=1, le=100_000)
+    tenant: TenantSettings = Field(default_factory=TenantSettings)
+    # Withdrawals: the routing fee the gateway may spend, held from the balance up front.
+    withdrawal_fee_limit_bps: int = Field(default=50, ge=0, le=10_000)
+    withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
+    # Bearer token for the operator report; no report endpoint when unset.
+    operator_token: SecretStr | None = None
+    # Pending withdrawals are reconciled and deleted chunks unpinned this often.
+    maintenance_interval_s: float = Field(default=30, gt=0)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 
 from gateway.db import Database
-from storage.crypto import FileHeader, encode_file_id, sealed_chunk_size
+from gateway.quota import check_reservation
+from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
 
 class ChunkConflict(Exception):
@@ -26,6 +27,8 @@ class FileRecord:
     manifest: bytes
     price_msat: int
     chunks_present: int
+    owner_id: str | None
+    stored_bytes: int
 
     @property
     def chunk_count(self) -> int:
@@ -34,6 +37,10 @@ class FileRecord:
     @property
     def complete(self) -> bool:
         return self.state == "complete"
+
+    @property
+    def deleted(self) -> bool:
+        return self.state == "deleted"
 
     def sealed_size(self, index: int) -> int:
         return sealed_chunk_size(index, self.header.plaintext_size, self.header.chunk_size)
@@ -45,6 +52,11 @@ class ChunkRecord:
     size: int
 
 
+def stored_size(header: FileHeader, manifest: bytes) -> int:
+    """Bytes a file takes on the gateway: every sealed chunk plus the sealed manifest."""
+    return header.plaintext_size + CHUNK_OVERHEAD * header.chunk_count + len(manifest)
+
+
 def _header_json(header: FileHeader) -> str:
     return json.dumps(header.to_json_dict(), sort_keys=True, separators=(",", ":"))
 
@@ -54,24 +66,48 @@ class FileStore:
         self.db = db
 
     async def create(
-        self, header: FileHeader, manifest: bytes, price_msat: int
+        self,
+        header: FileHeader,
+        manifest: bytes,
+        price_msat: int,
+        owner_id: str,
+        limit_bytes: int,
     ) -> tuple[FileRecord, bool]:
-        """Creates the file, or returns the existing identical one (created=False)."""
+        """Creates the file and reserves its whole size against the owner's quota, in one
+        transaction, so parallel uploads can never overshoot; or returns the existing
+        identical file (created=False). Raises quota.OverQuota or FileConflict."""
         file_id = encode_file_id(header.file_id)
         header_json = _header_json(header)
+        size = stored_size(header, manifest)
         async with self.db.transaction() as conn:
             async with conn.execute(
-                "SELECT header, manifest FROM files WHERE id = ?", (file_id,)
+                "SELECT header, manifest, owner_id, state FROM files WHERE id = ?", (file_id,)
             ) as cur:
                 row = await cur.fetchone()
             if row is not None:
-                if row["header"] != header_json or bytes(row["manifest"]) != manifest:
+                if (
+                    row["header"] != header_json
+                    or bytes(row["manifest"]) != manifest
+                    or row["owner_id"] != owner_id
+                    or row["state"] == "deleted"
+                ):
                     raise FileConflict(f"file {file_id} exists with a different header")
                 created = False
             else:
+                async with conn.execute(
+                    "SELECT used_bytes FROM accounts WHERE id = ?", (owner_id,)
+                ) as cur:
+                    account = await cur.fetchone()
+                assert account is not None, "owner must exist"
+                check_reservation(int(account[0]), size, limit_bytes)
+                await conn.execute(
+                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
+                    (size, owner_id),
+                )
                 await conn.execute(
                     "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
-                    " created_at) VALUES (?, 'uploading', ?, ?, ?, ?, ?)",
+                    " created_at, owner_id, stored_bytes)"
+                    " VALUES (?, 'uploading', ?, ?, ?, ?, ?, ?, ?)",
                     (
                         file_id,
                         header_json,
@@ -79,6 +115,8 @@ class FileStore:
                         header.chunk_count,
                         price_msat,
                         int(time.time()),
+                        owner_id,
+                        size,
                     ),
                 )
                 created = True
@@ -86,9 +124,43 @@ class FileStore:
         assert record is not None
         return record, created
 
+    async def delete(self, file_id: str) -> list[str]:
+        """Marks the file deleted, frees its bytes, queues its chunks for unpinning.
+        Returns the queued CIDs. Invoices and ledger entries stay: they are history."""
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "UPDATE files SET state = 'deleted', deleted_at = ?"
+                " WHERE id = ? AND state != 'deleted' RETURNING owner_id, stored_bytes",
+                (now, file_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return []
+            await conn.execute(
+                "UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?",
+                (int(row[1]), row[0]),
+            )
+            async with conn.execute(
+                "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
+            ) as cur:
+                cids = [r[0] async for r in cur]
+            await conn.executemany(
+                "INSERT OR IGNORE INTO unpin_queue (cid, queued_at) VALUES (?, ?)",
+                [(cid, now) for cid in cids],
+            )
+        return cids
+
+    async def note_served(self, file_id: str, size: int) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?", (size, file_id)
+            )
+
     async def get(self, file_id: str) -> FileRecord | None:
         row = await self.db.fetch_one(
-            "SELECT f.id, f.state, f.header, f.manifest, f.price_msat,"
+            "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
+            " f.stored_bytes,"
             " (SELECT COUNT(*) FROM chunks c WHERE c.file_id = f.id) AS present"
             " FROM files f WHERE f.id = ?",
             (file_id,),
@@ -102,6 +174,8 @@ class FileStore:
             manifest=bytes(row["manifest"]),
             price_msat=int(row["price_msat"]),
             chunks_present=int(row["present"]),
+            owner_id=row["owner_id"],
+            stored_bytes=int(row["stored_bytes"]),
         )
 
     async def chunk(self, file_id: str, index: int) -> ChunkRecord | None:

@@ -19,6 +19,7 @@ from gateway.db import Database
 from gateway.files import FileRecord
 from gateway.macaroons import add_caveat, mint, to_base64
 from gateway.pricing import ChunkRange, price_msat
+from gateway.settlement import Settlement
 from lightning.lnd import LndRestClient
 
 _ROOT_KEY_DOMAIN = b"bitcache/v1/l402-root-key"
@@ -59,12 +60,14 @@ class TokenService:
         secret: bytes,
         db: Database,
         lnd: LndRestClient,
+        settlement: Settlement,
         token_ttl_s: int,
         invoice_expiry_s: int,
     ) -> None:
         self._secret = secret
         self._db = db
         self._lnd = lnd
+        self._settlement = settlement
         self._ttl = token_ttl_s
         self._invoice_expiry = invoice_expiry_s
         self._seen_settled: set[bytes] = set()
@@ -112,13 +115,11 @@ class TokenService:
         return l402.verify_credential(credential, root_key, request)
 
     async def note_paid(self, payment_hash: bytes) -> None:
-        """A valid preimage proves payment: record the invoice settled, once."""
+        """A valid preimage proves payment: book the sale now rather than wait for LND's
+        stream (both paths are idempotent), once per token per process."""
         if payment_hash in self._seen_settled:
             return
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE invoices SET state = 'settled', settled_at = ?"
-                " WHERE payment_hash = ? AND state = 'open'",
-                (int(time.time()), payment_hash),
-            )
+        await self._settlement.book(payment_hash)
+        if len(self._seen_settled) > 100_000:  # bound memory; a repeat is only a no-op
+            self._seen_settled.clear()
         self._seen_settled.add(payment_hash)

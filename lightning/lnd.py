@@ -16,7 +16,14 @@ from typing import Any
 import aiohttp
 
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
-from lightning.models import Invoice, InvoiceState, NodeInfo, Payment
+from lightning.models import (
+    DecodedInvoice,
+    Invoice,
+    InvoiceState,
+    NodeInfo,
+    Payment,
+    PaymentStatus,
+)
 
 _STATES = {
     "OPEN": InvoiceState.OPEN,
@@ -235,6 +242,42 @@ class LndRestClient:
             if status == "FAILED":
                 raise PaymentFailed(f"payment failed: {update.get('failure_reason', 'unknown')}")
         raise LightningError(f"payment stream ended without a final state: {last.get('status')}")
+
+    async def decode_invoice(self, bolt11: str) -> DecodedInvoice:
+        data = await self._request("GET", f"/v1/payreq/{bolt11}")
+        return DecodedInvoice(
+            payment_hash=bytes.fromhex(str(data["payment_hash"])),
+            amount_msat=_int(data.get("num_msat")),
+            destination=str(data.get("destination", "")),
+            expires_at=_int(data.get("timestamp")) + _int(data.get("expiry")),
+        )
+
+    async def track_payment(self, payment_hash: bytes) -> PaymentStatus:
+        """The final or current state of an outgoing payment; UNKNOWN if never initiated."""
+        try:
+            async for update in self._stream(
+                "GET",
+                f"/v2/router/track/{payment_hash.hex()}",
+                params={"no_inflight_updates": "true"},
+                total_s=30,
+            ):
+                status = str(update.get("status"))
+                if status == "SUCCEEDED":
+                    return PaymentStatus(
+                        "succeeded",
+                        _int(update.get("fee_msat")),
+                        bytes.fromhex(update["payment_preimage"]),
+                    )
+                if status == "FAILED":
+                    return PaymentStatus("failed", 0, None)
+                return PaymentStatus("in_flight", 0, None)
+        except LightningUnavailable:
+            raise
+        except LightningError as exc:
+            if "not found" in str(exc) or "isn't initiated" in str(exc):
+                return PaymentStatus("unknown", 0, None)
+            raise
+        return PaymentStatus("in_flight", 0, None)
 
     # --- wallet and channels (used by the regtest network and operators) -------------
 

@@ -40,3 +40,18 @@ class NodeInfo:
     block_height: int
     synced_to_chain: bool
     num_active_channels: int
+
+
+@dataclass(frozen=True)
+class DecodedInvoice:
+    payment_hash: bytes
+    amount_msat: int  # 0 for an invoice without an amount
+    destination: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class PaymentStatus:
+    state: str  # "succeeded", "failed", "in_flight", or "unknown" (never initiated)
+    fee_msat: int
+    preimage: bytes | None

@@ -21,8 +21,21 @@ from storage.crypto import (
 from storage.manifest import Manifest, seal_manifest
 
 
+async def create_account(session: aiohttp.ClientSession, gateway: str) -> tuple[str, str]:
+    """(account id, API key) of a new account."""
+    async with session.post(f"{gateway}/v1/accounts") as resp:
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+    return body["account_id"], body["api_key"]
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
 @dataclass
 class Uploaded:
+    api_key: str
     file_id: str
     key: bytes
     plaintext: bytes
@@ -37,8 +50,12 @@ async def upload_raw(
     price_msat: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     complete: bool = True,
+    api_key: str | None = None,
 ) -> Uploaded:
     """Encrypts and uploads with plain HTTP calls (no client library), per docs/api.md."""
+    if api_key is None:
+        _, api_key = await create_account(session, gateway)
+    headers = bearer(api_key)
     key, fid = new_file_key(), new_file_id()
     enc = FileEncryptor(key, fid, len(plaintext), chunk_size)
     manifest = seal_manifest(
@@ -52,19 +69,21 @@ async def upload_raw(
     }
     if price_msat is not None:
         body["price_msat"] = price_msat
-    async with session.post(f"{gateway}/v1/files", json=body) as resp:
+    async with session.post(f"{gateway}/v1/files", json=body, headers=headers) as resp:
         assert resp.status == 201, await resp.text()
     file_id = encode_file_id(fid)
     sealed = []
     for i in range(enc.chunk_count):
         chunk = enc.seal(i, plaintext[i * chunk_size : (i + 1) * chunk_size])
         sealed.append(chunk)
-        async with session.put(f"{gateway}/v1/files/{file_id}/chunks/{i}", data=chunk) as resp:
+        async with session.put(
+            f"{gateway}/v1/files/{file_id}/chunks/{i}", data=chunk, headers=headers
+        ) as resp:
             assert resp.status == 201, await resp.text()
     if complete:
-        async with session.post(f"{gateway}/v1/files/{file_id}/complete") as resp:
+        async with session.post(f"{gateway}/v1/files/{file_id}/complete", headers=headers) as resp:
             assert resp.status == 200, await resp.text()
-    return Uploaded(file_id, key, plaintext, sealed, enc)
+    return Uploaded(api_key, file_id, key, plaintext, sealed, enc)
 
 
 def random_bytes(n: int) -> bytes:

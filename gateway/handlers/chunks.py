@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import l402
+from gateway.auth import optional_account
 from gateway.files import FileRecord
 from gateway.handlers.common import chunk_index_param, int_param, load_file
 from gateway.pricing import purchase_range
@@ -18,8 +19,13 @@ async def get_chunk(request: web.Request) -> web.Response:
     index = chunk_index_param(request, record)
     if not record.complete:
         raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
-    if record.price_msat > 0:
-        authorization = request.headers.getall("Authorization", [])
+    owner = await optional_account(request)
+    if record.price_msat > 0 and (owner is None or owner.id != record.owner_id):
+        authorization = [
+            v
+            for v in request.headers.getall("Authorization", [])
+            if not v.lower().startswith("bearer ")
+        ]
         if not authorization:
             raise await _payment_required(
                 request,
@@ -45,6 +51,7 @@ async def get_chunk(request: web.Request) -> web.Response:
             "Storage returned the wrong size",
             f"chunk {index}: expected {chunk.size} bytes, got {len(data)}",
         )
+    await s.files.note_served(record.id, len(data))
     return web.Response(
         body=data,
         content_type="application/octet-stream",

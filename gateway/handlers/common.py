@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import json
+from typing import TypeVar
+
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from gateway.files import FileRecord
-from gateway.problems import bad_request, not_found
+from gateway.problems import Problem, bad_request, not_found
 from gateway.services import services
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+async def json_model(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as `model`, or a 400 saying what is wrong."""
+    try:
+        return model.model_validate(await request.json())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise bad_request(validation_detail(exc)) from exc
 
 
 def file_id_param(request: web.Request) -> str:
@@ -34,6 +54,8 @@ async def load_file(request: web.Request) -> FileRecord:
     record = await services(request).files.get(file_id)
     if record is None:
         raise not_found(f"no file {file_id}")
+    if record.deleted:
+        raise Problem(410, "gone", "Gone", f"file {file_id} was deleted by its owner")
     return record
 
 

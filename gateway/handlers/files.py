@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auth import require_account
 from gateway.files import ChunkConflict, FileConflict, FileRecord
-from gateway.handlers.common import chunk_index_param, load_file
+from gateway.handlers.common import chunk_index_param, json_model, load_file
 from gateway.problems import Problem, bad_request, conflict
+from gateway.quota import OverQuota
+from gateway.quotas import limit_bytes
 from gateway.services import services
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
 from storage.errors import FormatError
@@ -37,13 +39,6 @@ def _b64url_bytes(text: str, what: str) -> bytes:
     if b64url_encode(data) != text:
         raise FormatError(f"{what} is not canonical base64url")
     return data
-
-
-async def _json_body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from exc
 
 
 def file_state(request: web.Request, record: FileRecord, missing: list[int]) -> dict[str, Any]:
@@ -72,24 +67,53 @@ async def _state_response(request: web.Request, record: FileRecord, status: int)
 
 async def create_file(request: web.Request) -> web.Response:
     s = services(request)
+    account = await require_account(request)
+    body = await json_model(request, CreateFileBody)
     try:
-        body = CreateFileBody.model_validate(await _json_body(request))
         header = FileHeader.from_json_dict(body.header)
         manifest = _b64url_bytes(body.manifest, "manifest")
-    except ValidationError as exc:
-        raise bad_request(
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        ) from exc
     except FormatError as exc:
         raise bad_request(str(exc), "bad-header") from exc
     if len(manifest) > _MAX_MANIFEST_BYTES:
         raise bad_request("manifest too large")
     price = s.config.default_price_msat if body.price_msat is None else body.price_msat
+    limit = await limit_bytes(s.db, s.config.tenant, account.id)
     try:
-        record, created = await s.files.create(header, manifest, price)
+        record, created = await s.files.create(header, manifest, price, account.id, limit)
     except FileConflict as exc:
         raise conflict(str(exc), "file-exists") from exc
+    except OverQuota as exc:
+        raise Problem(
+            507,
+            "over-quota",
+            "Over quota",
+            str(exc),
+            extra={
+                "used_bytes": exc.used_bytes,
+                "requested_bytes": exc.requested_bytes,
+                "limit_bytes": exc.limit_bytes,
+                "upgrade": 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}',
+            },
+        ) from exc
     return await _state_response(request, record, 201 if created else 200)
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    s = services(request)
+    account = await require_account(request)
+    record = await load_file(request)
+    if record.owner_id != account.id:
+        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can delete it")
+    cids = await s.files.delete(record.id)
+    await s.unpinner.drain()  # best effort now; the queue is retried if kubo is down
+    return web.json_response(
+        {
+            "file_id": record.id,
+            "state": "deleted",
+            "freed_bytes": record.stored_bytes,
+            "chunks": len(cids),
+        }
+    )
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -98,7 +122,10 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def put_chunk(request: web.Request) -> web.Response:
     s = services(request)
+    account = await require_account(request)
     record = await load_file(request)
+    if record.owner_id != account.id:
+        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can upload to it")
     index = chunk_index_param(request, record)
     expected = record.sealed_size(index)
     declared = request.content_length
@@ -134,7 +161,10 @@ def _wrong_size(index: int, expected: int, got: int) -> Problem:
 
 async def complete_file(request: web.Request) -> web.Response:
     s = services(request)
+    account = await require_account(request)
     record = await load_file(request)
+    if record.owner_id != account.id:
+        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can complete it")
     missing = await s.files.mark_complete(record.id, record.chunk_count)
     if missing:
         raise conflict(

@@ -1,13 +1,14 @@
 -- Files, their ciphertext chunks in IPFS, and the invoices sold for them.
 CREATE TABLE files (
     id              TEXT PRIMARY KEY,          -- base32 file id (format.md §5.1)
-    state           TEXT NOT NULL CHECK (state IN ('uploading', 'complete')),
+    state           TEXT NOT NULL CHECK (state IN ('uploading', 'complete', 'deleted')),
     header          TEXT NOT NULL,             -- public FileHeader JSON
     manifest        BLOB NOT NULL,             -- sealed manifest (ciphertext)
     chunk_count     INTEGER NOT NULL CHECK (chunk_count >= 1),
     price_msat      INTEGER NOT NULL CHECK (price_msat >= 0),  -- per chunk
     created_at      INTEGER NOT NULL,
-    completed_at    INTEGER
+    completed_at    INTEGER,
+    deleted_at      INTEGER
 );
 
 CREATE TABLE chunks (

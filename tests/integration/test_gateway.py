@@ -16,7 +16,7 @@ from gateway.server import serve
 from regtest.network import Network
 from storage.crypto import FileDecryptor
 from tests.conftest import gateway_config
-from tests.support import TcpProxy, Uploaded, random_bytes, upload_raw
+from tests.support import TcpProxy, Uploaded, bearer, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +160,20 @@ async def test_bad_input_gets_problem_bodies_and_changes_nothing(
         ("POST", "/v1/files", b'{"header": {}, "manifest": "AA"}', 400),
         ("PUT", f"/v1/files/{fid}/chunks/0", b"short", 422),
         ("PUT", f"/v1/files/{fid}/chunks/0", uploaded.sealed[1], 409),
-        ("DELETE", f"/v1/files/{fid}", None, 405),
+        ("PATCH", f"/v1/files/{fid}", None, 405),
         ("GET", "/nowhere", None, 404),
     ]
+    owner = bearer(uploaded.api_key)
     for method, path, data, status in cases:
-        async with session.request(method, gateway_url + path, data=data) as resp:
+        async with session.request(
+            method, gateway_url + path, data=data, headers=owner if method in ("PUT", "POST") else {}
+        ) as resp:
             assert resp.status == status, (method, path, await resp.text())
             body = await resp.json(content_type=None)
             assert {"type", "title", "detail"} <= body.keys(), (method, path)
+    # Uploading needs an account.
+    async with session.put(f"{gateway_url}/v1/files/{fid}/chunks/0", data=b"x") as resp:
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
     async with session.get(f"{gateway_url}/v1/files/{fid}") as resp:
         state = await resp.json()
     assert state["state"] == "complete" and state["chunks_present"] == 4
@@ -183,10 +189,14 @@ async def test_incomplete_upload_resumes_and_cannot_be_downloaded_early(
         assert resp.status == 409
     # Re-putting identical bytes is idempotent.
     async with session.put(
-        f"{gateway_url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]
+        f"{gateway_url}/v1/files/{up.file_id}/chunks/0",
+        data=up.sealed[0],
+        headers=bearer(up.api_key),
     ) as resp:
         assert resp.status == 200
-    async with session.post(f"{gateway_url}/v1/files/{up.file_id}/complete") as resp:
+    async with session.post(
+        f"{gateway_url}/v1/files/{up.file_id}/complete", headers=bearer(up.api_key)
+    ) as resp:
         assert resp.status == 200
 
 
@@ -233,10 +243,14 @@ async def test_dependency_outage_gives_503_then_recovers(
             assert resp.status == 402
 
         await kubo_proxy.cut()
-        async with session.put(f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]) as r:
+        async with session.put(
+            f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0], headers=bearer(up.api_key)
+        ) as r:
             assert r.status == 503 and "Retry-After" in r.headers
         await kubo_proxy.restore()
-        async with session.put(f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0]) as r:
+        async with session.put(
+            f"{url}/v1/files/{up.file_id}/chunks/0", data=up.sealed[0], headers=bearer(up.api_key)
+        ) as r:
             assert r.status == 200
     await lnd_proxy.cut()
     await kubo_proxy.cut()

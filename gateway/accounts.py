@@ -1,0 +1,54 @@
+"""Accounts and their API keys. A key is shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from gateway.db import Database
+
+API_KEY_PREFIX = "bck_"
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    tenant_id: str
+    used_bytes: int
+
+
+def hash_api_key(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, tenant_id: str) -> tuple[Account, str]:
+        """A new account and its API key (returned once, never stored)."""
+        account_id = "acct_" + secrets.token_hex(8)
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (account_id, tenant_id, hash_api_key(api_key), int(time.time())),
+            )
+        return Account(account_id, tenant_id, 0), api_key
+
+    async def by_api_key(self, api_key: str) -> Account | None:
+        # Looking up by the hash of a 256-bit random key leaks nothing through timing.
+        row = await self.db.fetch_one(
+            "SELECT id, tenant_id, used_bytes FROM accounts WHERE api_key_hash = ?",
+            (hash_api_key(api_key),),
+        )
+        return Account(row[0], row[1], int(row[2])) if row else None
+
+    async def get(self, account_id: str) -> Account | None:
+        row = await self.db.fetch_one(
+            "SELECT id, tenant_id, used_bytes FROM accounts WHERE id = ?", (account_id,)
+        )
+        return Account(row[0], row[1], int(row[2])) if row else None

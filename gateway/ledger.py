@@ -1,0 +1,258 @@
+"""Double-entry ledger rules (pure).
+
+Every movement of money is a `Transaction` whose entries sum to zero, so money is never
+created or lost inside the gateway: it only enters or leaves through `LIGHTNING`.
+Amounts are integer millisatoshis; positive credits an account, negative debits it.
+Storing transactions and balances is the caller's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "KIND_CHUNK_SALE",
+    "KIND_PLAN_PURCHASE",
+    "KIND_WITHDRAWAL_HOLD",
+    "KIND_WITHDRAWAL_RELEASE",
+    "KIND_WITHDRAWAL_SETTLE",
+    "LIGHTNING",
+    "MAX_BPS",
+    "OPERATOR_FEES",
+    "OPERATOR_PLANS",
+    "Entry",
+    "InsufficientFunds",
+    "LedgerError",
+    "Transaction",
+    "apply",
+    "chunk_sale",
+    "fee_reserve_msat",
+    "plan_purchase",
+    "user_account",
+    "withdrawal_hold",
+    "withdrawal_hold_account",
+    "withdrawal_release",
+    "withdrawal_settle",
+]
+
+LIGHTNING = "external:lightning"
+OPERATOR_FEES = "operator:fees"
+OPERATOR_PLANS = "operator:plans"
+
+KIND_CHUNK_SALE = "chunk_sale"
+KIND_PLAN_PURCHASE = "plan_purchase"
+KIND_WITHDRAWAL_HOLD = "withdrawal_hold"
+KIND_WITHDRAWAL_SETTLE = "withdrawal_settle"
+KIND_WITHDRAWAL_RELEASE = "withdrawal_release"
+
+MAX_BPS = 10_000
+
+_USER_PREFIX = "user:"
+_HOLD_PREFIX = "hold:withdrawal:"
+_HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class LedgerError(ValueError):
+    """A transaction or builder input breaks a ledger rule."""
+
+
+class InsufficientFunds(LedgerError):
+    """Applying a transaction would overdraw `account`."""
+
+    def __init__(self, account: str, balance: int, needed: int) -> None:
+        super().__init__(f"{account} holds {balance} msat but {needed} msat are needed")
+        self.account = account
+        self.balance = balance
+        self.needed = needed
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass; True must never pass for 1 msat.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value: int) -> int:
+    if not _is_int(value) or value <= 0:
+        raise LedgerError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative(name: str, value: int) -> int:
+    if not _is_int(value) or value < 0:
+        raise LedgerError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _bps(name: str, value: int) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_BPS:
+        raise LedgerError(f"{name} must be an integer in 0..{MAX_BPS}, got {value!r}")
+    return value
+
+
+def _identifier(name: str, value: str) -> str:
+    # Whitespace would make account names ambiguous in logs and lookups.
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise LedgerError(f"{name} must be a non-empty string without surrounding spaces")
+    return value
+
+
+def _payment_hash(value: str) -> str:
+    if not isinstance(value, str) or not _HEX64_RE.fullmatch(value):
+        raise LedgerError("payment hash must be 64 hex characters")
+    # One spelling per hash, so a reference can be used as a uniqueness key.
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One leg of a transaction: credit (positive) or debit (negative) `account`."""
+
+    account: str
+    amount_msat: int
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A balanced set of entries; construction fails unless the rules hold."""
+
+    kind: str
+    reference: str
+    entries: tuple[Entry, ...]
+
+    def __post_init__(self) -> None:
+        _identifier("kind", self.kind)
+        _identifier("reference", self.reference)
+        if not isinstance(self.entries, tuple):
+            raise LedgerError("entries must be a tuple")
+        if len(self.entries) < 2:
+            raise LedgerError("a transaction needs at least two entries")
+        seen: set[str] = set()
+        for entry in self.entries:
+            if not isinstance(entry, Entry):
+                raise LedgerError(f"not an Entry: {entry!r}")
+            _identifier("account", entry.account)
+            if not _is_int(entry.amount_msat) or entry.amount_msat == 0:
+                raise LedgerError(f"{entry.account}: amount must be a non-zero integer")
+            if entry.account in seen:
+                raise LedgerError(f"{entry.account} appears twice")
+            seen.add(entry.account)
+        total = sum(entry.amount_msat for entry in self.entries)
+        if total != 0:
+            raise LedgerError(f"entries sum to {total} msat, not 0")
+
+
+def user_account(account_id: str) -> str:
+    return _USER_PREFIX + _identifier("account id", account_id)
+
+
+def withdrawal_hold_account(withdrawal_id: str) -> str:
+    return _HOLD_PREFIX + _identifier("withdrawal id", withdrawal_id)
+
+
+def _tx(kind: str, reference: str, *entries: tuple[str, int]) -> Transaction:
+    # Builders may compute a zero leg (no fee, no change); such legs are simply left out.
+    legs = tuple(Entry(account, amount) for account, amount in entries if amount != 0)
+    return Transaction(kind, reference, legs)
+
+
+def chunk_sale(
+    payment_hash_hex: str, owner_account_id: str, amount_msat: int, fee_bps: int
+) -> Transaction:
+    """A paid chunk invoice: the operator keeps `fee_bps`, the uploader earns the rest."""
+    reference = _payment_hash(payment_hash_hex)
+    owner = user_account(owner_account_id)
+    _positive("amount_msat", amount_msat)
+    _bps("fee_bps", fee_bps)
+    # Floor: the uploader gets any rounding remainder.
+    fee = amount_msat * fee_bps // MAX_BPS
+    return _tx(
+        KIND_CHUNK_SALE,
+        reference,
+        (LIGHTNING, -amount_msat),
+        (OPERATOR_FEES, fee),
+        (owner, amount_msat - fee),
+    )
+
+
+def plan_purchase(payment_hash_hex: str, amount_msat: int) -> Transaction:
+    """A paid plan invoice: all of it goes to the operator."""
+    reference = _payment_hash(payment_hash_hex)
+    _positive("amount_msat", amount_msat)
+    return _tx(
+        KIND_PLAN_PURCHASE, reference, (LIGHTNING, -amount_msat), (OPERATOR_PLANS, amount_msat)
+    )
+
+
+def withdrawal_hold(
+    withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
+) -> Transaction:
+    """Set aside amount + routing-fee reserve before paying out, so it can't be spent twice."""
+    hold = withdrawal_hold_account(withdrawal_id)
+    user = user_account(account_id)
+    total = _positive("amount_msat", amount_msat) + _non_negative(
+        "fee_reserve_msat", fee_reserve_msat
+    )
+    return _tx(KIND_WITHDRAWAL_HOLD, withdrawal_id, (user, -total), (hold, total))
+
+
+def withdrawal_settle(
+    withdrawal_id: str,
+    account_id: str,
+    amount_msat: int,
+    fee_reserve_msat: int,
+    fee_paid_msat: int,
+) -> Transaction:
+    """The payout succeeded: amount + actual fee leave, the unused reserve goes back."""
+    hold = withdrawal_hold_account(withdrawal_id)
+    user = user_account(account_id)
+    _positive("amount_msat", amount_msat)
+    _non_negative("fee_reserve_msat", fee_reserve_msat)
+    _non_negative("fee_paid_msat", fee_paid_msat)
+    if fee_paid_msat > fee_reserve_msat:
+        # The caller caps the routing fee at the reserve; exceeding it means a bug upstream.
+        raise LedgerError(
+            f"fee paid {fee_paid_msat} msat exceeds the reserve {fee_reserve_msat} msat"
+        )
+    return _tx(
+        KIND_WITHDRAWAL_SETTLE,
+        withdrawal_id,
+        (hold, -(amount_msat + fee_reserve_msat)),
+        (LIGHTNING, amount_msat + fee_paid_msat),
+        (user, fee_reserve_msat - fee_paid_msat),
+    )
+
+
+def withdrawal_release(
+    withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
+) -> Transaction:
+    """The payout failed: everything held goes back to the user."""
+    hold = withdrawal_hold_account(withdrawal_id)
+    user = user_account(account_id)
+    total = _positive("amount_msat", amount_msat) + _non_negative(
+        "fee_reserve_msat", fee_reserve_msat
+    )
+    return _tx(KIND_WITHDRAWAL_RELEASE, withdrawal_id, (hold, -total), (user, total))
+
+
+def apply(balances: Mapping[str, int], tx: Transaction) -> dict[str, int]:
+    """New balances after `tx`; `balances` is not modified. Nothing is applied on failure."""
+    result = dict(balances)
+    for entry in tx.entries:
+        before = result.get(entry.account, 0)
+        after = before + entry.amount_msat
+        # Only LIGHTNING (the outside world) runs negative, by what has come in overall.
+        if after < 0 and entry.amount_msat < 0 and entry.account != LIGHTNING:
+            raise InsufficientFunds(entry.account, before, -entry.amount_msat)
+        result[entry.account] = after
+    return result
+
+
+def fee_reserve_msat(amount_msat: int, fee_limit_bps: int, min_fee_msat: int) -> int:
+    """Routing-fee reserve for a payout: `fee_limit_bps` of it rounded up, at least `min_fee`."""
+    _non_negative("amount_msat", amount_msat)
+    _non_negative("fee_limit_bps", fee_limit_bps)
+    _non_negative("min_fee_msat", min_fee_msat)
+    # Ceiling, in integers: the reserve must cover the limit the node is given.
+    return max(min_fee_msat, -(-amount_msat * fee_limit_bps // MAX_BPS))
