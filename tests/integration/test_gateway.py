@@ -166,7 +166,10 @@ async def test_bad_input_gets_problem_bodies_and_changes_nothing(
     owner = bearer(uploaded.api_key)
     for method, path, data, status in cases:
         async with session.request(
-            method, gateway_url + path, data=data, headers=owner if method in ("PUT", "POST") else {}
+            method,
+            gateway_url + path,
+            data=data,
+            headers=owner if method in ("PUT", "POST") else {},
         ) as resp:
             assert resp.status == status, (method, path, await resp.text())
             body = await resp.json(content_type=None)
