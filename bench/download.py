@@ -102,8 +102,10 @@ async def main(mib: int, runs: int) -> None:
         print(f"\nDownload of a {mib} MiB file ({len(cids)} chunks), best of {runs} runs:")
         print(f"  kubo cat (baseline)  {best['kubo']:8.1f} MiB/s")
         print(f"  free download        {best['free']:8.1f} MiB/s")
-        print(f"  paid download        {best['paid']:8.1f} MiB/s   "
-              f"({payments} payments, {paid_msat // 1000} sat)")
+        print(
+            f"  paid download        {best['paid']:8.1f} MiB/s   "
+            f"({payments} payments, {paid_msat // 1000} sat)"
+        )
         print(f"  paid / free          {best['paid'] / best['free']:8.2f}")
         print(f"  paid / kubo cat      {best['paid'] / best['kubo']:8.2f}")
         print(f"  free / kubo cat      {best['free'] / best['kubo']:8.2f}")

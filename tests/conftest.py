@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, LndSettings
+from client.sandbox import sandbox_gateway_config
+from gateway.config import GatewayConfig
 from gateway.server import serve
 from regtest.network import Network
 from regtest.process import free_port
@@ -22,18 +23,8 @@ async def network() -> AsyncIterator[Network]:
 
 
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:
-    """A gateway on a free loopback port, using the network's `gateway` LND node and kubo."""
-    node = net.node("gateway")
-    assert net.kubo is not None
-    values: dict[str, Any] = {
-        "port": free_port(),
-        "data_dir": data_dir,
-        "kubo_api_url": net.kubo.api_url,
-        "lnd": LndSettings(
-            rest_url=node.rest_url, tls_cert=node.tls_cert, macaroon=node.admin_macaroon
-        ),
-    }
-    return GatewayConfig(**(values | overrides))
+    """The sandbox's gateway config, on a free loopback port."""
+    return sandbox_gateway_config(net, data_dir, free_port(), **overrides)
 
 
 @pytest.fixture(scope="session")

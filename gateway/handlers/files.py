@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.auth import require_account
+from gateway.auth import optional_account, require_account
 from gateway.files import ChunkConflict, FileConflict, FileRecord
 from gateway.handlers.common import chunk_index_param, json_model, load_file
 from gateway.problems import Problem, bad_request, conflict
@@ -41,7 +41,9 @@ def _b64url_bytes(text: str, what: str) -> bytes:
     return data
 
 
-def file_state(request: web.Request, record: FileRecord, missing: list[int]) -> dict[str, Any]:
+def file_state(
+    request: web.Request, record: FileRecord, missing: list[int], owned: bool
+) -> dict[str, Any]:
     base = services(request).config.base_url()
     return {
         "file_id": record.id,
@@ -52,6 +54,7 @@ def file_state(request: web.Request, record: FileRecord, missing: list[int]) -> 
         "price_msat": record.price_msat,
         "chunks_present": record.chunks_present,
         "missing": missing,
+        "owned": owned,
         "link_base": f"{base}/f/{record.id}",
     }
 
@@ -62,7 +65,9 @@ async def _state_response(request: web.Request, record: FileRecord, status: int)
         if record.complete
         else await services(request).files.missing(record.id, record.chunk_count)
     )
-    return web.json_response(file_state(request, record, missing), status=status)
+    account = await optional_account(request)
+    owned = account is not None and account.id == record.owner_id
+    return web.json_response(file_state(request, record, missing, owned), status=status)
 
 
 async def create_file(request: web.Request) -> web.Response:

@@ -1,0 +1,228 @@
+"""The ``bitcache`` command: upload, get, info, account, sandbox.
+
+Results go to stdout (the share link, where a file was saved); progress and errors go to
+stderr. Errors print ``error: <message>`` and exit 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from client import account
+from client.api import BitcacheClient, DownloadResult, FileInfo
+from client.config import ClientConfig, default_config_path, load_config, save_config
+from client.errors import ClientError, ConfigError
+from client.payer import format_msat
+from client.progress import format_bytes
+from storage.capability import ShareLink
+from storage.errors import StorageError
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _config(args: argparse.Namespace) -> ClientConfig:
+    path = Path(args.config).expanduser() if args.config else None
+    cfg = load_config(path)
+    gateway = getattr(args, "gateway", None)
+    if gateway:
+        try:
+            cfg = ClientConfig.model_validate(cfg.model_dump() | {"gateway_url": gateway})
+        except ValidationError as exc:
+            msg = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise ConfigError(f"--gateway: {msg}") from None
+    return cfg
+
+
+def _price_msat(text: str) -> int:
+    """``--price-sat`` value: sats, with up to three decimals (millisatoshis)."""
+    try:
+        sats = Decimal(text)
+    except InvalidOperation:
+        raise ClientError(f"--price-sat: {text!r} is not a number") from None
+    msat = sats * 1000
+    if not sats.is_finite() or sats < 0 or msat != msat.to_integral_value():
+        raise ClientError("--price-sat must be zero or more, in whole millisatoshis (0.001 sat)")
+    return int(msat)
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    price = _price_msat(args.price_sat) if args.price_sat is not None else None
+
+    async def run() -> ShareLink:
+        async with BitcacheClient(cfg) as client:
+            return await client.upload(Path(args.file), price_msat=price, progress=not args.quiet)
+
+    print(asyncio.run(run()).to_url())
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    out = Path(args.output).expanduser() if args.output else None
+
+    async def run() -> DownloadResult:
+        async with BitcacheClient(cfg) as client:
+            return await client.download(args.link, out=out, progress=not args.quiet)
+
+    result = asyncio.run(run())
+    print(f"saved {result.path} ({format_bytes(result.size)})")
+    if result.chunks_bought:
+        print(
+            f"paid {format_msat(result.paid_msat)} + {format_msat(result.fees_msat)} fee "
+            f"for {result.chunks_bought} of {result.chunks} chunks"
+        )
+    else:
+        print("paid nothing")
+    return 0
+
+
+def _describe_info(info: FileInfo) -> list[str]:
+    modified = (
+        datetime.fromtimestamp(info.modified, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if info.modified is not None
+        else "unknown"
+    )
+    price = (
+        "free"
+        if info.price_msat == 0
+        else f"{format_msat(info.price_msat)} per chunk, "
+        f"{format_msat(info.total_price_msat)} for the whole file"
+    )
+    return [
+        f"name:     {info.name}",
+        f"size:     {format_bytes(info.size)} ({info.size} bytes)",
+        f"type:     {info.media_type}",
+        f"modified: {modified}",
+        f"chunks:   {info.chunk_count} of {format_bytes(info.chunk_size)}",
+        f"price:    {price}",
+        f"state:    {info.state}",
+        f"gateway:  {info.gateway}",
+    ]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+
+    async def run() -> FileInfo:
+        async with BitcacheClient(cfg) as client:
+            return await client.info(args.link)
+
+    print("\n".join(_describe_info(asyncio.run(run()))))
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    # Imported here: the sandbox pulls in the gateway and regtest tooling.
+    from client.sandbox import run
+
+    path = Path(args.config).expanduser() if args.config else None
+    return run(args.port, path)
+
+
+def _cmd_account(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    path = Path(args.config).expanduser() if args.config else None
+
+    async def run() -> Any:
+        async with BitcacheClient(cfg) as client:
+            if args.action == "create":
+                return await account.create(client)
+            if args.action == "usage":
+                return await account.usage(client)
+            if args.action == "plans":
+                return {"plans": await account.plans(client)}
+            if args.action == "buy":
+                return await account.buy(client, args.plan)
+            return await account.withdraw(client, _price_msat(args.amount_sat))
+
+    result = asyncio.run(run())
+    if args.action == "create":
+        save_config(cfg.model_copy(update={"api_key": result["api_key"]}), path)
+        print(
+            f"account {result['account_id']} created; its API key is saved in "
+            f"{path or default_config_path()}"
+        )
+        return 0
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="client configuration file")
+    parser = argparse.ArgumentParser(
+        prog="bitcache",
+        description="End-to-end encrypted file sharing, paid chunk by chunk over Lightning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("upload", parents=[common], help="encrypt and upload a file")
+    up.add_argument("file", metavar="FILE")
+    up.add_argument("--price-sat", metavar="N", help="price per chunk in sats (gateway default)")
+    up.add_argument("--gateway", metavar="URL", help="gateway to upload to")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    up.set_defaults(handler=_cmd_upload)
+
+    get = sub.add_parser("get", parents=[common], help="download (and pay for) a shared file")
+    get.add_argument("link", metavar="LINK")
+    get.add_argument("-o", "--output", metavar="PATH", help="file or directory to save to")
+    get.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    get.set_defaults(handler=_cmd_get)
+
+    info = sub.add_parser("info", parents=[common], help="show what a share link points at")
+    info.add_argument("link", metavar="LINK")
+    info.set_defaults(handler=_cmd_info)
+
+    acct = sub.add_parser("account", parents=[common], help="your account on the gateway")
+    acct.add_argument("--gateway", metavar="URL", help="gateway (default from the config)")
+    acct_sub = acct.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acct_sub.add_parser("create", help="create an account and save its API key")
+    acct_sub.add_parser("usage", help="storage used, quota, plans, earnings")
+    acct_sub.add_parser("plans", help="the plans on sale")
+    buy = acct_sub.add_parser("buy", help="buy a plan with your Lightning node")
+    buy.add_argument("plan", metavar="PLAN_ID")
+    wd = acct_sub.add_parser("withdraw", help="withdraw earnings to your Lightning node")
+    wd.add_argument("amount_sat", metavar="SATS")
+    acct.set_defaults(handler=_cmd_account)
+
+    box = sub.add_parser("sandbox", parents=[common], help="run a local regtest sandbox")
+    box.add_argument("--port", type=int, default=8402, help="gateway port (default 8402)")
+    box.set_defaults(handler=_cmd_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ClientError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
