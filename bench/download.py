@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from client import account
 from client.api import BitcacheClient
 from client.payer import LndPayer
 from client.sandbox import sandbox_client_config, sandbox_gateway_config
@@ -69,21 +70,26 @@ async def main(mib: int, runs: int) -> None:
         work = Path(tempfile.mkdtemp(prefix="bitcache-bench-"))
         config = sandbox_gateway_config(net, work / "gateway", free_port())
         async with serve(config) as url:
+            async with BitcacheClient(sandbox_client_config(net, url)) as anonymous:
+                api_key = (await account.create(anonymous))["api_key"]
+            # The uploader's config: downloads by the owner would be free, so the
+            # downloads below use a config without the account key.
+            uploader = sandbox_client_config(net, url, api_key)
             client_config = sandbox_client_config(net, url)
             payer_node = net.node("payer").client
             source = work / "source.bin"
             _write_random_file(source, mib)
-            async with BitcacheClient(
-                client_config, LndPayer(payer_node, client_config.max_fee_msat)
-            ) as client:
+            async with BitcacheClient(uploader) as up:
                 started = time.perf_counter()
-                paid_link = await client.upload(source, progress=False)
+                paid_link = await up.upload(source, progress=False)
                 upload_mibs = mib / (time.perf_counter() - started)
-                free_link = await client.upload(source, price_msat=0, progress=False)
+                free_link = await up.upload(source, price_msat=0, progress=False)
+            payer = LndPayer(payer_node, client_config.max_fee_msat)
+            async with BitcacheClient(client_config, payer) as client:
                 cids = _cids(config.database_path, encode_file_id(paid_link.file_id))
 
                 results: dict[str, list[float]] = {"kubo": [], "free": [], "paid": []}
-                paid_msat = 0
+                paid_msat = payments = payments_before = 0
                 for run in range(runs):
                     results["kubo"].append(
                         await _kubo_cat_all(net.kubo.api_url, cids, client_config.concurrency)
@@ -95,8 +101,14 @@ async def main(mib: int, runs: int) -> None:
                         results[name].append(mib / (time.perf_counter() - started))
                         if name == "paid":
                             paid_msat = result.paid_msat
-                            payments = result.chunks_bought
+                            payments = payer.payments - payments_before
+                        payments_before = payer.payments
                         out.unlink()
+                    print(
+                        f"  run {run + 1}: "
+                        + ", ".join(f"{k} {v[-1]:.1f} MiB/s" for k, v in results.items()),
+                        flush=True,
+                    )
 
         best = {name: max(values) for name, values in results.items()}
         print(f"\nDownload of a {mib} MiB file ({len(cids)} chunks), best of {runs} runs:")

@@ -65,6 +65,7 @@ class LndPayer:
         self._timeout_s = timeout_s
         self.fees_msat = 0
         self.paid_msat = 0
+        self.payments = 0
 
     async def pay(self, bolt11: str, expected_msat: int) -> bytes:
         check_invoice_amount(bolt11, expected_msat)
@@ -90,5 +91,6 @@ class LndPayer:
             raise PaymentError("the Lightning node returned a preimage that does not match")
         self.fees_msat += payment.fee_msat
         self.paid_msat += expected_msat
+        self.payments += 1
         log.debug("paid %s (fee %s)", what, format_msat(payment.fee_msat))
         return preimage

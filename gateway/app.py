@@ -15,11 +15,11 @@ from gateway.files import FileStore
 from gateway.handlers import accounts, chunks, files, health, share
 from gateway.problems import problem_middleware
 from gateway.services import SERVICES, Services
-from gateway.settlement import Settlement
+from gateway.settlement import Settlement, WatcherPool
+from gateway.tenants import LightningNodes, TenantRegistry, tenant_middleware
 from gateway.tokens import TokenService, load_or_create_secret
 from gateway.unpinner import Unpinner
 from gateway.withdrawals import Withdrawals
-from lightning.lnd import LndRestClient
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 from storage.kubo import KuboClient
 
@@ -38,8 +38,12 @@ async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> N
 
 
 def create_app(config: GatewayConfig) -> web.Application:
+    tenants = TenantRegistry(config)
     app = web.Application(
-        middlewares=[problem_middleware(config.retry_after_s)],
+        middlewares=[
+            problem_middleware(config.retry_after_s),
+            tenant_middleware(tenants.for_host, config.trust_forwarded_host),
+        ],
         # A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
         client_max_size=MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024,
     )
@@ -47,48 +51,47 @@ def create_app(config: GatewayConfig) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_path)
         await db.open()
-        lnd = LndRestClient(config.lnd.rest_url, config.lnd.tls_cert, config.lnd.macaroon)
+        nodes = LightningNodes(config.lnd)
         kubo = KuboClient(config.kubo_api_url)
-        settlement = Settlement(db, lnd, config.tenant, config.retry_after_s)
+        settlement = Settlement(db, tenants)
         tokens = TokenService(
-            load_or_create_secret(config.token_secret_path),
-            db,
-            lnd,
-            settlement,
-            config.token_ttl_s,
-            config.lnd.invoice_expiry_s,
+            load_or_create_secret(config.token_secret_path), db, settlement, config.token_ttl_s
         )
         withdrawals = Withdrawals(
-            db, lnd, config.withdrawal_fee_limit_bps, config.withdrawal_min_fee_msat
+            db, nodes, tenants, config.withdrawal_fee_limit_bps, config.withdrawal_min_fee_msat
         )
         unpinner = Unpinner(db, kubo)
+        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
         app[SERVICES] = Services(
             config,
             db,
             FileStore(db),
             tokens,
             kubo,
-            lnd,
+            nodes,
+            tenants,
             AccountStore(db),
             settlement,
             withdrawals,
             unpinner,
         )
-        background = [
-            asyncio.create_task(settlement.run(), name="settlement"),
-            asyncio.create_task(
-                _every(config.maintenance_interval_s, withdrawals.reconcile, unpinner.drain),
-                name="maintenance",
+        maintenance = asyncio.create_task(
+            _every(
+                config.maintenance_interval_s,
+                watchers.ensure,
+                withdrawals.reconcile,
+                unpinner.drain,
             ),
-        ]
+            name="maintenance",
+        )
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+            await watchers.stop()
             await kubo.close()
-            await lnd.close()
+            await nodes.close()
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)

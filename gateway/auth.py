@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.accounts import Account
 from gateway.problems import Problem
-from gateway.services import services
+from gateway.services import services, tenant_of
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -34,7 +34,7 @@ async def optional_account(request: web.Request) -> Account | None:
     if token is None:
         return None
     account = await services(request).accounts.by_api_key(token)
-    if account is None:
+    if account is None or account.tenant_id != tenant_of(request).id:
         raise _unauthorized("unknown API key")
     return account
 

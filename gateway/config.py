@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.quota import Plan
 
 GB = 1_000_000_000
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 
 
 def default_plans() -> list[Plan]:
@@ -45,13 +57,30 @@ class LndSettings(BaseModel):
     invoice_expiry_s: int = Field(default=600, ge=60, le=86_400)
 
 
+class Brand(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    primary_color: str = Field(default="#f7931a", pattern=r"^#[0-9a-fA-F]{6}$")
+    background_color: str = Field(default="#ffffff", pattern=r"^#[0-9a-fA-F]{6}$")
+    logo_url: str | None = Field(default=None, max_length=2048)
+
+
 class TenantSettings(BaseModel):
-    """What a brand decides: its free tier, its plans, its cut of every sale."""
+    """A brand on its own domains: its look, prices, free tier, plans, its cut of every
+    sale, and optionally its own Lightning node (so its invoices and earnings are its own)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
-    display_name: str = "Bitcache"
+    display_name: str = Field(default="Bitcache", min_length=1, max_length=100)
+    # Host names (no port) this tenant answers on; "*" makes it the fallback for any host.
+    hostnames: list[str] = Field(default_factory=lambda: ["*"])
+    # Where its share links point; defaults to the scheme and host the request came in on.
+    public_url: HttpUrl | None = None
+    brand: Brand = Field(default_factory=Brand)
+    # Price per chunk for new uploads when the uploader names none; the gateway's otherwise.
+    default_price_msat: int | None = Field(default=None, ge=0, le=100_000_000)
+    lnd: LndSettings | None = None
     free_quota_bytes: int = Field(default=100 * GB, ge=0)
     # The operator's share of each chunk sale, in basis points (1000 = 10 %).
     operator_fee_bps: int = Field(default=1_000, ge=0, le=10_000)
@@ -59,6 +88,17 @@ class TenantSettings(BaseModel):
 
     def plan(self, plan_id: str) -> Plan | None:
         return next((p for p in self.plans if p.id == plan_id), None)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, names: list[str]) -> list[str]:
+        cleaned = [n.strip().lower().rstrip(".") for n in names]
+        for name in cleaned:
+            if name != "*" and not _HOSTNAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name (no scheme, port or path)")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("a host name is listed twice")
+        return cleaned
 
 
 class GatewayConfig(BaseModel):
@@ -74,7 +114,12 @@ class GatewayConfig(BaseModel):
     default_price_msat: int = Field(default=2_000, ge=0, le=100_000_000)
     token_ttl_s: int = Field(default=3_600, ge=60, le=7 * 86_400)
     max_range_chunks: int = Field(default=1_024, ge=1, le=100_000)
-    tenant: TenantSettings = Field(default_factory=TenantSettings)
+    # The brands served. A tenants_file, when set, replaces this list and is re-read
+    # whenever it changes, so tenants are added or edited without a restart.
+    tenants: list[TenantSettings] = Field(default_factory=lambda: [TenantSettings()])
+    tenants_file: Path | None = None
+    # Only behind a proxy that sets it: otherwise a client could pick another tenant.
+    trust_forwarded_host: bool = False
     # Withdrawals: the routing fee the gateway may spend, held from the balance up front.
     withdrawal_fee_limit_bps: int = Field(default=50, ge=0, le=10_000)
     withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
@@ -99,6 +144,30 @@ class GatewayConfig(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+def validation_problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def check_tenants(tenants: list[TenantSettings]) -> None:
+    """Ids and host names must be unique across tenants; raises ValueError."""
+    seen_ids: set[str] = set()
+    seen_hosts: dict[str, str] = {}
+    for tenant in tenants:
+        if tenant.id in seen_ids:
+            raise ValueError(f"tenant id {tenant.id!r} is used twice")
+        seen_ids.add(tenant.id)
+        for host in tenant.hostnames:
+            if host in seen_hosts:
+                raise ValueError(
+                    f"host {host!r} belongs to both {seen_hosts[host]!r} and {tenant.id!r}"
+                )
+            seen_hosts[host] = tenant.id
+    if not tenants:
+        raise ValueError("at least one tenant is needed")
+
+
 def load_config(path: Path) -> GatewayConfig:
     try:
         raw = json.loads(path.read_text())
@@ -107,9 +176,10 @@ def load_config(path: Path) -> GatewayConfig:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
+        check_tenants(config.tenants)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {validation_problems(exc)}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return config

@@ -29,6 +29,7 @@ class FileRecord:
     chunks_present: int
     owner_id: str | None
     stored_bytes: int
+    tenant_id: str
 
     @property
     def chunk_count(self) -> int:
@@ -72,6 +73,7 @@ class FileStore:
         price_msat: int,
         owner_id: str,
         limit_bytes: int,
+        tenant_id: str,
     ) -> tuple[FileRecord, bool]:
         """Creates the file and reserves its whole size against the owner's quota, in one
         transaction, so parallel uploads can never overshoot; or returns the existing
@@ -106,8 +108,8 @@ class FileStore:
                 )
                 await conn.execute(
                     "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
-                    " created_at, owner_id, stored_bytes)"
-                    " VALUES (?, 'uploading', ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, owner_id, stored_bytes, tenant_id)"
+                    " VALUES (?, 'uploading', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         file_id,
                         header_json,
@@ -117,6 +119,7 @@ class FileStore:
                         int(time.time()),
                         owner_id,
                         size,
+                        tenant_id,
                     ),
                 )
                 created = True
@@ -160,7 +163,7 @@ class FileStore:
     async def get(self, file_id: str) -> FileRecord | None:
         row = await self.db.fetch_one(
             "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
-            " f.stored_bytes,"
+            " f.stored_bytes, f.tenant_id,"
             " (SELECT COUNT(*) FROM chunks c WHERE c.file_id = f.id) AS present"
             " FROM files f WHERE f.id = ?",
             (file_id,),
@@ -176,6 +179,7 @@ class FileStore:
             chunks_present=int(row["present"]),
             owner_id=row["owner_id"],
             stored_bytes=int(row["stored_bytes"]),
+            tenant_id=row["tenant_id"],
         )
 
     async def chunk(self, file_id: str, index: int) -> ChunkRecord | None:

@@ -236,6 +236,11 @@ def withdrawal_release(
     return _tx(KIND_WITHDRAWAL_RELEASE, withdrawal_id, (hold, -total), (user, total))
 
 
+def is_external(account: str) -> bool:
+    """The outside world, whole or one tenant's share of it ("external:lightning:<t>")."""
+    return account == LIGHTNING or account.startswith(LIGHTNING + ":")
+
+
 def apply(balances: Mapping[str, int], tx: Transaction) -> dict[str, int]:
     """New balances after `tx`; `balances` is not modified. Nothing is applied on failure."""
     result = dict(balances)
@@ -243,7 +248,7 @@ def apply(balances: Mapping[str, int], tx: Transaction) -> dict[str, int]:
         before = result.get(entry.account, 0)
         after = before + entry.amount_msat
         # Only LIGHTNING (the outside world) runs negative, by what has come in overall.
-        if after < 0 and entry.amount_msat < 0 and entry.account != LIGHTNING:
+        if after < 0 and entry.amount_msat < 0 and not is_external(entry.account):
             raise InsufficientFunds(entry.account, before, -entry.amount_msat)
         result[entry.account] = after
     return result
@@ -256,3 +261,21 @@ def fee_reserve_msat(amount_msat: int, fee_limit_bps: int, min_fee_msat: int) ->
     _non_negative("min_fee_msat", min_fee_msat)
     # Ceiling, in integers: the reserve must cover the limit the node is given.
     return max(min_fee_msat, -(-amount_msat * fee_limit_bps // MAX_BPS))
+
+
+def for_tenant(tx: Transaction, tenant_id: str) -> Transaction:
+    """The same movement with the operator and outside-world accounts made the tenant's
+    own ("operator:fees" → "operator:fees:<tenant>"), so each brand's books stand alone.
+    User and hold accounts are already unique across tenants."""
+    _identifier("tenant_id", tenant_id)
+
+    def scoped(account: str) -> str:
+        if account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS):
+            return f"{account}:{tenant_id}"
+        return account
+
+    return Transaction(
+        tx.kind,
+        tx.reference,
+        tuple(Entry(scoped(e.account), e.amount_msat) for e in tx.entries),
+    )

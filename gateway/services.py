@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.accounts import AccountStore
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TenantSettings
 from gateway.db import Database
 from gateway.files import FileStore
 from gateway.settlement import Settlement
+from gateway.tenants import TENANT, LightningNodes, TenantRegistry
 from gateway.tokens import TokenService
 from gateway.unpinner import Unpinner
 from gateway.withdrawals import Withdrawals
-from lightning.lnd import LndRestClient
 from storage.kubo import KuboClient
 
 
@@ -25,7 +25,8 @@ class Services:
     files: FileStore
     tokens: TokenService
     kubo: KuboClient
-    lnd: LndRestClient
+    nodes: LightningNodes
+    tenants: TenantRegistry
     accounts: AccountStore
     settlement: Settlement
     withdrawals: Withdrawals
@@ -37,3 +38,24 @@ SERVICES = web.AppKey("services", Services)
 
 def services(request: web.Request) -> Services:
     return request.app[SERVICES]
+
+
+def tenant_of(request: web.Request) -> TenantSettings:
+    """The brand this request is for (set by the tenant middleware)."""
+    return request[TENANT]
+
+
+def price_default(request: web.Request) -> int:
+    tenant = tenant_of(request)
+    if tenant.default_price_msat is not None:
+        return tenant.default_price_msat
+    return services(request).config.default_price_msat
+
+
+def public_base(request: web.Request) -> str:
+    """Where this tenant's share links point: its public URL, else the request's origin."""
+    tenant = tenant_of(request)
+    if tenant.public_url is not None:
+        return str(tenant.public_url).rstrip("/")
+    host = request.headers.get("Host") or request.host
+    return f"{request.scheme}://{host}"

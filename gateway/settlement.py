@@ -9,16 +9,18 @@ from 'open' to 'settled' once, in the same database transaction as its ledger en
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import aiosqlite
 
 from gateway import ledger
-from gateway.config import TenantSettings
 from gateway.db import Database
 from gateway.ledger_store import book
 from gateway.quota import Subscription, extend
+from gateway.tenants import LightningNodes, TenantRegistry
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState
@@ -29,16 +31,15 @@ _SETTLE_INDEX_KEY = "lnd_settle_index"
 
 
 class Settlement:
-    def __init__(
-        self, db: Database, lnd: LndRestClient, tenant: TenantSettings, retry_after_s: int
-    ) -> None:
-        self._db = db
-        self._lnd = lnd
-        self._tenant = tenant
-        self._retry_after_s = retry_after_s
-        self.caught_up = asyncio.Event()  # set once the start-up reconciliation is done
+    """Books settlements; node-independent (each tenant's rules come from the registry)."""
 
-    async def book(self, payment_hash: bytes, settle_index: int | None = None) -> bool:
+    def __init__(self, db: Database, tenants: TenantRegistry) -> None:
+        self._db = db
+        self._tenants = tenants
+
+    async def book(
+        self, payment_hash: bytes, settle_index: int | None = None, node: str = ""
+    ) -> bool:
         """Books a settled invoice of ours; False if unknown or already booked."""
         now = int(time.time())
         async with self._db.transaction() as conn:
@@ -49,7 +50,7 @@ class Settlement:
                 await conn.execute(
                     "INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT(key)"
                     " DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
-                    (_SETTLE_INDEX_KEY, settle_index),
+                    (_SETTLE_INDEX_KEY + node, settle_index),
                 )
         return booked
 
@@ -59,19 +60,21 @@ class Settlement:
         async with conn.execute(
             "UPDATE invoices SET state = 'settled', settled_at = ?, settle_index = ?"
             " WHERE payment_hash = ? AND state != 'settled'"
-            " RETURNING file_id, amount_msat, last_chunk - first_chunk + 1",
+            " RETURNING file_id, amount_msat, last_chunk - first_chunk + 1, tenant_id",
             (now, settle_index, payment_hash),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             return False
-        file_id, amount, count = row[0], int(row[1]), int(row[2])
+        file_id, amount, count, tenant_id = row[0], int(row[1]), int(row[2]), row[3]
+        tenant = self._tenants.get(tenant_id)
+        fee_bps = tenant.operator_fee_bps if tenant else ledger.MAX_BPS  # removed brand
         async with conn.execute("SELECT owner_id FROM files WHERE id = ?", (file_id,)) as cur:
             owner = await cur.fetchone()
         earned = 0
         if owner is not None and owner[0] is not None:
-            tx = ledger.chunk_sale(
-                payment_hash.hex(), owner[0], amount, self._tenant.operator_fee_bps
+            tx = ledger.for_tenant(
+                ledger.chunk_sale(payment_hash.hex(), owner[0], amount, fee_bps), tenant_id
             )
             await book(conn, tx)
             user = ledger.user_account(owner[0])
@@ -87,14 +90,18 @@ class Settlement:
         async with conn.execute(
             "UPDATE plan_invoices SET state = 'settled', settled_at = ?"
             " WHERE payment_hash = ? AND state != 'settled'"
-            " RETURNING account_id, plan_id, amount_msat",
+            " RETURNING account_id, plan_id, amount_msat, tenant_id",
             (now, payment_hash),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             return False
-        account_id, plan_id, amount = row[0], row[1], int(row[2])
-        plan = self._tenant.plan(plan_id)
+        account_id, plan_id, amount, tenant_id = row[0], row[1], int(row[2]), row[3]
+        await book(
+            conn, ledger.for_tenant(ledger.plan_purchase(payment_hash.hex(), amount), tenant_id)
+        )
+        tenant = self._tenants.get(tenant_id)
+        plan = tenant.plan(plan_id) if tenant else None
         if plan is None:  # the catalogue changed since the invoice; honour what was sold
             log.error("settled plan %s is no longer in the catalogue", plan_id)
             return True
@@ -110,25 +117,9 @@ class Settlement:
             " payment_hash) VALUES (?, ?, ?, ?, ?, ?)",
             (account_id, plan_id, sub.quota_bytes, sub.starts_at, sub.ends_at, payment_hash),
         )
-        await book(conn, ledger.plan_purchase(payment_hash.hex(), amount))
         return True
 
-    async def reconcile(self) -> int:
-        """Asks LND about every invoice we still think open; books the settled ones."""
-        rows = await self._db.fetch_all(
-            "SELECT payment_hash FROM invoices WHERE state = 'open'"
-            " UNION ALL SELECT payment_hash FROM plan_invoices WHERE state = 'open'"
-        )
-        booked = 0
-        for row in rows:
-            invoice = await self._lnd.lookup_invoice(bytes(row[0]))
-            if invoice.state == InvoiceState.SETTLED:
-                booked += await self.book(invoice.payment_hash, invoice.settle_index or None)
-            elif invoice.state == InvoiceState.CANCELED:
-                await self._expire(invoice.payment_hash)
-        return booked
-
-    async def _expire(self, payment_hash: bytes) -> None:
+    async def expire(self, payment_hash: bytes) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE invoices SET state = 'expired' WHERE payment_hash = ? AND state = 'open'",
@@ -140,25 +131,108 @@ class Settlement:
                 (payment_hash,),
             )
 
-    async def _settle_index(self) -> int:
+    async def settle_index(self, node: str) -> int:
         row = await self._db.fetch_one(
-            "SELECT value FROM gateway_state WHERE key = ?", (_SETTLE_INDEX_KEY,)
+            "SELECT value FROM gateway_state WHERE key = ?", (_SETTLE_INDEX_KEY + node,)
         )
         return int(row[0]) if row else 0
 
+
+class InvoiceWatcher:
+    """Follows one LND node's invoices: a reconciliation of every invoice we still think
+    open, then the live stream from the last settle index booked; reconnects forever."""
+
+    def __init__(
+        self,
+        settlement: Settlement,
+        db: Database,
+        lnd: LndRestClient,
+        tenant_ids: Callable[[], list[str]],
+        retry_after_s: int,
+    ) -> None:
+        self._settlement = settlement
+        self._db = db
+        self._lnd = lnd
+        self._node = ":" + lnd.url
+        self._tenant_ids = tenant_ids
+        self._retry_after_s = retry_after_s
+
+    async def reconcile(self) -> int:
+        tenants = self._tenant_ids()
+        marks = ",".join("?" * len(tenants))
+        rows = await self._db.fetch_all(
+            f"SELECT payment_hash FROM invoices WHERE state = 'open' AND tenant_id IN ({marks})"
+            " UNION ALL SELECT payment_hash FROM plan_invoices"
+            f" WHERE state = 'open' AND tenant_id IN ({marks})",
+            [*tenants, *tenants],
+        )
+        booked = 0
+        for row in rows:
+            invoice = await self._lnd.lookup_invoice(bytes(row[0]))
+            if invoice.state == InvoiceState.SETTLED:
+                booked += await self._settlement.book(
+                    invoice.payment_hash, invoice.settle_index or None, self._node
+                )
+            elif invoice.state == InvoiceState.CANCELED:
+                await self._settlement.expire(invoice.payment_hash)
+        return booked
+
     async def run(self) -> None:
-        """Reconciles, then follows LND's invoice stream; reconnects by itself forever."""
         while True:
             try:
                 booked = await self.reconcile()
                 if booked:
                     log.info("reconciled %d invoice(s) settled while we were away", booked)
-                self.caught_up.set()
-                async for invoice in self._lnd.subscribe_invoices(
-                    settle_index=await self._settle_index()
-                ):
+                start = await self._settlement.settle_index(self._node)
+                async for invoice in self._lnd.subscribe_invoices(settle_index=start):
                     if invoice.state == InvoiceState.SETTLED:
-                        await self.book(invoice.payment_hash, invoice.settle_index or None)
+                        await self._settlement.book(
+                            invoice.payment_hash, invoice.settle_index or None, self._node
+                        )
             except LightningError as exc:
-                log.warning("invoice stream interrupted (%s); retrying", exc)
+                log.warning("invoice stream of %s interrupted (%s); retrying", self._lnd.url, exc)
             await asyncio.sleep(self._retry_after_s)
+
+
+class WatcherPool:
+    """One InvoiceWatcher per distinct LND node in use by any tenant, started as tenants
+    appear (the tenants file can add a brand with its own node at any time)."""
+
+    def __init__(
+        self,
+        settlement: Settlement,
+        db: Database,
+        tenants: TenantRegistry,
+        nodes: LightningNodes,
+        retry_after_s: int,
+    ) -> None:
+        self._settlement = settlement
+        self._db = db
+        self._tenants = tenants
+        self._nodes = nodes
+        self._retry_after_s = retry_after_s
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _tenant_ids(self, url: str) -> list[str]:
+        return [t.id for t in self._tenants.tenants if self._nodes.settings_for(t).rest_url == url]
+
+    async def ensure(self) -> None:
+        for tenant in self._tenants.tenants:
+            settings = self._nodes.settings_for(tenant)
+            url = settings.rest_url
+            if url in self._tasks:
+                continue
+            watcher = InvoiceWatcher(
+                self._settlement,
+                self._db,
+                self._nodes.client(settings),
+                functools.partial(self._tenant_ids, url),
+                self._retry_after_s,
+            )
+            self._tasks[url] = asyncio.create_task(watcher.run(), name=f"invoices {url}")
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()

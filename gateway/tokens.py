@@ -56,32 +56,27 @@ class Challenge:
 
 class TokenService:
     def __init__(
-        self,
-        secret: bytes,
-        db: Database,
-        lnd: LndRestClient,
-        settlement: Settlement,
-        token_ttl_s: int,
-        invoice_expiry_s: int,
+        self, secret: bytes, db: Database, settlement: Settlement, token_ttl_s: int
     ) -> None:
         self._secret = secret
         self._db = db
-        self._lnd = lnd
         self._settlement = settlement
         self._ttl = token_ttl_s
-        self._invoice_expiry = invoice_expiry_s
         self._seen_settled: set[bytes] = set()
 
     def root_key(self, identifier: bytes) -> bytes:
         return hmac.new(self._secret, _ROOT_KEY_DOMAIN + identifier, hashlib.sha256).digest()
 
-    async def challenge(self, file: FileRecord, chunks: ChunkRange) -> Challenge:
-        """Creates an invoice for the range and a macaroon bound to it."""
+    async def challenge(
+        self, file: FileRecord, chunks: ChunkRange, lnd: LndRestClient, invoice_expiry_s: int
+    ) -> Challenge:
+        """Creates an invoice (on the file's tenant's node) for the range, and a macaroon
+        bound to it."""
         amount = price_msat(file.price_msat, chunks)
-        invoice = await self._lnd.create_invoice(
+        invoice = await lnd.create_invoice(
             amount,
             f"Bitcache: chunks {chunks.first}-{chunks.last} of {file.id}",
-            expiry_s=self._invoice_expiry,
+            expiry_s=invoice_expiry_s,
         )
         now = int(time.time())
         valid_until = now + self._ttl
@@ -93,7 +88,8 @@ class TokenService:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk,"
-                " amount_msat, bolt11, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " amount_msat, bolt11, created_at, expires_at, tenant_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     invoice.payment_hash,
                     file.id,
@@ -102,7 +98,8 @@ class TokenService:
                     amount,
                     invoice.bolt11,
                     now,
-                    now + self._invoice_expiry,
+                    now + invoice_expiry_s,
+                    file.tenant_id,
                 ),
             )
         return Challenge(to_base64(macaroon), invoice.bolt11, amount, chunks, valid_until)

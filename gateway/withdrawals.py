@@ -18,8 +18,10 @@ import time
 from dataclasses import dataclass
 
 from gateway import ledger
+from gateway.config import TenantSettings
 from gateway.db import Database
 from gateway.ledger_store import book
+from gateway.tenants import LightningNodes, TenantRegistry
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
 from lightning.lnd import LndRestClient
 
@@ -77,10 +79,16 @@ def _from_row(row: sqlite3.Row) -> Withdrawal:
 
 class Withdrawals:
     def __init__(
-        self, db: Database, lnd: LndRestClient, fee_limit_bps: int, min_fee_msat: int
+        self,
+        db: Database,
+        nodes: LightningNodes,
+        tenants: TenantRegistry,
+        fee_limit_bps: int,
+        min_fee_msat: int,
     ) -> None:
         self._db = db
-        self._lnd = lnd
+        self._nodes = nodes
+        self._tenants = tenants
         self._fee_limit_bps = fee_limit_bps
         self._min_fee_msat = min_fee_msat
         self._paying: set[str] = set()  # ids this process is paying right now
@@ -99,13 +107,17 @@ class Withdrawals:
         )
         return _from_row(row) if row else None
 
-    async def request(self, account_id: str, bolt11: str, idempotency_key: str) -> Withdrawal:
-        """Holds the funds and pays; a repeated key returns the first request's withdrawal."""
+    async def request(
+        self, account_id: str, tenant: TenantSettings, bolt11: str, idempotency_key: str
+    ) -> Withdrawal:
+        """Holds the funds and pays through the tenant's node; a repeated key returns the
+        first request's withdrawal."""
         existing = await self._by_key(account_id, idempotency_key)
         if existing is not None:
             return existing
+        lnd = self._nodes.for_tenant(tenant)
         try:
-            invoice = await self._lnd.decode_invoice(bolt11)
+            invoice = await lnd.decode_invoice(bolt11)
         except LightningUnavailable:
             raise
         except LightningError as exc:
@@ -122,8 +134,8 @@ class Withdrawals:
             async with self._db.transaction() as conn:
                 await conn.execute(
                     "INSERT INTO withdrawals (id, account_id, idempotency_key, bolt11,"
-                    " payment_hash, amount_msat, fee_reserve_msat, state, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    " payment_hash, amount_msat, fee_reserve_msat, state, created_at, tenant_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     (
                         withdrawal_id,
                         account_id,
@@ -133,6 +145,7 @@ class Withdrawals:
                         invoice.amount_msat,
                         reserve,
                         int(time.time()),
+                        tenant.id,
                     ),
                 )
                 await book(
@@ -154,12 +167,14 @@ class Withdrawals:
             raise WithdrawalRefused(
                 "invoice-already-used", "this invoice is already being paid out"
             ) from exc
-        return await self._pay(withdrawal_id, bolt11, reserve)
+        return await self._pay(lnd, withdrawal_id, bolt11, reserve)
 
-    async def _pay(self, withdrawal_id: str, bolt11: str, reserve: int) -> Withdrawal:
+    async def _pay(
+        self, lnd: LndRestClient, withdrawal_id: str, bolt11: str, reserve: int
+    ) -> Withdrawal:
         self._paying.add(withdrawal_id)
         try:
-            payment = await self._lnd.pay_invoice(bolt11, fee_limit_msat=reserve)
+            payment = await lnd.pay_invoice(bolt11, fee_limit_msat=reserve)
         except PaymentFailed as exc:
             await self._finish(withdrawal_id, None, str(exc))
         except LightningError as exc:
@@ -199,14 +214,15 @@ class Withdrawals:
     async def reconcile(self) -> int:
         """Finishes pending withdrawals from what LND knows; returns how many it finished."""
         rows = await self._db.fetch_all(
-            "SELECT id, payment_hash FROM withdrawals WHERE state = 'pending'"
+            "SELECT id, payment_hash, tenant_id FROM withdrawals WHERE state = 'pending'"
         )
         finished = 0
         for row in rows:
             withdrawal_id, payment_hash = row[0], bytes(row[1])
             if withdrawal_id in self._paying:
                 continue
-            status = await self._lnd.track_payment(payment_hash)
+            lnd = self._nodes.for_tenant(self._tenants.get(row[2]))
+            status = await lnd.track_payment(payment_hash)
             if status.state == "succeeded":
                 await self._finish(withdrawal_id, status.fee_msat, None)
             elif status.state in ("failed", "unknown"):

@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import ledger
 from gateway.auth import require_account, require_operator
+from gateway.config import TenantSettings
 from gateway.handlers.common import json_model
 from gateway.ledger_store import balance, totals
 from gateway.problems import Problem, bad_request, not_found
 from gateway.quota import SECONDS_PER_DAY, byte_seconds
 from gateway.quotas import limit_bytes, subscriptions
-from gateway.services import Services, services
+from gateway.services import Services, services, tenant_of
 from gateway.withdrawals import WithdrawalRefused
 
 
@@ -31,7 +32,7 @@ class WithdrawBody(BaseModel):
 
 async def create_account(request: web.Request) -> web.Response:
     s = services(request)
-    account, api_key = await s.accounts.create(s.config.tenant.id)
+    account, api_key = await s.accounts.create(tenant_of(request).id)
     return web.json_response(
         {
             "account_id": account.id,
@@ -68,7 +69,7 @@ async def _files_usage(s: Services, account_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def account_usage(s: Services, account_id: str) -> dict[str, Any]:
+async def account_usage(s: Services, tenant: TenantSettings, account_id: str) -> dict[str, Any]:
     account = await s.accounts.get(account_id)
     assert account is not None
     now = int(time.time())
@@ -78,8 +79,8 @@ async def account_usage(s: Services, account_id: str) -> dict[str, Any]:
         "account_id": account.id,
         "tenant": account.tenant_id,
         "used_bytes": account.used_bytes,
-        "limit_bytes": await limit_bytes(s.db, s.config.tenant, account_id),
-        "free_quota_bytes": s.config.tenant.free_quota_bytes,
+        "limit_bytes": await limit_bytes(s.db, tenant, account_id),
+        "free_quota_bytes": tenant.free_quota_bytes,
         "plans": [
             {
                 "plan_id": p.plan_id,
@@ -102,11 +103,11 @@ async def account_usage(s: Services, account_id: str) -> dict[str, Any]:
 
 async def get_usage(request: web.Request) -> web.Response:
     account = await require_account(request)
-    return web.json_response(await account_usage(services(request), account.id))
+    return web.json_response(await account_usage(services(request), tenant_of(request), account.id))
 
 
 async def list_plans(request: web.Request) -> web.Response:
-    tenant = services(request).config.tenant
+    tenant = tenant_of(request)
     return web.json_response({"plans": [p.model_dump() for p in tenant.plans]})
 
 
@@ -114,16 +115,20 @@ async def buy_plan(request: web.Request) -> web.Response:
     s = services(request)
     account = await require_account(request)
     body = await json_model(request, BuyPlanBody)
-    plan = s.config.tenant.plan(body.plan_id)
+    tenant = tenant_of(request)
+    plan = tenant.plan(body.plan_id)
     if plan is None:
         raise not_found(f"no plan {body.plan_id!r}; see GET /v1/plans")
-    invoice = await s.lnd.create_invoice(
-        plan.price_msat, f"Bitcache plan: {plan.name}", expiry_s=s.config.lnd.invoice_expiry_s
+    node = s.nodes.settings_for(tenant)
+    invoice = await s.nodes.client(node).create_invoice(
+        plan.price_msat,
+        f"{tenant.display_name} plan: {plan.name}",
+        expiry_s=node.invoice_expiry_s,
     )
     async with s.db.transaction() as conn:
         await conn.execute(
             "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat, bolt11,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            " created_at, tenant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 invoice.payment_hash,
                 account.id,
@@ -131,6 +136,7 @@ async def buy_plan(request: web.Request) -> web.Response:
                 plan.price_msat,
                 invoice.bolt11,
                 int(time.time()),
+                tenant.id,
             ),
         )
     return web.json_response(
@@ -156,7 +162,9 @@ async def withdraw(request: web.Request) -> web.Response:
         )
     body = await json_model(request, WithdrawBody)
     try:
-        result = await s.withdrawals.request(account.id, body.invoice.strip(), key)
+        result = await s.withdrawals.request(
+            account.id, tenant_of(request), body.invoice.strip(), key
+        )
     except WithdrawalRefused as exc:
         status = 409 if exc.slug in ("insufficient-funds", "invoice-already-used") else 400
         raise Problem(status, exc.slug, "Withdrawal refused", str(exc)) from exc
@@ -174,20 +182,29 @@ async def get_withdrawal(request: web.Request) -> web.Response:
 
 
 async def operator_report(request: web.Request) -> web.Response:
+    """Every tenant's accounts, operator takings and the ledger check (deployment-wide)."""
     require_operator(request)
     s = services(request)
-    rows = await s.db.fetch_all("SELECT id FROM accounts ORDER BY created_at")
-    accounts = [await account_usage(s, r[0]) for r in rows]
-    for usage in accounts:
-        usage.pop("files")
+    tenants = []
+    for tenant in s.tenants.tenants:
+        rows = await s.db.fetch_all(
+            "SELECT id FROM accounts WHERE tenant_id = ? ORDER BY created_at", (tenant.id,)
+        )
+        accounts = [await account_usage(s, tenant, r[0]) for r in rows]
+        for usage in accounts:
+            usage.pop("files")
+        tenants.append(
+            {
+                "tenant": tenant.id,
+                "accounts": accounts,
+                "fees_msat": await balance(s.db, f"{ledger.OPERATOR_FEES}:{tenant.id}"),
+                "plans_msat": await balance(s.db, f"{ledger.OPERATOR_PLANS}:{tenant.id}"),
+            }
+        )
     entries_sum, balances_sum = await totals(s.db)
     return web.json_response(
         {
-            "accounts": accounts,
-            "operator": {
-                "fees_msat": await balance(s.db, ledger.OPERATOR_FEES),
-                "plans_msat": await balance(s.db, ledger.OPERATOR_PLANS),
-            },
+            "tenants": tenants,
             "ledger": {
                 "entries_sum_msat": entries_sum,
                 "balances_sum_msat": balances_sum,

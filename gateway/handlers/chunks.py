@@ -10,7 +10,7 @@ from gateway.files import FileRecord
 from gateway.handlers.common import chunk_index_param, int_param, load_file
 from gateway.pricing import purchase_range
 from gateway.problems import Problem, conflict, not_found
-from gateway.services import services
+from gateway.services import services, tenant_of
 
 
 async def get_chunk(request: web.Request) -> web.Response:
@@ -65,7 +65,10 @@ async def _payment_required(
     s = services(request)
     requested = int_param(request.query.get("count", "1"), "count", minimum=1)
     chunks = purchase_range(index, requested, record.chunk_count, s.config.max_range_chunks)
-    challenge = await s.tokens.challenge(record, chunks)
+    node = s.nodes.settings_for(tenant_of(request))
+    challenge = await s.tokens.challenge(
+        record, chunks, s.nodes.client(node), node.invoice_expiry_s
+    )
     return Problem(
         402,
         "payment-required",

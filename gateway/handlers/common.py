@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.files import FileRecord
 from gateway.problems import Problem, bad_request, not_found
-from gateway.services import services
+from gateway.services import services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
 
@@ -52,7 +52,8 @@ def int_param(text: str, what: str, minimum: int = 0) -> int:
 async def load_file(request: web.Request) -> FileRecord:
     file_id = file_id_param(request)
     record = await services(request).files.get(file_id)
-    if record is None:
+    if record is None or record.tenant_id != tenant_of(request).id:
+        # Another brand's file does not exist here, as far as this host can tell.
         raise not_found(f"no file {file_id}")
     if record.deleted:
         raise Problem(410, "gone", "Gone", f"file {file_id} was deleted by its owner")

@@ -15,7 +15,7 @@ from gateway.handlers.common import chunk_index_param, json_model, load_file
 from gateway.problems import Problem, bad_request, conflict
 from gateway.quota import OverQuota
 from gateway.quotas import limit_bytes
-from gateway.services import services
+from gateway.services import price_default, public_base, services, tenant_of
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
 from storage.errors import FormatError
 
@@ -44,7 +44,7 @@ def _b64url_bytes(text: str, what: str) -> bytes:
 def file_state(
     request: web.Request, record: FileRecord, missing: list[int], owned: bool
 ) -> dict[str, Any]:
-    base = services(request).config.base_url()
+    base = public_base(request)
     return {
         "file_id": record.id,
         "state": record.state,
@@ -81,10 +81,13 @@ async def create_file(request: web.Request) -> web.Response:
         raise bad_request(str(exc), "bad-header") from exc
     if len(manifest) > _MAX_MANIFEST_BYTES:
         raise bad_request("manifest too large")
-    price = s.config.default_price_msat if body.price_msat is None else body.price_msat
-    limit = await limit_bytes(s.db, s.config.tenant, account.id)
+    tenant = tenant_of(request)
+    price = price_default(request) if body.price_msat is None else body.price_msat
+    limit = await limit_bytes(s.db, tenant, account.id)
     try:
-        record, created = await s.files.create(header, manifest, price, account.id, limit)
+        record, created = await s.files.create(
+            header, manifest, price, account.id, limit, tenant.id
+        )
     except FileConflict as exc:
         raise conflict(str(exc), "file-exists") from exc
     except OverQuota as exc:

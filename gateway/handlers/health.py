@@ -16,8 +16,9 @@ _CHECK_TIMEOUT_S = 3.0
 
 
 async def _lnd(s: Services) -> dict[str, Any]:
+    # The deployment's own node; tenants' own nodes are reported by the operator report.
     try:
-        info = await asyncio.wait_for(s.lnd.get_info(), _CHECK_TIMEOUT_S)
+        info = await asyncio.wait_for(s.nodes.client(s.config.lnd).get_info(), _CHECK_TIMEOUT_S)
     except (LightningError, TimeoutError) as exc:
         return {"ok": False, "error": str(exc) or "timeout"}
     return {"ok": True, "alias": info.alias, "synced_to_chain": info.synced_to_chain}

@@ -28,7 +28,7 @@ TENANT = TenantSettings(free_quota_bytes=60_000, operator_fee_bps=1_000, plans=[
 
 def config_for(network: Network, data_dir: Path) -> Any:
     return gateway_config(
-        network, data_dir, tenant=TENANT, operator_token=OPERATOR, maintenance_interval_s=1
+        network, data_dir, tenants=[TENANT], operator_token=OPERATOR, maintenance_interval_s=1
     )
 
 
