@@ -1,0 +1,216 @@
+"""Two brands on one deployment, told apart by Host; B has its own LND node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.config import LndSettings, TenantSettings
+from gateway.server import serve
+from regtest.network import Network, wait_until
+from tests.conftest import gateway_config
+from tests.support import bearer, random_bytes, upload_raw
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 4096
+OPERATOR = "op-" + secrets.token_hex(8)
+A, B = "files.alpha.test", "share.beta.test"
+
+
+def tenants(network: Network) -> list[TenantSettings]:
+    payer = network.node("payer")
+    return [
+        TenantSettings(
+            id="alpha",
+            display_name="Alpha",
+            hostnames=[A],
+            default_price_msat=1_000,
+            free_quota_bytes=50_000,
+            operator_fee_bps=1_000,
+        ),
+        TenantSettings(
+            id="beta",
+            display_name="Beta",
+            hostnames=[B],
+            public_url="https://share.beta.test",
+            default_price_msat=3_000,
+            free_quota_bytes=100_000,
+            operator_fee_bps=2_000,
+            # Beta's own node: its invoices and earnings are its own.
+            lnd=LndSettings(
+                rest_url=payer.rest_url, tls_cert=payer.tls_cert, macaroon=payer.admin_macaroon
+            ),
+        ),
+    ]
+
+
+class HostSession:
+    """An aiohttp session whose every request names one Host, as a browser on that domain."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, host: str) -> None:
+        self.session, self.url, self.host = session, url, host
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Host": self.host} | kw.pop("headers", {})
+        return self.session.request(method, self.url + path, headers=headers, **kw)
+
+
+@pytest.fixture(scope="module")
+async def deployment(
+    network: Network, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, Path]]:
+    data = tmp_path_factory.mktemp("tenants")
+    tenants_file = data / "tenants.json"
+    tenants_file.write_text(
+        json.dumps({"tenants": [t.model_dump(mode="json") for t in tenants(network)]})
+    )
+    config = gateway_config(network, data, tenants_file=tenants_file, operator_token=OPERATOR)
+    async with serve(config) as url:
+        yield url, tenants_file
+
+
+async def upload_on(url: str, host: str) -> Any:
+    """upload_raw, but on one tenant's host name."""
+    headers_session = aiohttp.ClientSession(headers={"Host": host})
+    try:
+        return await upload_raw(headers_session, url, random_bytes(2 * CHUNK), chunk_size=CHUNK)
+    finally:
+        await headers_session.close()
+
+
+async def test_each_tenant_sees_only_its_own_accounts_and_files(
+    deployment: tuple[str, Path],
+) -> None:
+    url, _ = deployment
+    async with aiohttp.ClientSession() as s:
+        a, b = HostSession(s, url, A), HostSession(s, url, B)
+        up = await upload_on(url, A)
+        async with a.request("GET", f"/v1/files/{up.file_id}") as r:
+            assert r.status == 200
+            state = await r.json()
+            assert state["link_base"] == f"http://{A}/f/{up.file_id}"
+        async with b.request("GET", f"/v1/files/{up.file_id}") as r:
+            assert r.status == 404
+        async with b.request("GET", f"/v1/files/{up.file_id}/chunks/0") as r:
+            assert r.status == 404
+        async with b.request("GET", "/v1/account", headers=bearer(up.api_key)) as r:
+            assert r.status == 401
+        async with a.request("GET", "/v1/account", headers=bearer(up.api_key)) as r:
+            usage = await r.json()
+            assert usage["tenant"] == "alpha" and usage["limit_bytes"] == 50_000
+        up_b = await upload_on(url, B)
+        async with b.request("GET", f"/v1/files/{up_b.file_id}") as r:
+            assert (await r.json())["link_base"] == f"https://share.beta.test/f/{up_b.file_id}"
+        async with b.request("GET", "/v1/account", headers=bearer(up_b.api_key)) as r:
+            assert (await r.json())["limit_bytes"] == 100_000
+
+
+async def test_prices_follow_the_tenant_and_beta_is_paid_on_its_own_node(
+    deployment: tuple[str, Path], network: Network
+) -> None:
+    url, _ = deployment
+    async with aiohttp.ClientSession() as s:
+        a, b = HostSession(s, url, A), HostSession(s, url, B)
+        up_a, up_b = await upload_on(url, A), await upload_on(url, B)
+        async with a.request("GET", f"/v1/files/{up_a.file_id}/chunks/0?count=2") as r:
+            assert (await r.json())["amount_msat"] == 2 * 1_000
+        async with b.request("GET", f"/v1/files/{up_b.file_id}/chunks/0?count=2") as r:
+            challenge = await r.json()
+        assert challenge["amount_msat"] == 2 * 3_000
+        # Beta's invoice is on Beta's node (the regtest `payer` node) …
+        beta_node, other = network.node("payer").client, network.node("gateway").client
+        decoded = await beta_node.decode_invoice(challenge["invoice"])
+        assert decoded.destination == network.node("payer").pubkey
+        # … so someone else (here the `gateway` node's wallet) pays it.
+        payment = await other.pay_invoice(challenge["invoice"], fee_limit_msat=1_000)
+        auth = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+        async with b.request("GET", f"/v1/files/{up_b.file_id}/chunks/1", headers=auth) as r:
+            assert r.status == 200 and await r.read() == up_b.sealed[1]
+        # The same token means nothing on Alpha's host.
+        async with a.request("GET", f"/v1/files/{up_b.file_id}/chunks/1", headers=auth) as r:
+            assert r.status == 404
+
+        async def booked() -> bool:
+            async with b.request("GET", "/v1/account", headers=bearer(up_b.api_key)) as r:
+                return bool((await r.json())["balance_msat"] > 0)
+
+        await wait_until("Beta's sale to be booked", booked, timeout_s=10)
+        async with b.request("GET", "/v1/account", headers=bearer(up_b.api_key)) as r:
+            assert (await r.json())["balance_msat"] == 6_000 - 6_000 * 2_000 // 10_000
+        async with a.request("GET", "/v1/operator/report", headers=bearer(OPERATOR)) as r:
+            report = await r.json()
+        fees = {t["tenant"]: t["fees_msat"] for t in report["tenants"]}
+        assert fees["beta"] == 1_200 and fees["alpha"] == 0
+        assert report["ledger"]["consistent"]
+
+
+async def test_unknown_or_missing_host_is_refused_cleanly(deployment: tuple[str, Path]) -> None:
+    url, _ = deployment
+    async with aiohttp.ClientSession() as s:
+        async with HostSession(s, url, "evil.test").request("POST", "/v1/accounts") as r:
+            assert r.status == 421
+            body = await r.json()
+            assert body["type"].endswith("unknown-host") and "evil.test" in body["detail"]
+        # 127.0.0.1 is not a tenant host here either.
+        async with s.post(f"{url}/v1/accounts") as r:
+            assert r.status == 421
+        async with s.get(f"{url}/v1/health") as r:
+            assert r.status == 200  # health answers on any host
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /v1/plans HTTP/1.0\r\n\r\n")  # no Host header at all
+    await writer.drain()
+    status_line = (await reader.readline()).decode()
+    writer.close()
+    assert " 421 " in status_line
+
+
+async def test_tenant_changes_apply_without_a_restart(
+    deployment: tuple[str, Path], network: Network
+) -> None:
+    url, tenants_file = deployment
+    admin = [sys.executable, "-m", "gateway.admin", "--file", str(tenants_file), "tenant"]
+
+    async def run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *admin, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await run("add", "gamma", "--host", "gamma.test", "--price-msat", "7000")
+    assert code == 0, out
+    code, out = await run("add", "clash", "--host", A)
+    assert code == 1 and "belongs to both" in out
+    async with aiohttp.ClientSession() as s:
+        gamma = HostSession(s, url, "gamma.test")
+
+        async def live() -> bool:
+            async with gamma.request("POST", "/v1/accounts") as r:
+                return r.status == 201
+
+        await wait_until("the new tenant to be served", live, timeout_s=5)
+        code, out = await run("set", "gamma", "default_price_msat=9000")
+        assert code == 0, out
+        code, out = await run("remove", "gamma")
+        assert code == 0, out
+
+        async def gone() -> bool:
+            async with gamma.request("POST", "/v1/accounts") as r:
+                return r.status == 421
+
+        await wait_until("the removed tenant to stop answering", gone, timeout_s=5)
+        # The file was edited behind the gateway's back into something invalid: kept as is.
+        tenants_file.write_text("{not json")
+        await asyncio.sleep(1.2)
+        async with HostSession(s, url, A).request("GET", "/v1/plans") as r:
+            assert r.status == 200
