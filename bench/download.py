@@ -49,11 +49,14 @@ async def _kubo_cat_all(api_url: str, cids: list[str], concurrency: int) -> floa
         async def worker() -> None:
             nonlocal total
             while not queue.empty():
-                total += len(await kubo.cat(queue.get_nowait()))
+                data = await kubo.cat(queue.get_nowait())
+                total += len(data)  # after the await: `total +=` before it would lose updates
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / MIB / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        print(f"    kubo: {total} bytes in {elapsed:.2f}s", flush=True)
+        return total / MIB / elapsed
 
 
 def _cids(db_path: Path, file_id: str) -> list[str]:

@@ -861,9 +861,8 @@ class _Download:
         # Needed chunks with no token and no purchase under way; a heap gives the lowest.
         self._uncovered: set[int] = set()
         self._heap: list[int] = []
-        self._buying: tuple[int, int] | None = None
+        self._buying: list[tuple[int, int]] = []  # ranges being paid for right now
         self._starved = 0  # fetchers waiting for a token
-        self._last_range = 0
         self._next_range = 1
         self._paid_msat = 0
         self._chunks_bought = 0
@@ -997,11 +996,10 @@ class _Download:
         return bool(self._heap)
 
     def _uncover(self, index: int) -> None:
-        buying = self._buying
         if (
             self._done[index]
             or index in self._uncovered
-            or (buying is not None and buying[0] <= index <= buying[1])
+            or any(first <= index <= last for first, last in self._buying)
             or self._token_for(index) is not None
         ):
             return
@@ -1015,7 +1013,9 @@ class _Download:
             return False
         ahead = self._remaining - len(self._uncovered)  # bought but not yet fetched
         # Two ranges ahead keeps the fetchers busy while the next payment is made.
-        return self._starved > 0 or ahead < 2 * max(1, self._last_range)
+        # Two ranges ahead keeps the fetchers busy while the next payments are made; several
+        # purchasers pay at once, so the doubling ramp is not paid for one latency at a time.
+        return self._starved > 0 or ahead < 2 * max(1, self._next_range)
 
     def _take_run(self, size: int) -> tuple[int, int]:
         first = heapq.heappop(self._heap)
@@ -1024,15 +1024,14 @@ class _Download:
         while count < size and first + count in self._uncovered:
             self._uncovered.discard(first + count)
             count += 1
-        self._buying = (first, first + count - 1)
+        self._buying.append((first, first + count - 1))
         return first, count
 
-    def _end_buy(self) -> None:
-        buying, self._buying = self._buying, None
-        if buying is not None:
-            # Whatever the gateway did not sell (it may clip a range) is bought later.
-            for index in range(buying[0], buying[1] + 1):
-                self._uncover(index)
+    def _end_buy(self, first: int, count: int) -> None:
+        self._buying.remove((first, first + count - 1))
+        # Whatever the gateway did not sell (it may clip a range) is bought later.
+        for index in range(first, first + count):
+            self._uncover(index)
 
     def _add_token(self, offer: _Offer, preimage: bytes) -> None:
         last = offer.first + offer.count - 1
@@ -1061,12 +1060,11 @@ class _Download:
                 if self._remaining == 0:
                     return
                 first, count = self._take_run(min(self._next_range, maximum))
+                self._next_range = min(self._next_range * 2, maximum)
             try:
-                bought = await self._buy(first, count)
+                await self._buy(first, count)
             finally:
-                self._end_buy()
-            self._last_range = bought
-            self._next_range = min(self._next_range * 2, maximum)
+                self._end_buy(first, count)
             await self._notify()
             await self._save(force=True)  # a paid token must survive any interruption
 
@@ -1257,7 +1255,7 @@ class _Download:
                 self._fetcher(order) for _ in range(min(self._c.config.concurrency, len(needed)))
             ]
             if self._paid and needed:
-                tasks.append(self._purchaser())
+                tasks += [self._purchaser() for _ in range(self._c.config.purchase_concurrency)]
             ok = False
             try:
                 await _run_all(tasks)

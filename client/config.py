@@ -84,6 +84,8 @@ class ClientConfig(BaseModel):
     max_fee_msat: int = Field(default=10_000, ge=0)
     # Chunks in flight at once (uploads and downloads).
     concurrency: int = Field(default=8, ge=1, le=256)
+    # Payments in flight at once while buying ahead (the ramp 1, 2, 4, … overlaps).
+    purchase_concurrency: int = Field(default=3, ge=1, le=16)
     # Largest range bought with one payment.
     max_range_chunks: int = Field(default=64, ge=1, le=100_000)
 

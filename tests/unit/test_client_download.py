@@ -392,7 +392,9 @@ async def test_interrupted_download_resumes_without_paying_twice(env: Env) -> No
     done = {i for first, last in sidecar["done"] for i in range(first, last + 1)}
     assert done and sidecar["tokens"]
     paid_first = env.payer.paid_msat
-    calls_first = len(env.payer.calls)
+    # Purchasers run concurrently: an interruption can land between a challenge and its
+    # payment, so count the challenges themselves rather than the payer's calls.
+    challenges_first = len(env.gateway.challenges)
 
     env.gateway.fail_gets_after = None
     env.gateway.served.clear()
@@ -405,7 +407,8 @@ async def test_interrupted_download_resumes_without_paying_twice(env: Env) -> No
     assert set(env.gateway.served) | done == set(range(N_CHUNKS))
     assert env.payer.paid_msat == PRICE * N_CHUNKS
     assert result.paid_msat == env.payer.paid_msat - paid_first
-    assert result.chunks_bought == sum(c for _, c in env.gateway.challenges[calls_first:])
+    assert result.chunks_bought == sum(c for _, c in env.gateway.challenges[challenges_first:])
+    assert result.paid_msat == PRICE * result.chunks_bought
 
 
 async def test_expired_tokens_are_bought_again(env: Env) -> None:
