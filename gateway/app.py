@@ -12,7 +12,7 @@ from gateway.accounts import AccountStore
 from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.files import FileStore
-from gateway.handlers import accounts, chunks, files, health, share
+from gateway.handlers import accounts, chunks, files, health, pages, preimage
 from gateway.problems import problem_middleware
 from gateway.services import SERVICES, Services
 from gateway.settlement import Settlement, WatcherPool
@@ -109,5 +109,10 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_post("/v1/account/withdrawals", accounts.withdraw)
     app.router.add_get("/v1/account/withdrawals/{withdrawal_id}", accounts.get_withdrawal)
     app.router.add_get("/v1/operator/report", accounts.operator_report)
-    app.router.add_get("/f/{file_id}", share.share_page)
+    app.router.add_post("/v1/l402/preimage", preimage.preimage)
+    app.router.add_get("/", pages.upload_page)
+    app.router.add_get("/account", pages.account_page)
+    app.router.add_get("/f/{file_id}", pages.share_page)
+    if pages.STATIC_DIR.is_dir():  # built by `make web`; pages say so when it is missing
+        app.router.add_static("/static", pages.STATIC_DIR)
     return app

@@ -17,7 +17,14 @@ from pathlib import Path
 from gateway import l402
 from gateway.db import Database
 from gateway.files import FileRecord
-from gateway.macaroons import add_caveat, mint, to_base64
+from gateway.macaroons import (
+    MacaroonError,
+    add_caveat,
+    from_base64,
+    mint,
+    to_base64,
+    verify_signature,
+)
 from gateway.pricing import ChunkRange, price_msat
 from gateway.settlement import Settlement
 from lightning.lnd import LndRestClient
@@ -110,6 +117,17 @@ class TokenService:
         root_key = self.root_key(l402.identifier_of(credential))
         request = l402.AccessRequest(file_id=file_id, chunk_index=index, now=int(time.time()))
         return l402.verify_credential(credential, root_key, request)
+
+    def holder_payment_hash(self, macaroon_b64: str) -> bytes:
+        """The payment hash of a macaroon this gateway minted (signature checked), for
+        handing its holder the preimage once paid; raises l402.L402Error otherwise."""
+        try:
+            macaroon = from_base64(macaroon_b64)
+        except MacaroonError as exc:
+            raise l402.L402Error(f"not a macaroon: {exc}") from exc
+        if not verify_signature(macaroon, self.root_key(macaroon.identifier)):
+            raise l402.TokenRejected("this macaroon was not issued here")
+        return l402.TokenId.decode(macaroon.identifier).payment_hash
 
     async def note_paid(self, payment_hash: bytes) -> None:
         """A valid preimage proves payment: book the sale now rather than wait for LND's
