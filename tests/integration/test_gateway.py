@@ -257,3 +257,24 @@ async def test_dependency_outage_gives_503_then_recovers(
             assert r.status == 200
     await lnd_proxy.cut()
     await kubo_proxy.cut()
+
+
+async def test_preimage_is_handed_to_the_token_holder_once_paid(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str, uploaded: Uploaded
+) -> None:
+    url = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/0"
+    async with session.get(url) as resp:
+        challenge = await resp.json()
+    ask = f"{gateway_url}/v1/l402/preimage"
+    async with session.post(ask, json={"macaroon": challenge["macaroon"]}) as resp:
+        assert resp.status == 202 and resp.headers["Retry-After"] == "1"
+    m = from_base64(challenge["macaroon"])
+    forged = to_base64(Macaroon(m.location, m.identifier, m.caveats, bytes(32)))
+    async with session.post(ask, json={"macaroon": forged}) as resp:
+        assert resp.status == 403
+    payment = await network.node("payer").client.pay_invoice(challenge["invoice"], 1_000)
+    async with session.post(ask, json={"macaroon": challenge["macaroon"]}) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["preimage"] == payment.preimage.hex()
+    async with session.get(url, headers=auth(challenge["macaroon"], payment.preimage.hex())) as r:
+        assert r.status == 200
