@@ -106,12 +106,18 @@ async def create_file(request: web.Request) -> web.Response:
     return await _state_response(request, record, 201 if created else 200)
 
 
-async def delete_file(request: web.Request) -> web.Response:
-    s = services(request)
+async def _owned_file(request: web.Request, action: str) -> FileRecord:
+    """The file in the path, if the caller's account owns it (403 otherwise)."""
     account = await require_account(request)
     record = await load_file(request)
     if record.owner_id != account.id:
-        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can delete it")
+        raise Problem(403, "forbidden", "Forbidden", f"only the file's owner can {action} it")
+    return record
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    s = services(request)
+    record = await _owned_file(request, "delete")
     cids = await s.files.delete(record.id)
     await s.unpinner.drain()  # best effort now; the queue is retried if kubo is down
     return web.json_response(
@@ -130,10 +136,7 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def put_chunk(request: web.Request) -> web.Response:
     s = services(request)
-    account = await require_account(request)
-    record = await load_file(request)
-    if record.owner_id != account.id:
-        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can upload to it")
+    record = await _owned_file(request, "upload to")
     index = chunk_index_param(request, record)
     expected = record.sealed_size(index)
     declared = request.content_length
@@ -169,10 +172,7 @@ def _wrong_size(index: int, expected: int, got: int) -> Problem:
 
 async def complete_file(request: web.Request) -> web.Response:
     s = services(request)
-    account = await require_account(request)
-    record = await load_file(request)
-    if record.owner_id != account.id:
-        raise Problem(403, "forbidden", "Forbidden", "only the file's owner can complete it")
+    record = await _owned_file(request, "complete")
     missing = await s.files.mark_complete(record.id, record.chunk_count)
     if missing:
         raise conflict(
