@@ -14,6 +14,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from gateway.quota import Plan
@@ -106,7 +107,7 @@ class GatewayConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8402, ge=0, le=65_535)
-    # The address users reach the gateway at, used in share links.
+    # The address users reach the gateway at, for share links of tenants that name none.
     public_url: HttpUrl | None = None
     data_dir: Path
     kubo_api_url: str
@@ -130,6 +131,11 @@ class GatewayConfig(BaseModel):
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 
+    @model_validator(mode="after")
+    def _unique_tenants(self) -> GatewayConfig:
+        check_tenants(self.tenants)
+        return self
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "gateway.sqlite3"
@@ -137,11 +143,6 @@ class GatewayConfig(BaseModel):
     @property
     def token_secret_path(self) -> Path:
         return self.data_dir / "token-secret"
-
-    def base_url(self) -> str:
-        if self.public_url is not None:
-            return str(self.public_url).rstrip("/")
-        return f"http://{self.host}:{self.port}"
 
 
 def validation_problems(exc: ValidationError) -> str:

@@ -53,9 +53,10 @@ def price_default(request: web.Request) -> int:
 
 
 def public_base(request: web.Request) -> str:
-    """Where this tenant's share links point: its public URL, else the request's origin."""
-    tenant = tenant_of(request)
-    if tenant.public_url is not None:
-        return str(tenant.public_url).rstrip("/")
+    """Where this tenant's share links point: its public URL, else the deployment's,
+    else the origin the request came in on."""
+    public = tenant_of(request).public_url or services(request).config.public_url
+    if public is not None:
+        return str(public).rstrip("/")
     host = request.headers.get("Host") or request.host
     return f"{request.scheme}://{host}"
