@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test unit lint tools bench clean
+.PHONY: sandbox test unit lint tools web browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,26 @@ $(STAMP): pyproject.toml
 tools: $(STAMP)
 	$(PY) -m regtest build
 
-sandbox: tools
+# The browser app: front-end packages come from the npm registry at build time (never
+# committed) and are bundled into gateway/static, which the gateway serves.
+WEB_STAMP := web/node_modules/.installed
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+	cd web && npm run build
+
+# Debian's Chromium drives the browser tests (Playwright's own browser download cannot
+# work here); installed once.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+sandbox: tools web
 	$(VENV)/bin/bitcache sandbox
 
-test: tools
+test: tools web browser
+	cd web && npm test
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
