@@ -31,9 +31,8 @@ async def get_chunk(request: web.Request) -> web.Response:
                 request,
                 record,
                 index,
-                "Pay the invoice to get this "
-                "chunk, then retry with Authorization: L402 "
-                "<macaroon>:<preimage>.",
+                "Pay the invoice to get this chunk, then retry with "
+                "Authorization: L402 <macaroon>:<preimage>.",
             )
         try:
             token = s.tokens.verify(authorization, record.id, index)
