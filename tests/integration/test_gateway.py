@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -278,3 +279,23 @@ async def test_preimage_is_handed_to_the_token_holder_once_paid(
         assert (await resp.json())["preimage"] == payment.preimage.hex()
     async with session.get(url, headers=auth(challenge["macaroon"], payment.preimage.hex())) as r:
         assert r.status == 200
+
+
+async def test_no_secret_reaches_the_logs(
+    session: aiohttp.ClientSession,
+    network: Network,
+    gateway_url: str,
+    uploaded: Uploaded,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/2"
+    macaroon, preimage, _ = await buy(session, network, url)
+    for headers in (auth(macaroon, preimage), auth(macaroon, "11" * 32)):
+        async with session.get(url, headers=headers) as resp:
+            await resp.read()
+    secrets_seen = [macaroon, preimage, uploaded.api_key, uploaded.key.hex()]
+    # The access log saw these requests (so the check below looks at real log lines).
+    assert f"{uploaded.file_id}/chunks/2" in caplog.text
+    for secret in secrets_seen:
+        assert secret not in caplog.text
