@@ -7,6 +7,7 @@ and two tasks never interleave statements inside one transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
+        # aiosqlite logs every statement with its parameters at DEBUG: never in our logs.
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         await self._writer.execute("PRAGMA journal_mode=WAL")

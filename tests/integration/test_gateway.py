@@ -284,18 +284,20 @@ async def test_preimage_is_handed_to_the_token_holder_once_paid(
 async def test_no_secret_reaches_the_logs(
     session: aiohttp.ClientSession,
     network: Network,
-    gateway_url: str,
-    uploaded: Uploaded,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Everything at DEBUG, and a gateway started after that, so its access log is on too.
     caplog.set_level(logging.DEBUG)
-    url = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks/2"
-    macaroon, preimage, _ = await buy(session, network, url)
-    for headers in (auth(macaroon, preimage), auth(macaroon, "11" * 32)):
-        async with session.get(url, headers=headers) as resp:
-            await resp.read()
-    secrets_seen = [macaroon, preimage, uploaded.api_key, uploaded.key.hex()]
-    # The access log saw these requests (so the check below looks at real log lines).
-    assert f"{uploaded.file_id}/chunks/2" in caplog.text
-    for secret in secrets_seen:
+    async with serve(gateway_config(network, tmp_path)) as gateway:
+        up = await upload_raw(session, gateway, random_bytes(CHUNK), chunk_size=CHUNK)
+        url = f"{gateway}/v1/files/{up.file_id}/chunks/0"
+        macaroon, preimage, _ = await buy(session, network, url)
+        for headers in (auth(macaroon, preimage), auth(macaroon, "11" * 32)):
+            async with session.get(url, headers=headers) as resp:
+                await resp.read()
+    # The access log saw these requests, so the check below looks at real log lines.
+    assert f"GET /v1/files/{up.file_id}/chunks/0" in caplog.text
+    secret_key = (tmp_path / "token-secret").read_bytes()
+    for secret in (macaroon, preimage, up.api_key, up.key.hex(), secret_key.hex()):
         assert secret not in caplog.text
