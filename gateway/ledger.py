@@ -185,15 +185,21 @@ def plan_purchase(payment_hash_hex: str, amount_msat: int) -> Transaction:
     )
 
 
+def _held(
+    withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
+) -> tuple[str, str, int]:
+    """(hold account, user account, amount + reserve) of a withdrawal, checked."""
+    total = _positive("amount_msat", amount_msat) + _non_negative(
+        "fee_reserve_msat", fee_reserve_msat
+    )
+    return withdrawal_hold_account(withdrawal_id), user_account(account_id), total
+
+
 def withdrawal_hold(
     withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
 ) -> Transaction:
     """Set aside amount + routing-fee reserve before paying out, so it can't be spent twice."""
-    hold = withdrawal_hold_account(withdrawal_id)
-    user = user_account(account_id)
-    total = _positive("amount_msat", amount_msat) + _non_negative(
-        "fee_reserve_msat", fee_reserve_msat
-    )
+    hold, user, total = _held(withdrawal_id, account_id, amount_msat, fee_reserve_msat)
     return _tx(KIND_WITHDRAWAL_HOLD, withdrawal_id, (user, -total), (hold, total))
 
 
@@ -228,11 +234,7 @@ def withdrawal_release(
     withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
 ) -> Transaction:
     """The payout failed: everything held goes back to the user."""
-    hold = withdrawal_hold_account(withdrawal_id)
-    user = user_account(account_id)
-    total = _positive("amount_msat", amount_msat) + _non_negative(
-        "fee_reserve_msat", fee_reserve_msat
-    )
+    hold, user, total = _held(withdrawal_id, account_id, amount_msat, fee_reserve_msat)
     return _tx(KIND_WITHDRAWAL_RELEASE, withdrawal_id, (hold, -total), (user, total))
 
 

@@ -307,7 +307,26 @@ class FileHeader:
 # --- whole-file helpers -----------------------------------------------------------------------
 
 
-class FileEncryptor:
+class _FileCipher:
+    """What the encryptor and decryptor of one file share: its keys and header."""
+
+    _keys: FileKeys
+    _header: FileHeader
+
+    @property
+    def keys(self) -> FileKeys:
+        return self._keys
+
+    @property
+    def header(self) -> FileHeader:
+        return self._header
+
+    @property
+    def chunk_count(self) -> int:
+        return self._header.chunk_count
+
+
+class FileEncryptor(_FileCipher):
     """Seals the chunks of one file, checking each chunk has the length its index requires."""
 
     def __init__(
@@ -326,18 +345,6 @@ class FileEncryptor:
             commitment=self._keys.commitment,
         )
 
-    @property
-    def keys(self) -> FileKeys:
-        return self._keys
-
-    @property
-    def header(self) -> FileHeader:
-        return self._header
-
-    @property
-    def chunk_count(self) -> int:
-        return self._header.chunk_count
-
     def seal(self, index: int, plaintext: bytes) -> bytes:
         h = self._header
         expected = plaintext_chunk_size(index, h.plaintext_size, h.chunk_size)
@@ -346,25 +353,13 @@ class FileEncryptor:
         return seal_chunk(self._keys, h.file_id, index, index == self.chunk_count - 1, plaintext)
 
 
-class FileDecryptor:
+class FileDecryptor(_FileCipher):
     """Opens the chunks of one file; rejects a wrong key before any chunk is read."""
 
     def __init__(self, key: bytes, header: FileHeader) -> None:
         self._keys = derive_keys(key, header.file_id)
         check_key(self._keys, header.commitment)
         self._header = header
-
-    @property
-    def keys(self) -> FileKeys:
-        return self._keys
-
-    @property
-    def header(self) -> FileHeader:
-        return self._header
-
-    @property
-    def chunk_count(self) -> int:
-        return self._header.chunk_count
 
     def open(self, index: int, sealed: bytes) -> bytes:
         h = self._header
