@@ -37,7 +37,7 @@ async def _up(state_file: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with Network.start() as net:
         state_file.parent.mkdir(parents=True, exist_ok=True)
-        net.write_description(state_file)
+        net.write_description(state_file, supervisor_pid=os.getpid())
         print(json.dumps(net.describe(), indent=2))
         print(f"\nnetwork up in {net.ready_seconds:.1f}s; details in {state_file}", file=sys.stderr)
         print("Ctrl-C stops it.", file=sys.stderr)
@@ -50,7 +50,15 @@ def _down(state_file: Path) -> int:
     if not state_file.exists():
         print("no regtest network is recorded as running", file=sys.stderr)
         return 0
-    pids = json.loads(state_file.read_text()).get("pids", {})
+    state = json.loads(state_file.read_text())
+    pids = state.get("pids", {})
+    supervisor = state.get("supervisor_pid")
+    if supervisor and _alive(supervisor):
+        # The `up` process stops its nodes cleanly and removes the state file.
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.2)
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)

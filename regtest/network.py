@@ -454,9 +454,9 @@ class Network:
             "pids": {p.name: p.pid for p in self.processes() if p.pid},
         }
 
-    def write_description(self, path: Path) -> None:
+    def write_description(self, path: Path, **extra: Any) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.describe(), indent=2))
+        tmp.write_text(json.dumps(self.describe() | extra, indent=2))
         tmp.replace(path)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -62,3 +66,47 @@ async def test_stopping_a_network_leaves_no_process() -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_command_line_up_status_down(tmp_path: Path) -> None:
+    state = tmp_path / "network.json"
+    cmd = [sys.executable, "-m", "regtest"]
+    up = await asyncio.create_subprocess_exec(
+        *cmd,
+        "up",
+        "--state-file",
+        str(state),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if state.exists():
+                break
+            await asyncio.sleep(0.1)
+        details = json.loads(state.read_text())
+        assert details["lnd"]["payer"]["rest_url"].startswith("https://127.0.0.1:")
+        assert details["kubo"]["api_url"].startswith("http://127.0.0.1:")
+
+        async def run(*args: str) -> int:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                *args,
+                "--state-file",
+                str(state),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            return await proc.wait()
+
+        assert await run("status") == 0
+        assert await run("down") == 0
+        assert await asyncio.wait_for(up.wait(), 30) == 0  # `up` itself ended cleanly
+        assert await run("status") == 1
+        for pid in details["pids"].values():
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
