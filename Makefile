@@ -31,7 +31,7 @@ web: $(WEB_STAMP)
 # Debian's Chromium drives the browser tests (Playwright's own browser download cannot
 # work here); installed once.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 sandbox: tools web
 	$(VENV)/bin/bitcache sandbox
