@@ -14,6 +14,7 @@ from gateway.db import Database
 from gateway.files import FileStore
 from gateway.handlers import accounts, chunks, files, health, pages, preimage
 from gateway.problems import problem_middleware
+from gateway.ratelimit import RateLimiter
 from gateway.services import SERVICES, Services
 from gateway.settlement import Settlement, WatcherPool
 from gateway.tenants import LightningNodes, TenantRegistry, tenant_middleware
@@ -74,6 +75,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             settlement,
             withdrawals,
             unpinner,
+            RateLimiter(config.invoice_rate_per_s, config.invoice_burst),
         )
         maintenance = asyncio.create_task(
             _every(

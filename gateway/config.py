@@ -126,6 +126,10 @@ class GatewayConfig(BaseModel):
     withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
     # Bearer token for the operator report; no report endpoint when unset.
     operator_token: SecretStr | None = None
+    # New invoices (402 challenges, plan purchases) per client IP: a burst, then a rate.
+    # Paid downloads need a few per file, so this only stops a client flooding the node.
+    invoice_burst: int = Field(default=200, ge=1)
+    invoice_rate_per_s: float = Field(default=20.0, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
     # How long a 503 asks clients to wait before retrying.

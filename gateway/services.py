@@ -10,6 +10,7 @@ from gateway.accounts import AccountStore
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.db import Database
 from gateway.files import FileStore
+from gateway.ratelimit import RateLimiter
 from gateway.settlement import Settlement
 from gateway.tenants import TENANT, LightningNodes, TenantRegistry
 from gateway.tokens import TokenService
@@ -31,6 +32,7 @@ class Services:
     settlement: Settlement
     withdrawals: Withdrawals
     unpinner: Unpinner
+    invoice_limiter: RateLimiter
 
 
 SERVICES = web.AppKey("services", Services)
@@ -43,6 +45,14 @@ def services(request: web.Request) -> Services:
 def tenant_of(request: web.Request) -> TenantSettings:
     """The brand this request is for (set by the tenant middleware)."""
     return request[TENANT]
+
+
+def client_address(request: web.Request) -> str:
+    """The caller's IP; behind a trusted proxy, the first X-Forwarded-For hop."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if services(request).config.trust_forwarded_host and forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.remote or "unknown"
 
 
 def price_default(request: web.Request) -> int:

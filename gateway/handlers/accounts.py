@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import ledger
 from gateway.auth import require_account, require_operator
 from gateway.config import TenantSettings
-from gateway.handlers.common import json_model
+from gateway.handlers.common import json_model, spend_invoice_allowance
 from gateway.ledger_store import balance, totals
 from gateway.problems import Problem, bad_request, not_found
 from gateway.quota import SECONDS_PER_DAY, byte_seconds
@@ -119,6 +119,7 @@ async def buy_plan(request: web.Request) -> web.Response:
     plan = tenant.plan(body.plan_id)
     if plan is None:
         raise not_found(f"no plan {body.plan_id!r}; see GET /v1/plans")
+    spend_invoice_allowance(request)
     node = s.nodes.settings_for(tenant)
     invoice = await s.nodes.client(node).create_invoice(
         plan.price_msat,

@@ -7,7 +7,12 @@ from aiohttp import web
 from gateway import l402
 from gateway.auth import optional_account
 from gateway.files import FileRecord
-from gateway.handlers.common import chunk_index_param, int_param, load_file
+from gateway.handlers.common import (
+    chunk_index_param,
+    int_param,
+    load_file,
+    spend_invoice_allowance,
+)
 from gateway.pricing import purchase_range
 from gateway.problems import Problem, conflict, not_found
 from gateway.services import services, tenant_of
@@ -63,6 +68,7 @@ async def _payment_required(
 ) -> Problem:
     s = services(request)
     requested = int_param(request.query.get("count", "1"), "count", minimum=1)
+    spend_invoice_allowance(request)
     chunks = purchase_range(index, requested, record.chunk_count, s.config.max_range_chunks)
     node = s.nodes.settings_for(tenant_of(request))
     challenge = await s.tokens.challenge(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import TypeVar
 
 from aiohttp import web
@@ -10,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.files import FileRecord
 from gateway.problems import Problem, bad_request, not_found
-from gateway.services import services, tenant_of
+from gateway.services import client_address, services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
 
@@ -65,3 +67,17 @@ def chunk_index_param(request: web.Request, record: FileRecord) -> int:
     if index >= record.chunk_count:
         raise not_found(f"file {record.id} has chunks 0..{record.chunk_count - 1}, not {index}")
     return index
+
+
+def spend_invoice_allowance(request: web.Request) -> None:
+    """429 if this client has asked for too many new invoices lately."""
+    wait = services(request).invoice_limiter.take(client_address(request), time.monotonic())
+    if wait > 0:
+        raise Problem(
+            429,
+            "too-many-invoices",
+            "Too many invoices",
+            "this client asked for new invoices faster than the gateway allows; "
+            "pay the ones you have or retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )

@@ -301,3 +301,22 @@ async def test_no_secret_reaches_the_logs(
     secret_key = (tmp_path / "token-secret").read_bytes()
     for secret in (macaroon, preimage, up.api_key, up.key.hex(), secret_key.hex()):
         assert secret not in caplog.text
+
+
+async def test_a_client_flooding_402s_is_slowed_but_paid_downloads_are_not(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, invoice_burst=2, invoice_rate_per_s=0.1)
+    async with serve(config) as url:
+        up = await upload_raw(session, url, random_bytes(CHUNK), chunk_size=CHUNK)
+        chunk = f"{url}/v1/files/{up.file_id}/chunks/0"
+        macaroon, preimage, _ = await buy(session, network, chunk)  # invoice 1 of 2
+        async with session.get(chunk) as resp:  # invoice 2 of 2
+            assert resp.status == 402
+        async with session.get(chunk) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert (await resp.json())["type"].endswith("too-many-invoices")
+        for _ in range(5):  # the paid token keeps working: downloads are never limited
+            async with session.get(chunk, headers=auth(macaroon, preimage)) as resp:
+                assert resp.status == 200
