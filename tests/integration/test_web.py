@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.handlers.pages import STATIC_DIR
 from gateway.server import serve
 from regtest.network import Network
 from tests.conftest import gateway_config
@@ -53,6 +54,8 @@ async def web_gateway(
 async def browser() -> AsyncIterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make browser` installs Debian's chromium")
+    if not (STATIC_DIR / "download.js").is_file():
+        pytest.fail("the web app is not built: `make web` builds it into gateway/static")
     async with playwright.async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
