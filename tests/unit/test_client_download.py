@@ -339,7 +339,8 @@ async def test_paid_round_trip(env: Env) -> None:
     for invoice, expected in env.payer.calls:
         assert invoice_amount_msat(invoice) == expected
     # Ranges double from one chunk: payment stays ahead of the fetchers.
-    assert env.gateway.challenges == [(0, 1), (1, 2), (3, 4), (7, 8), (15, 5)]
+    # Ranges double as they are taken; with several purchasers they may arrive out of order.
+    assert sorted(env.gateway.challenges) == [(0, 1), (1, 2), (3, 4), (7, 8), (15, 5)]
     assert sorted(env.gateway.served) == list(range(N_CHUNKS))  # each chunk fetched once
     assert sorted(p.name for p in env.out_dir().iterdir()) == ["data.bin"]  # no .part left
 

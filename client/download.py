@@ -1,0 +1,533 @@
+"""The download engine: buy chunk ranges ahead of the fetchers, decrypt, save, resume.
+
+Downloads keep payment off the critical path: a purchaser buys chunk ranges ahead of the
+fetchers (1, 2, 4, … chunks per payment), so after the first small payment the fetchers
+rarely wait for money. Progress and paid tokens are kept in a ``.part.json`` sidecar, so an
+interrupted download resumes without fetching or paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from client.config import ClientConfig, atomic_write_private
+from client.errors import ClientError, GatewayError, PaymentRefused
+from client.files import _STATE_VERSION, _fsync_dir, _SharedFd
+from client.http import _PROBLEM_LIMIT, _clean, _is_count, _Reply, _Requester
+from client.l402_client import ChallengeError, Token, parse_challenge, token_scope
+from client.payer import Payer, check_invoice_amount, format_msat
+from client.progress import Progress
+from client.remote import _Remote
+from client.tasks import _run_all, _settle
+from storage.crypto import plaintext_chunk_size, sealed_chunk_size
+
+log = logging.getLogger("bitcache.client")
+
+_SAVE_INTERVAL_S = 1.0
+# A resumed token this close to its expiry is not worth presenting.
+_EXPIRY_MARGIN_S = 5
+
+
+class _Buyer(_Requester, Protocol):
+    """What the download engine needs of :class:`BitcacheClient`."""
+
+    @property
+    def config(self) -> ClientConfig: ...
+
+    @property
+    def payer(self) -> Payer | None: ...
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path
+    size: int
+    chunks: int
+    paid_msat: int  # paid to the gateway during this call, fees excluded
+    fees_msat: int  # routing fees during this call, if the payer reports them
+    chunks_bought: int
+
+
+def _ranges(flags: bytearray) -> list[list[int]]:
+    """Indexes set in ``flags`` as inclusive [first, last] runs (small sidecar files)."""
+    out: list[list[int]] = []
+    for i, flag in enumerate(flags):
+        if not flag:
+            continue
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def _payer_fees(payer: Payer | None) -> int:
+    value = getattr(payer, "fees_msat", 0)
+    return value if _is_count(value) else 0
+
+
+# --- download engine --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Offer:
+    """A checked L402 challenge: what paying ``invoice`` buys."""
+
+    macaroon: str = field(repr=False)
+    invoice: str
+    first: int
+    count: int
+    valid_until: int | None
+    amount_msat: int
+
+
+class _Download:
+    """One download: a purchaser buying ranges ahead, fetchers taking chunks in order."""
+
+    def __init__(
+        self,
+        client: _Buyer,
+        remote: _Remote,
+        target: Path,
+        from_manifest: bool,
+        show: bool,
+    ) -> None:
+        self._c = client
+        self._r = remote
+        self._target = target
+        self._from_manifest = from_manifest
+        self._show = show
+        self._part = target.with_name(target.name + ".part")
+        self._sidecar = target.with_name(target.name + ".part.json")
+        h = remote.header
+        self._n = h.chunk_count
+        self._paid = remote.price_msat > 0
+        self._done = bytearray(self._n)
+        self._remaining = self._n
+        self._tokens: list[Token] = []
+        # Needed chunks with no token and no purchase under way; a heap gives the lowest.
+        self._uncovered: set[int] = set()
+        self._heap: list[int] = []
+        self._buying: list[tuple[int, int]] = []  # ranges being paid for right now
+        self._starved = 0  # fetchers waiting for a token
+        self._next_range = 1
+        self._paid_msat = 0
+        self._chunks_bought = 0
+        self._budget_chunks = 0
+        self._cond = asyncio.Condition()
+        self._fd: _SharedFd | None = None
+        self._meter: Progress | None = None
+        # Sidecar writes are numbered so that a late, older snapshot never replaces a newer one.
+        self._save_lock = threading.Lock()
+        self._seq = 0
+        self._saved_seq = 0
+        self._last_save = 0.0
+
+    # --- persistence (sync; run in a thread or from cleanup) ----------------------------
+
+    def _prepare(self) -> None:
+        """Open ``.part``; take done chunks and still-valid tokens from the sidecar."""
+        h = self._r.header
+        done: list[Any] = []
+        try:
+            state = json.loads(self._sidecar.read_bytes())
+        except (OSError, ValueError):
+            state = None
+        if isinstance(state, dict) and state.get("file_id") == self._r.file_id:
+            cutoff = time.time() + _EXPIRY_MARGIN_S
+            for raw in state.get("tokens") or []:
+                try:
+                    token = Token.from_json(raw)
+                except (ValueError, AttributeError):
+                    continue
+                if token.last < self._n and (
+                    token.valid_until is None or token.valid_until > cutoff
+                ):
+                    self._tokens.append(token)
+            if (
+                state.get("version") == _STATE_VERSION
+                and state.get("size") == h.plaintext_size
+                and state.get("chunk_size") == h.chunk_size
+                and isinstance(state.get("done"), list)
+            ):
+                done = state["done"]
+        fd = _SharedFd(os.open(self._part, os.O_RDWR | os.O_CREAT, 0o666))
+        self._fd = fd
+        if done and fd.size() == h.plaintext_size:
+            for run in done:
+                if (
+                    isinstance(run, list)
+                    and len(run) == 2
+                    and all(_is_count(v) for v in run)
+                    and run[0] <= run[1] < self._n
+                ):
+                    self._done[run[0] : run[1] + 1] = b"\x01" * (run[1] - run[0] + 1)
+        else:
+            fd.truncate(0)  # bytes without a matching record are not trusted
+        fd.truncate(h.plaintext_size)
+
+    def _snapshot(self) -> tuple[int, bytes]:
+        self._seq += 1
+        h = self._r.header
+        data = {
+            "version": _STATE_VERSION,
+            "file_id": self._r.file_id,
+            "size": h.plaintext_size,
+            "chunk_size": h.chunk_size,
+            "done": _ranges(self._done),
+            "tokens": [t.to_json() for t in self._tokens],
+        }
+        return self._seq, json.dumps(data).encode()
+
+    def _write_sidecar(self, seq: int, data: bytes) -> None:
+        with self._save_lock:
+            if seq <= self._saved_seq:
+                return
+            if self._fd is not None:
+                # Chunks recorded as done must be on disk first.
+                self._fd.fsync()
+            atomic_write_private(self._sidecar, data)
+            self._saved_seq = seq
+
+    async def _save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_save < _SAVE_INTERVAL_S:
+            return
+        self._last_save = now
+        seq, data = self._snapshot()
+        await asyncio.to_thread(self._write_sidecar, seq, data)
+
+    def _abandon(self) -> None:
+        """After a failure or interruption: record what we have (tokens above all)."""
+        try:
+            if self._fd is not None and not self._fd.closed:
+                self._write_sidecar(*self._snapshot())
+        except OSError as exc:
+            log.warning("could not save download state to %s: %s", self._sidecar, exc)
+        finally:
+            if self._fd is not None:
+                self._fd.close()
+
+    def _finish(self) -> None:
+        assert self._fd is not None
+        self._fd.fsync()
+        size = self._fd.size()
+        self._fd.close()
+        expected = self._r.manifest.size
+        if size != expected:
+            raise ClientError(f"{self._part} has {size} bytes, expected {expected}")
+        if self._from_manifest and self._target.exists():
+            raise ClientError(f"{self._target} already exists; choose another path with -o")
+        os.replace(self._part, self._target)
+        _fsync_dir(self._target.parent)
+        self._sidecar.unlink(missing_ok=True)
+
+    def _store(self, index: int, sealed: bytes) -> int:
+        """Authenticate, decrypt and write one chunk (runs in a worker thread)."""
+        plaintext = self._r.decryptor.open(index, sealed)  # ChunkAuthError names the chunk
+        assert self._fd is not None
+        self._fd.pwrite_all(plaintext, index * self._r.header.chunk_size)
+        return len(plaintext)
+
+    # --- bookkeeping (event loop only) --------------------------------------------------
+
+    def _token_for(self, index: int) -> Token | None:
+        for token in reversed(self._tokens):  # newest first: a rebought token is fresher
+            if token.covers(index):
+                return token
+        return None
+
+    def _has_uncovered(self) -> bool:
+        while self._heap and self._heap[0] not in self._uncovered:
+            heapq.heappop(self._heap)  # stale entry: covered, bought or done since
+        return bool(self._heap)
+
+    def _uncover(self, index: int) -> None:
+        if (
+            self._done[index]
+            or index in self._uncovered
+            or any(first <= index <= last for first, last in self._buying)
+            or self._token_for(index) is not None
+        ):
+            return
+        self._uncovered.add(index)
+        heapq.heappush(self._heap, index)
+
+    def _purchase_due(self) -> bool:
+        if self._remaining == 0:
+            return True
+        if not self._has_uncovered():
+            return False
+        ahead = self._remaining - len(self._uncovered)  # bought but not yet fetched
+        # Two ranges ahead keeps the fetchers busy while the next payment is made.
+        # Two ranges ahead keeps the fetchers busy while the next payments are made; several
+        # purchasers pay at once, so the doubling ramp is not paid for one latency at a time.
+        return self._starved > 0 or ahead < 2 * max(1, self._next_range)
+
+    def _take_run(self, size: int) -> tuple[int, int]:
+        first = heapq.heappop(self._heap)
+        self._uncovered.discard(first)
+        count = 1
+        while count < size and first + count in self._uncovered:
+            self._uncovered.discard(first + count)
+            count += 1
+        self._buying.append((first, first + count - 1))
+        return first, count
+
+    def _end_buy(self, first: int, count: int) -> None:
+        self._buying.remove((first, first + count - 1))
+        # Whatever the gateway did not sell (it may clip a range) is bought later.
+        for index in range(first, first + count):
+            self._uncover(index)
+
+    def _add_token(self, offer: _Offer, preimage: bytes) -> None:
+        last = offer.first + offer.count - 1
+        self._tokens.append(Token(offer.macaroon, preimage, offer.first, last, offer.valid_until))
+        self._paid_msat += offer.amount_msat
+        self._chunks_bought += offer.count
+
+    def _drop(self, token: Token) -> None:
+        if not any(t is token for t in self._tokens):
+            return  # another fetcher already dropped it
+        self._tokens = [t for t in self._tokens if t is not token]
+        for index in range(token.first, token.last + 1):
+            self._uncover(index)
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    # --- the purchaser ------------------------------------------------------------------
+
+    async def _purchaser(self) -> None:
+        maximum = self._c.config.max_range_chunks
+        while True:
+            async with self._cond:
+                await self._cond.wait_for(self._purchase_due)
+                if self._remaining == 0:
+                    return
+                first, count = self._take_run(min(self._next_range, maximum))
+                self._next_range = min(self._next_range * 2, maximum)
+            try:
+                await self._buy(first, count)
+            finally:
+                self._end_buy(first, count)
+            await self._notify()
+            await self._save(force=True)  # a paid token must survive any interruption
+
+    async def _buy(self, first: int, count: int) -> int:
+        url = f"{self._r.chunk_url(first)}?count={count}"
+        reply = await self._c._request("GET", url, ok=(200,), allow_402=True)
+        if reply.status == 200:
+            raise GatewayError(
+                200,
+                "Unexpected chunk",
+                "the gateway served a chunk without payment, yet lists a price",
+            )
+        offer = self._check_offer(first, count, reply)
+        if self._chunks_bought + offer.count > self._budget_chunks:
+            raise PaymentRefused(
+                f"the gateway keeps refusing paid tokens; stopped after buying "
+                f"{self._chunks_bought} chunks ({format_msat(self._paid_msat)})"
+            )
+        payer = self._c.payer
+        assert payer is not None
+        log.debug("buying chunks %d-%d", offer.first, offer.first + offer.count - 1)
+        # A payment in flight cannot be recalled: even if interrupted, keep its token.
+        await _settle(
+            payer.pay(offer.invoice, offer.amount_msat),
+            lambda preimage: self._add_token(offer, preimage),
+        )
+        return offer.count
+
+    def _check_offer(self, first: int, count: int, reply: _Reply) -> _Offer:
+        """Everything that must hold before paying; PaymentRefused otherwise."""
+        try:
+            challenge = parse_challenge(reply.headers.getall("WWW-Authenticate", []))
+        except ChallengeError as exc:
+            raise GatewayError(402, "Payment required", str(exc)) from None
+        problem = reply.problem()
+        price = problem.get("price_msat")
+        if not _is_count(price):
+            raise GatewayError(402, "Payment required", "the challenge states no price_msat")
+        limit = self._c.config.max_price_msat_per_chunk
+        if price > limit:
+            raise PaymentRefused(
+                f"the gateway asks {format_msat(price)} per chunk, above your limit of "
+                f"{format_msat(limit)} (max_price_msat_per_chunk); nothing was paid"
+            )
+        body_first, body_count = problem.get("first"), problem.get("count")
+        scope = token_scope(challenge.macaroon)
+        if scope is not None:
+            # The macaroon is what the gateway will honour; the body must agree with it.
+            if scope.file_id is not None and scope.file_id != self._r.file_id:
+                raise PaymentRefused("the offered token is for another file; nothing was paid")
+            got_first, got_count = scope.first, scope.last - scope.first + 1
+            valid_until = scope.valid_until
+            if (body_first is not None and body_first != got_first) or (
+                body_count is not None and body_count != got_count
+            ):
+                raise PaymentRefused(
+                    "the gateway's challenge contradicts its token's range; nothing was paid"
+                )
+        elif _is_count(body_first) and _is_count(body_count):
+            got_first, got_count = body_first, body_count
+            until = problem.get("valid_until")
+            valid_until = until if _is_count(until) else None
+        else:
+            raise GatewayError(402, "Payment required", "the challenge states no chunk range")
+        if got_first != first or not 1 <= got_count <= count:
+            raise PaymentRefused(
+                f"asked to buy chunks {first}-{first + count - 1}, was offered "
+                f"{got_first}-{got_first + got_count - 1}; nothing was paid"
+            )
+        amount = price * got_count
+        stated = problem.get("amount_msat")
+        if stated is not None and stated != amount:
+            raise PaymentRefused(
+                f"the gateway states another amount than {got_count} chunks at "
+                f"{format_msat(price)} each; nothing was paid"
+            )
+        # Also checked by LndPayer; here so that no Payer can be handed a wrong invoice.
+        check_invoice_amount(challenge.invoice, amount)
+        return _Offer(
+            challenge.macaroon, challenge.invoice, got_first, got_count, valid_until, amount
+        )
+
+    # --- the fetchers -------------------------------------------------------------------
+
+    async def _wait_token(self, index: int) -> Token:
+        token = self._token_for(index)
+        if token is not None:
+            return token
+        async with self._cond:
+            self._starved += 1
+            self._cond.notify_all()
+            try:
+                await self._cond.wait_for(lambda: self._token_for(index) is not None)
+            finally:
+                self._starved -= 1
+        token = self._token_for(index)
+        assert token is not None
+        return token
+
+    async def _fetcher(self, order: Iterator[int]) -> None:
+        for index in order:  # shared iterator: fetchers take chunks in file order
+            await self._fetch(index)
+
+    async def _fetch(self, index: int) -> None:
+        h = self._r.header
+        # One byte more than expected, so an oversized answer fails the length check.
+        limit = max(sealed_chunk_size(index, h.plaintext_size, h.chunk_size) + 1, _PROBLEM_LIMIT)
+        url = self._r.chunk_url(index)
+        while True:
+            token = await self._wait_token(index) if self._paid else None
+            headers = {"Authorization": token.authorization()} if token is not None else None
+            reply = await self._c._request(
+                "GET", url, ok=(200,), allow_402=True, headers=headers, limit=limit
+            )
+            if reply.status == 402:
+                await self._refused(index, token, reply)
+                continue
+            if token is not None:
+                token.used = True
+            # Received bytes are kept even if the download is being interrupted.
+            await _settle(
+                asyncio.to_thread(self._store, index, reply.body),
+                lambda length: self._mark_done(index, length),
+            )
+            await self._notify()
+            await self._save()
+            return
+
+    async def _refused(self, index: int, token: Token | None, reply: _Reply) -> None:
+        detail = _clean(reply.problem().get("detail")) or "payment required"
+        if token is None:
+            raise GatewayError(
+                402, "Payment required", f"chunk {index} of a file listed as free: {detail}"
+            )
+        if not token.used and "expired" not in detail.lower():
+            raise GatewayError(
+                402,
+                "Token refused",
+                f"the gateway refused the token it just sold for chunks "
+                f"{token.first}-{token.last}: {detail}",
+            )
+        log.debug(
+            "token for chunks %d-%d refused (%s); buying again", token.first, token.last, detail
+        )
+        self._drop(token)
+        await self._notify()
+
+    def _mark_done(self, index: int, length: int) -> None:
+        self._done[index] = 1
+        self._remaining -= 1
+        self._uncovered.discard(index)
+        self._tokens = [
+            t
+            for t in self._tokens
+            if not (t.covers(index) and all(self._done[t.first : t.last + 1]))
+        ]
+        if self._meter is not None:
+            self._meter.update(length)
+
+    # --- the whole ----------------------------------------------------------------------
+
+    async def run(self) -> DownloadResult:
+        payer = self._c.payer
+        fees_before = _payer_fees(payer)
+        h = self._r.header
+        try:
+            await asyncio.to_thread(self._prepare)
+            needed = [i for i in range(self._n) if not self._done[i]]
+            self._remaining = len(needed)
+            for index in needed:
+                self._uncover(index)
+            # Rebuying after expiry is allowed, but never more than once per needed chunk.
+            self._budget_chunks = len(self._uncovered) + len(needed)
+            if self._paid and self._uncovered and payer is None:
+                raise ClientError(
+                    f"this file costs {format_msat(self._r.price_msat)} per chunk and no "
+                    "Lightning node is configured to pay (set 'lnd' in the client configuration)"
+                )
+            left = sum(plaintext_chunk_size(i, h.plaintext_size, h.chunk_size) for i in needed)
+            self._meter = Progress(
+                h.plaintext_size,
+                label=self._target.name,
+                initial=h.plaintext_size - left,
+                quiet=not self._show,
+            )
+            order = iter(needed)
+            tasks = [
+                self._fetcher(order) for _ in range(min(self._c.config.concurrency, len(needed)))
+            ]
+            if self._paid and needed:
+                tasks += [self._purchaser() for _ in range(self._c.config.purchase_concurrency)]
+            ok = False
+            try:
+                await _run_all(tasks)
+                ok = True
+            finally:
+                self._meter.close(ok)
+            await asyncio.to_thread(self._finish)
+        except BaseException:
+            self._abandon()
+            raise
+        return DownloadResult(
+            path=self._target,
+            size=h.plaintext_size,
+            chunks=self._n,
+            paid_msat=self._paid_msat,
+            fees_msat=max(0, _payer_fees(payer) - fees_before),
+            chunks_bought=self._chunks_bought,
+        )
