@@ -15,7 +15,7 @@ from gateway.handlers.common import json_model, spend_invoice_allowance
 from gateway.ledger_store import balance, totals
 from gateway.problems import Problem, bad_request, not_found
 from gateway.quota import SECONDS_PER_DAY, byte_seconds
-from gateway.quotas import limit_bytes, subscriptions
+from gateway.quota_store import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
 from gateway.withdrawals import WithdrawalRefused
 

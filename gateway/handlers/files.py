@@ -14,7 +14,7 @@ from gateway.files import ChunkConflict, FileConflict, FileRecord
 from gateway.handlers.common import chunk_index_param, json_model, load_file
 from gateway.problems import Problem, bad_request, conflict
 from gateway.quota import OverQuota
-from gateway.quotas import limit_bytes
+from gateway.quota_store import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
 from storage.errors import FormatError
