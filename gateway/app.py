@@ -83,6 +83,7 @@ def create_app(config: GatewayConfig) -> web.Application:
                 watchers.ensure,
                 withdrawals.reconcile,
                 unpinner.drain,
+                settlement.expire_stale,
             ),
             name="maintenance",
         )

@@ -131,6 +131,18 @@ class Settlement:
                 (payment_hash,),
             )
 
+    async def expire_stale(self, grace_s: int = 3_600) -> int:
+        """Marks chunk invoices long past their expiry as expired, so the reconcile at
+        start-up asks LND only about invoices that could still have been paid. Safe: LND
+        refuses payments to an expired invoice, and one settled in time is still booked
+        from the invoice stream (booking accepts any state but 'settled')."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE invoices SET state = 'expired' WHERE state = 'open' AND expires_at < ?",
+                (int(time.time()) - grace_s,),
+            )
+            return cur.rowcount
+
     async def settle_index(self, node: str) -> int:
         row = await self._db.fetch_one(
             "SELECT value FROM gateway_state WHERE key = ?", (_SETTLE_INDEX_KEY + node,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,11 @@ import aiohttp
 import pytest
 
 from gateway.config import TenantSettings
+from gateway.db import Database
 from gateway.quota import Plan
 from gateway.server import serve
+from gateway.settlement import Settlement
+from gateway.tenants import TenantRegistry
 from regtest.network import Network, wait_until
 from tests.conftest import gateway_config
 from tests.support import bearer, create_account, random_bytes, upload_raw
@@ -280,3 +284,34 @@ async def test_concurrent_withdrawals_of_the_whole_balance_pay_out_once(
     ]
     assert len(settled) == 1
     assert (await usage(session, gw, key))["balance_msat"] == 1_000  # the unspent reserve
+
+
+async def test_marking_stale_invoices_expired_never_loses_a_payment(
+    network: Network, tmp_path: Path
+) -> None:
+    """expire_stale() marks long-expired invoices so start-up reconciles fewer; an invoice
+    marked that way but paid after all is still booked from LND's invoice stream."""
+    config = config_for(network, tmp_path)
+    async with aiohttp.ClientSession() as session, serve(config) as url:
+        _, key = await create_account(session, url)
+        up = await upload_raw(
+            session, url, random_bytes(CHUNK), price_msat=1_000, chunk_size=CHUNK, api_key=key
+        )
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            invoice = (await resp.json())["invoice"]
+        with sqlite3.connect(config.database_path) as conn:  # pretend it is long expired
+            conn.execute("UPDATE invoices SET expires_at = 0 WHERE bolt11 = ?", (invoice,))
+        db = Database(config.database_path)
+        await db.open()
+        try:
+            assert await Settlement(db, TenantRegistry(config)).expire_stale() == 1
+        finally:
+            await db.close()
+        with sqlite3.connect(config.database_path) as conn:
+            row = conn.execute("SELECT state FROM invoices WHERE bolt11 = ?", (invoice,))
+            assert row.fetchone()[0] == "expired"
+        await network.node("payer").client.pay_invoice(invoice, fee_limit_msat=1_000)
+        await wait_until(
+            "the late payment to be booked", lambda: _has_balance(session, url, key), timeout_s=15
+        )
+        assert (await usage(session, url, key))["balance_msat"] == 900
