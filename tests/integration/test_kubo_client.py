@@ -1,0 +1,48 @@
+"""storage/kubo.py against the regtest kubo: every call it offers, and its errors."""
+
+from __future__ import annotations
+
+import os
+
+import aiohttp
+import pytest
+
+from regtest.network import Network
+from regtest.process import free_port
+from storage.kubo import KuboClient, KuboError, KuboUnavailable
+
+pytestmark = pytest.mark.integration
+
+
+async def pinned(api_url: str) -> set[str]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{api_url}/api/v0/pin/ls", params={"type": "recursive"}) as resp,
+    ):
+        return set((await resp.json())["Keys"])
+
+
+async def test_add_cat_stat_pin_unpin(network: Network) -> None:
+    assert network.kubo is not None
+    url = network.kubo.api_url
+    data = os.urandom(1_048_616)
+    async with KuboClient(url) as kubo:
+        assert (await kubo.version()).startswith("0.42")
+        cid = await kubo.add(data)
+        assert cid.startswith("bafk") or cid.startswith("bafy")  # CIDv1
+        assert await kubo.cat(cid) == data
+        assert await kubo.stat_size(cid) == len(data)
+        assert cid in await pinned(url)
+        await kubo.pin_rm(cid)
+        assert cid not in await pinned(url)
+        await kubo.pin_rm(cid)  # unpinning twice is not an error
+        await kubo.pin_add(cid)
+        assert cid in await pinned(url)
+        with pytest.raises(KuboError):
+            await kubo.cat("not-a-cid")
+
+
+async def test_a_kubo_that_is_not_there_is_unavailable() -> None:
+    async with KuboClient(f"http://127.0.0.1:{free_port()}", timeout_s=5) as kubo:
+        with pytest.raises(KuboUnavailable):
+            await kubo.version()
