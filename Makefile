@@ -34,7 +34,7 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 sandbox: tools web
-	$(VENV)/bin/bitcache sandbox
+	$(VENV)/bin/bitcache-sandbox
 
 test: tools web browser
 	cd web && npm test
@@ -46,7 +46,7 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy storage gateway client lightning regtest
+	$(VENV)/bin/mypy storage l402 lightning ipfs gateway client sandbox regtest bench
 
 bench: tools
 	$(PY) -m bench.download

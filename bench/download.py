@@ -23,12 +23,12 @@ from pathlib import Path
 from client import account
 from client.api import BitcacheClient
 from client.payer import LndPayer
-from client.sandbox import sandbox_client_config, sandbox_gateway_config
 from gateway.server import serve
+from ipfs.kubo import KuboClient
 from regtest.network import Network
 from regtest.process import free_port
+from sandbox.run import sandbox_client_config, sandbox_gateway_config
 from storage.crypto import encode_file_id
-from storage.kubo import KuboClient
 
 MIB = 1 << 20
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -127,11 +128,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    # Imported here: the sandbox pulls in the gateway and regtest tooling.
-    from client.sandbox import run
-
-    path = Path(args.config).expanduser() if args.config else None
-    return run(args.port, path)
+    # The sandbox sits above the client (it runs a gateway and regtest), so the client never
+    # imports it: this process becomes `python -m sandbox` instead.
+    argv = [sys.executable, "-m", "sandbox", "--port", str(args.port)]
+    if args.config:
+        argv += ["--config", args.config]
+    os.execv(sys.executable, argv)
 
 
 def _cmd_account(args: argparse.Namespace) -> int:

@@ -24,11 +24,11 @@ from client.config import ClientConfig, atomic_write_private
 from client.errors import ClientError, GatewayError, PaymentRefused
 from client.files import _STATE_VERSION, _fsync_dir, _SharedFd
 from client.http import _PROBLEM_LIMIT, _clean, _is_count, _Reply, _Requester
-from client.l402_client import ChallengeError, Token, parse_challenge, token_scope
 from client.payer import Payer, check_invoice_amount, format_msat
 from client.progress import Progress
 from client.remote import _Remote
 from client.tasks import _run_all, _settle
+from l402.token import ChallengeError, Token, parse_challenge, token_scope
 from storage.crypto import plaintext_chunk_size, sealed_chunk_size
 
 log = logging.getLogger("bitcache.client")

@@ -11,8 +11,8 @@ import hashlib
 import logging
 from typing import Protocol
 
-from client.bolt11 import invoice_amount_msat
 from client.errors import PaymentError, PaymentRefused
+from lightning.bolt11 import invoice_amount_msat
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
 from lightning.lnd import LndRestClient
 

@@ -8,21 +8,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.accounts import AccountStore
+from gateway.billing.settlement import Settlement, WatcherPool
+from gateway.billing.tokens import TokenService, load_or_create_secret
+from gateway.billing.withdrawals import Withdrawals
 from gateway.config import GatewayConfig
-from gateway.db import Database
-from gateway.files import FileStore
-from gateway.handlers import accounts, chunks, files, health, pages, preimage
-from gateway.problems import problem_middleware
-from gateway.ratelimit import RateLimiter
+from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
+from gateway.http.problems import problem_middleware
+from gateway.http.ratelimit import RateLimiter
+from gateway.maintenance.unpinner import Unpinner
+from gateway.persistence.accounts import AccountStore
+from gateway.persistence.database import Database
+from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
-from gateway.settlement import Settlement, WatcherPool
-from gateway.tenants import LightningNodes, TenantRegistry, tenant_middleware
-from gateway.tokens import TokenService, load_or_create_secret
-from gateway.unpinner import Unpinner
-from gateway.withdrawals import Withdrawals
+from gateway.tenants.registry import LightningNodes, TenantRegistry, tenant_middleware
+from ipfs.kubo import KuboClient
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
-from storage.kubo import KuboClient
 
 log = logging.getLogger("bitcache.gateway")
 

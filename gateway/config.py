@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.quota import Plan
+from gateway.billing.quota import Plan
 
 GB = 1_000_000_000
 _HOSTNAME = re.compile(

@@ -6,17 +6,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.accounts import AccountStore
+from gateway.billing.settlement import Settlement
+from gateway.billing.tokens import TokenService
+from gateway.billing.withdrawals import Withdrawals
 from gateway.config import GatewayConfig, TenantSettings
-from gateway.db import Database
-from gateway.files import FileStore
-from gateway.ratelimit import RateLimiter
-from gateway.settlement import Settlement
-from gateway.tenants import TENANT, LightningNodes, TenantRegistry
-from gateway.tokens import TokenService
-from gateway.unpinner import Unpinner
-from gateway.withdrawals import Withdrawals
-from storage.kubo import KuboClient
+from gateway.http.ratelimit import RateLimiter
+from gateway.maintenance.unpinner import Unpinner
+from gateway.persistence.accounts import AccountStore
+from gateway.persistence.database import Database
+from gateway.persistence.files import FileStore
+from gateway.tenants.registry import TENANT, LightningNodes, TenantRegistry
+from ipfs.kubo import KuboClient
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from client.sandbox import sandbox_gateway_config
 from gateway.config import GatewayConfig
 from gateway.server import serve
 from regtest.network import Network
 from regtest.process import free_port
+from sandbox.run import sandbox_gateway_config
 
 
 @pytest.fixture(scope="session")

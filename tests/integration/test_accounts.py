@@ -12,12 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.billing.quota import Plan
+from gateway.billing.settlement import Settlement
 from gateway.config import TenantSettings
-from gateway.db import Database
-from gateway.quota import Plan
+from gateway.persistence.database import Database
 from gateway.server import serve
-from gateway.settlement import Settlement
-from gateway.tenants import TenantRegistry
+from gateway.tenants.registry import TenantRegistry
 from regtest.network import Network, wait_until
 from tests.conftest import gateway_config
 from tests.support import bearer, create_account, random_bytes, upload_raw

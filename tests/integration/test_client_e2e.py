@@ -17,10 +17,10 @@ import pytest
 from client.api import BitcacheClient
 from client.config import ClientConfig
 from client.errors import GatewayError
-from client.sandbox import sandbox_client_config
 from gateway.config import GatewayConfig
 from gateway.server import serve
 from regtest.network import Network
+from sandbox.run import sandbox_client_config
 from storage.crypto import encode_file_id
 from storage.errors import ChunkAuthError
 from tests.conftest import gateway_config

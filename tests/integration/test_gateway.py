@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.l402 import Caveat
-from gateway.macaroons import Macaroon, add_caveat, from_base64, to_base64
 from gateway.server import serve
+from l402.caveats import Caveat
+from l402.macaroon import Macaroon, add_caveat, from_base64, to_base64
 from regtest.network import Network
 from storage.crypto import FileDecryptor
 from tests.conftest import gateway_config

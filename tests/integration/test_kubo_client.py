@@ -7,9 +7,9 @@ import os
 import aiohttp
 import pytest
 
+from ipfs.kubo import KuboClient, KuboError, KuboUnavailable
 from regtest.network import Network
 from regtest.process import free_port
-from storage.kubo import KuboClient, KuboError, KuboUnavailable
 
 pytestmark = pytest.mark.integration
 

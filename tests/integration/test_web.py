@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.handlers.pages import STATIC_DIR
+from gateway.http.handlers.pages import STATIC_DIR
 from gateway.server import serve
 from regtest.network import Network
 from tests.conftest import gateway_config

@@ -1,10 +1,10 @@
-"""client.bolt11: amounts from the examples of the BOLT 11 specification."""
+"""lightning.bolt11: amounts from the examples of the BOLT 11 specification."""
 
 from __future__ import annotations
 
 import pytest
 
-from client.bolt11 import invoice_amount_msat
+from lightning.bolt11 import invoice_amount_msat
 
 # From BOLT 11 "Examples" (lightning/bolts, 11-payment-encoding.md).
 DONATION = (

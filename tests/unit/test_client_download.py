@@ -1,6 +1,6 @@
 """client.api upload/download engine against a fake gateway (docs/api.md, minimally).
 
-The fake mints real L402 macaroons (gateway.l402/macaroons) and bech32-valid invoices for the
+The fake mints real L402 macaroons (l402/) and bech32-valid invoices for the
 announced amount; the fake payer returns the invoice's preimage. End-to-end runs against real
 LND and kubo live in tests/integration.
 """
@@ -22,16 +22,16 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
+import l402
 from client.api import BitcacheClient
-from client.bolt11 import invoice_amount_msat
 from client.cli import main
 from client.config import ClientConfig
 from client.errors import ClientError, GatewayError, PaymentError, PaymentRefused
-from client.l402_client import parse_challenge, token_scope
 from client.payer import LndPayer
 from client.progress import Progress
-from gateway import l402
-from gateway.macaroons import add_caveat, mint, to_base64
+from l402.macaroon import add_caveat, mint, to_base64
+from l402.token import parse_challenge, token_scope
+from lightning.bolt11 import invoice_amount_msat
 from lightning.errors import PaymentFailed
 from lightning.lnd import LndRestClient
 from lightning.models import Payment

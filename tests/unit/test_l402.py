@@ -1,4 +1,4 @@
-"""Tests for gateway.l402: identifiers, caveat rules, headers and credential checks."""
+"""Tests for l402.caveats: identifiers, caveat rules, headers and credential checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from gateway.l402 import (
+from l402.caveats import (
     AccessRequest,
     Caveat,
     Credential,
@@ -22,7 +22,7 @@ from gateway.l402 import (
     parse_caveat,
     verify_credential,
 )
-from gateway.macaroons import Macaroon, add_caveat, from_base64, mint, serialize_v2, to_base64
+from l402.macaroon import Macaroon, add_caveat, from_base64, mint, serialize_v2, to_base64
 
 ROOT_KEY = bytes(range(32))
 PREIMAGE = bytes.fromhex("49349dfea4abed3cd14f6d356afa83de9787b609f088c8df09bacc7b4bd21b39")

@@ -1,4 +1,4 @@
-"""Tests for gateway.ledger: transaction rules, builders, apply() and the fee reserve."""
+"""Tests for gateway.billing.ledger: transaction rules, builders, apply() and the fee reserve."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.ledger import (
+from gateway.billing.ledger import (
     LIGHTNING,
     OPERATOR_FEES,
     OPERATOR_PLANS,

@@ -1,4 +1,4 @@
-"""Tests for gateway.macaroons: go-macaroon V2 binary compatibility and the HMAC chain."""
+"""Tests for l402.macaroon: go-macaroon V2 binary compatibility and the HMAC chain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.macaroons import (
+from l402.macaroon import (
     MAX_CAVEATS,
     MAX_SIZE,
     Macaroon,

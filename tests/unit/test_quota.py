@@ -1,4 +1,4 @@
-"""Tests for gateway.quota: plans, subscription extension, limits and metering."""
+"""Tests for gateway.billing.quota: plans, subscription extension, limits and metering."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.quota import (
+from gateway.billing.quota import (
     OverQuota,
     Plan,
     Subscription,

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.ratelimit import RateLimiter
+from gateway.http.ratelimit import RateLimiter
 
 
 def test_burst_then_refill_at_the_rate() -> None:

@@ -17,11 +17,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from gateway import ledger
+from gateway.billing import ledger
 from gateway.config import TenantSettings
-from gateway.db import Database
-from gateway.ledger_store import book
-from gateway.tenants import LightningNodes, TenantRegistry
+from gateway.persistence.database import Database
+from gateway.persistence.ledger import book
+from gateway.tenants.registry import LightningNodes, TenantRegistry
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
 from lightning.lnd import LndRestClient
 

@@ -9,12 +9,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.auth import optional_account, require_account
-from gateway.files import ChunkConflict, FileConflict, FileRecord
-from gateway.handlers.common import chunk_index_param, json_model, load_file
-from gateway.problems import Problem, bad_request, conflict
-from gateway.quota import OverQuota
-from gateway.quota_store import limit_bytes
+from gateway.billing.quota import OverQuota
+from gateway.http.auth import optional_account, require_account
+from gateway.http.params import chunk_index_param, json_model, load_file
+from gateway.http.problems import Problem, bad_request, conflict
+from gateway.persistence.files import ChunkConflict, FileConflict, FileRecord
+from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
 from storage.errors import FormatError

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from gateway.billing.quota import Subscription, quota_limit
 from gateway.config import TenantSettings
-from gateway.db import Database
-from gateway.quota import Subscription, quota_limit
+from gateway.persistence.database import Database
 
 
 async def subscriptions(db: Database, account_id: str) -> list[Subscription]:

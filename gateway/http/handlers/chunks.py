@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import l402
-from gateway.auth import optional_account
-from gateway.files import FileRecord
-from gateway.handlers.common import (
+import l402
+from gateway.billing.pricing import purchase_range
+from gateway.http.auth import optional_account
+from gateway.http.params import (
     chunk_index_param,
     int_param,
     load_file,
     spend_invoice_allowance,
 )
-from gateway.pricing import purchase_range
-from gateway.problems import Problem, conflict, not_found
+from gateway.http.problems import Problem, conflict, not_found
+from gateway.persistence.files import FileRecord
 from gateway.services import services, tenant_of
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.config import TenantSettings, validation_problems
-from gateway.tenants import TenantFileError, read_tenants_file, write_tenants_file
+from gateway.tenants.registry import TenantFileError, read_tenants_file, write_tenants_file
 
 TENANTS_ENV = "BITCACHE_TENANTS"
 

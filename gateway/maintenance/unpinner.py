@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from gateway.db import Database
-from storage.kubo import KuboClient, KuboError
+from gateway.persistence.database import Database
+from ipfs.kubo import KuboClient, KuboError
 
 log = logging.getLogger("bitcache.unpinner")
 

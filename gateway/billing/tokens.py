@@ -14,10 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import l402
-from gateway.db import Database
-from gateway.files import FileRecord
-from gateway.macaroons import (
+import l402
+from gateway.billing.pricing import ChunkRange, price_msat
+from gateway.billing.settlement import Settlement
+from gateway.persistence.database import Database
+from gateway.persistence.files import FileRecord
+from l402.macaroon import (
     MacaroonError,
     add_caveat,
     from_base64,
@@ -25,8 +27,6 @@ from gateway.macaroons import (
     to_base64,
     verify_signature,
 )
-from gateway.pricing import ChunkRange, price_msat
-from gateway.settlement import Settlement
 from lightning.lnd import LndRestClient
 
 _ROOT_KEY_DOMAIN = b"bitcache/v1/l402-root-key"

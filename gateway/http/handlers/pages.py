@@ -10,11 +10,11 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import TenantSettings
-from gateway.handlers.common import load_file
-from gateway.handlers.files import get_file
+from gateway.http.handlers.files import get_file
+from gateway.http.params import load_file
 from gateway.services import tenant_of
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 # Scripts only from this origin; libsodium needs WebAssembly; QR codes are data: images.
 _CSP = (

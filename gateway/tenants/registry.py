@@ -25,7 +25,7 @@ from gateway.config import (
     check_tenants,
     validation_problems,
 )
-from gateway.problems import Handler, Problem
+from gateway.http.problems import Handler, Problem
 from lightning.lnd import LndRestClient
 
 log = logging.getLogger("bitcache.tenants")

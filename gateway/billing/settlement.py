@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import aiosqlite
 
-from gateway import ledger
-from gateway.db import Database
-from gateway.ledger_store import book
-from gateway.quota import Subscription, extend
-from gateway.tenants import LightningNodes, TenantRegistry
+from gateway.billing import ledger
+from gateway.billing.quota import Subscription, extend
+from gateway.persistence.database import Database
+from gateway.persistence.ledger import book
+from gateway.tenants.registry import LightningNodes, TenantRegistry
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState

@@ -23,7 +23,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every migration shipped in gateway/migrations, in order."""
     found = []
-    for entry in resources.files("gateway.migrations").iterdir():
+    for entry in resources.files("gateway.persistence.migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text()))

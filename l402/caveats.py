@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.macaroons import Macaroon, MacaroonError, from_base64, verify_signature
+from l402.macaroon import Macaroon, MacaroonError, from_base64, verify_signature
 
 __all__ = [
     "SERVICE",

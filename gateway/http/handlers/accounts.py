@@ -8,16 +8,16 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import ledger
-from gateway.auth import require_account, require_operator
+from gateway.billing import ledger
+from gateway.billing.quota import SECONDS_PER_DAY, byte_seconds
+from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
-from gateway.handlers.common import json_model, spend_invoice_allowance
-from gateway.ledger_store import balance, totals
-from gateway.problems import Problem, bad_request, not_found
-from gateway.quota import SECONDS_PER_DAY, byte_seconds
-from gateway.quota_store import limit_bytes, subscriptions
+from gateway.http.auth import require_account, require_operator
+from gateway.http.params import json_model, spend_invoice_allowance
+from gateway.http.problems import Problem, bad_request, not_found
+from gateway.persistence.ledger import balance, totals
+from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
-from gateway.withdrawals import WithdrawalRefused
 
 
 class BuyPlanBody(BaseModel):

@@ -6,8 +6,8 @@ import hmac
 
 from aiohttp import web
 
-from gateway.accounts import Account
-from gateway.problems import Problem
+from gateway.http.problems import Problem
+from gateway.persistence.accounts import Account
 from gateway.services import services, tenant_of
 
 

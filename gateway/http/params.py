@@ -10,8 +10,8 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.files import FileRecord
-from gateway.problems import Problem, bad_request, not_found
+from gateway.http.problems import Problem, bad_request, not_found
+from gateway.persistence.files import FileRecord
 from gateway.services import client_address, services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError

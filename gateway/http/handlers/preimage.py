@@ -10,9 +10,9 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import l402
-from gateway.handlers.common import json_model
-from gateway.problems import Problem, not_found
+import l402
+from gateway.http.params import json_model
+from gateway.http.problems import Problem, not_found
 from gateway.services import services, tenant_of
 from lightning.models import InvoiceState
 

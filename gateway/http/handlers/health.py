@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.problems import PROBLEM_TYPE_BASE
+from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.services import Services, services
+from ipfs.kubo import KuboError
 from lightning.errors import LightningError
-from storage.kubo import KuboError
 
 _CHECK_TIMEOUT_S = 3.0
 

@@ -6,8 +6,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from gateway.db import Database
-from gateway.quota import check_reservation
+from gateway.billing.quota import check_reservation
+from gateway.persistence.database import Database
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
 

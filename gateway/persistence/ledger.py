@@ -11,8 +11,8 @@ import time
 
 import aiosqlite
 
-from gateway import ledger
-from gateway.db import Database
+from gateway.billing import ledger
+from gateway.persistence.database import Database
 
 
 async def book(conn: aiosqlite.Connection, tx: ledger.Transaction) -> bool:

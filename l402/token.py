@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.l402 import COND_CHUNKS, COND_FILE, COND_VALID_UNTIL, parse_caveat
-from gateway.macaroons import MacaroonError, from_base64
+from l402.caveats import COND_CHUNKS, COND_FILE, COND_VALID_UNTIL, parse_caveat
+from l402.macaroon import MacaroonError, from_base64
 
 __all__ = [
     "Challenge",

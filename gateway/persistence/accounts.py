@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from gateway.db import Database
+from gateway.persistence.database import Database
 
 API_KEY_PREFIX = "bck_"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ipfs.kubo import KuboUnavailable
 from lightning.errors import LightningUnavailable
-from storage.kubo import KuboUnavailable
 
 log = logging.getLogger("bitcache.gateway")
 

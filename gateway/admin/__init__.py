@@ -1,0 +1,1 @@
+"""Operator commands (`bitcache-admin`, `python -m gateway.admin`): edit the tenants file."""

@@ -1,0 +1,1 @@
+"""Money: prices, quotas, the ledger rules, selling tokens, settling invoices, withdrawals."""

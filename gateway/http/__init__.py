@@ -1,0 +1,1 @@
+"""The HTTP edge: middleware, problem answers, authentication, request parameters, handlers."""

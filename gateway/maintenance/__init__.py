@@ -1,0 +1,1 @@
+"""Background loops that are not billing (unpinning deleted files' chunks)."""

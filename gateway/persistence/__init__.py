@@ -1,0 +1,1 @@
+"""The database and its stores: the only place in the gateway that holds SQL."""

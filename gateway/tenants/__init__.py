@@ -1,0 +1,1 @@
+"""Brands (tenants): which one a request is for, the tenants file, each brand's Lightning node."""
