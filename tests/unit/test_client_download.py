@@ -29,8 +29,8 @@ from client.config import ClientConfig
 from client.errors import ClientError, GatewayError, PaymentError, PaymentRefused
 from client.payer import LndPayer
 from client.progress import Progress
+from l402 import parse_challenge, token_scope
 from l402.macaroon import add_caveat, mint, to_base64
-from l402.token import parse_challenge, token_scope
 from lightning.bolt11 import invoice_amount_msat
 from lightning.errors import PaymentFailed
 from lightning.lnd import LndRestClient
