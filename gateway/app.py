@@ -1,4 +1,8 @@
-"""Builds the gateway's aiohttp application from one GatewayConfig."""
+"""The composition root: builds the gateway's aiohttp application from one GatewayConfig.
+
+The one place that chooses implementations: LND's REST API for Lightning, kubo for IPFS,
+the system clock. Tests may pass others (a FakeNode connector, their own clock).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.billing.settlement import Settlement, WatcherPool
+from gateway.billing.settlement import Settlement
 from gateway.billing.tokens import TokenService, load_or_create_secret
+from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
-from gateway.config import GatewayConfig
+from gateway.clock import Clock, system_clock
+from gateway.config import GatewayConfig, LndSettings
 from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
-from gateway.http.problems import problem_middleware
+from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
-from gateway.tenants.registry import LightningNodes, TenantRegistry, tenant_middleware
+from gateway.tenants.nodes import LightningNodes, lnd_rest
+from gateway.tenants.registry import TenantRegistry
 from ipfs.kubo import KuboClient
+from ipfs.store import BlockStore
+from lightning.node import LightningNode
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 
 log = logging.getLogger("bitcache.gateway")
@@ -38,7 +47,15 @@ async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> N
         await asyncio.sleep(interval_s)
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def create_app(
+    config: GatewayConfig,
+    *,
+    connect: Callable[[LndSettings], LightningNode] = lnd_rest,
+    block_store: Callable[[str], BlockStore] = KuboClient,
+    clock: Clock = system_clock,
+) -> web.Application:
+    """The gateway. ``connect`` makes a Lightning node's client from its settings,
+    ``block_store`` the IPFS store from ``config.kubo_api_url``."""
     tenants = TenantRegistry(config)
     app = web.Application(
         middlewares=[
@@ -52,23 +69,32 @@ def create_app(config: GatewayConfig) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_path)
         await db.open()
-        nodes = LightningNodes(config.lnd)
-        kubo = KuboClient(config.kubo_api_url)
-        settlement = Settlement(db, tenants)
+        nodes = LightningNodes(config.lnd, connect)
+        store = block_store(config.kubo_api_url)
+        settlement = Settlement(db, tenants, clock)
         tokens = TokenService(
-            load_or_create_secret(config.token_secret_path), db, settlement, config.token_ttl_s
+            load_or_create_secret(config.token_secret_path),
+            db,
+            settlement,
+            config.token_ttl_s,
+            clock,
         )
         withdrawals = Withdrawals(
-            db, nodes, tenants, config.withdrawal_fee_limit_bps, config.withdrawal_min_fee_msat
+            db,
+            nodes,
+            tenants,
+            config.withdrawal_fee_limit_bps,
+            config.withdrawal_min_fee_msat,
+            clock,
         )
-        unpinner = Unpinner(db, kubo)
+        unpinner = Unpinner(db, store)
         watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
         app[SERVICES] = Services(
             config,
             db,
             FileStore(db),
             tokens,
-            kubo,
+            store,
             nodes,
             tenants,
             AccountStore(db),
@@ -76,6 +102,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             withdrawals,
             unpinner,
             RateLimiter(config.invoice_rate_per_s, config.invoice_burst),
+            clock,
         )
         maintenance = asyncio.create_task(
             _every(
@@ -93,7 +120,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             await watchers.stop()
-            await kubo.close()
+            await store.close()
             await nodes.close()
             await db.close()
 

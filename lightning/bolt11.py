@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PREFIXES", "invoice_amount_msat"]
+__all__ = ["PREFIXES", "bech32_checksum", "invoice_amount_msat"]
 
 # Longest first: "lnbcrt" must not be read as "lnbc" followed by an amount "rt...".
 PREFIXES = ("lnbcrt", "lntbs", "lnbc", "lntb", "lnsb")
@@ -39,6 +39,13 @@ def _polymod(values: list[int]) -> int:
 
 def _hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def bech32_checksum(hrp: str, data: list[int]) -> list[int]:
+    """The six 5-bit checksum values that make ``hrp`` + ``data`` valid bech32 (BIP 173);
+    for writing test invoices (lightning/fake.py)."""
+    mod = _polymod([*_hrp_expand(hrp), *data, 0, 0, 0, 0, 0, 0]) ^ 1
+    return [(mod >> 5 * (5 - i)) & 31 for i in range(_CHECKSUM_CHARS)]
 
 
 def _human_readable_part(bolt11: str) -> str:

@@ -24,6 +24,8 @@ from lightning.models import (
     Payment,
     PaymentStatus,
 )
+from lightning.node import LightningNode
+from rest.session import LazySession, pinned_tls
 
 _STATES = {
     "OPEN": InvoiceState.OPEN,
@@ -77,8 +79,10 @@ class LndRestClient:
         self.url = url.rstrip("/")
         self._tls_cert = Path(tls_cert)
         self._macaroon = macaroon
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=5)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(
+            aiohttp.ClientTimeout(total=timeout, sock_connect=5),
+            tls=lambda: pinned_tls(self._tls_cert),
+        )
 
     async def __aenter__(self) -> LndRestClient:
         return self
@@ -87,9 +91,7 @@ class LndRestClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     def _macaroon_hex(self) -> str:
         # Read on use rather than at construction so a node restarted later (new
@@ -103,19 +105,10 @@ class LndRestClient:
         return str(value)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            try:
-                ctx = ssl.create_default_context(cafile=str(self._tls_cert))
-            except (OSError, ssl.SSLError) as exc:
-                raise LightningUnavailable(f"cannot read LND TLS certificate: {exc}") from exc
-            # LND's self-signed cert names localhost and the host's addresses, not
-            # always the one we dial; the pinned CA is what authenticates the node.
-            ctx.check_hostname = False
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=64),
-            )
-        return self._session
+        try:
+            return self._http.get()
+        except (OSError, ssl.SSLError) as exc:
+            raise LightningUnavailable(f"cannot read LND TLS certificate: {exc}") from exc
 
     def _headers(self) -> dict[str, str]:
         return {"Grpc-Metadata-macaroon": self._macaroon_hex()}
@@ -320,3 +313,7 @@ class LndRestClient:
 
     async def list_channels(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "/v1/channels")).get("channels", []))
+
+
+# Checked by mypy: the REST adapter is a LightningNode.
+_: type[LightningNode] = LndRestClient

@@ -14,16 +14,20 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
-import time
-from dataclasses import dataclass
 
 from gateway.billing import ledger
+from gateway.clock import Clock, system_clock
 from gateway.config import TenantSettings
+from gateway.persistence import withdrawals as rows
 from gateway.persistence.database import Database
 from gateway.persistence.ledger import book
-from gateway.tenants.registry import LightningNodes, TenantRegistry
+from gateway.persistence.withdrawals import Withdrawal
+from gateway.tenants.nodes import LightningNodes
+from gateway.tenants.registry import TenantRegistry
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
-from lightning.lnd import LndRestClient
+from lightning.node import LightningNode
+
+__all__ = ["Withdrawal", "WithdrawalRefused", "Withdrawals"]
 
 log = logging.getLogger("bitcache.withdrawals")
 
@@ -36,48 +40,9 @@ class WithdrawalRefused(Exception):
         self.slug = slug
 
 
-@dataclass(frozen=True)
-class Withdrawal:
-    id: str
-    account_id: str
-    amount_msat: int
-    fee_reserve_msat: int
-    fee_paid_msat: int | None
-    state: str
-    failure: str | None
-    payment_hash: bytes
-
-    def public(self) -> dict[str, object]:
-        return {
-            "withdrawal_id": self.id,
-            "state": self.state,
-            "amount_msat": self.amount_msat,
-            "fee_reserve_msat": self.fee_reserve_msat,
-            "fee_paid_msat": self.fee_paid_msat,
-            "failure": self.failure,
-            "payment_hash": self.payment_hash.hex(),
-        }
-
-
-_COLUMNS = (
-    "id, account_id, amount_msat, fee_reserve_msat, fee_paid_msat, state, failure, payment_hash"
-)
-
-
-def _from_row(row: sqlite3.Row) -> Withdrawal:
-    return Withdrawal(
-        row[0],
-        row[1],
-        int(row[2]),
-        int(row[3]),
-        None if row[4] is None else int(row[4]),
-        row[5],
-        row[6],
-        bytes(row[7]),
-    )
-
-
 class Withdrawals:
+    """Pays out earnings through each tenant's node, and finishes what a crash left."""
+
     def __init__(
         self,
         db: Database,
@@ -85,34 +50,25 @@ class Withdrawals:
         tenants: TenantRegistry,
         fee_limit_bps: int,
         min_fee_msat: int,
+        clock: Clock = system_clock,
     ) -> None:
         self._db = db
         self._nodes = nodes
         self._tenants = tenants
         self._fee_limit_bps = fee_limit_bps
         self._min_fee_msat = min_fee_msat
+        self._clock = clock
         self._paying: set[str] = set()  # ids this process is paying right now
 
     async def get(self, account_id: str, withdrawal_id: str) -> Withdrawal | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ? AND account_id = ?",
-            (withdrawal_id, account_id),
-        )
-        return _from_row(row) if row else None
-
-    async def _by_key(self, account_id: str, key: str) -> Withdrawal | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM withdrawals WHERE account_id = ? AND idempotency_key = ?",
-            (account_id, key),
-        )
-        return _from_row(row) if row else None
+        return await rows.get(self._db, account_id, withdrawal_id)
 
     async def request(
         self, account_id: str, tenant: TenantSettings, bolt11: str, idempotency_key: str
     ) -> Withdrawal:
         """Holds the funds and pays through the tenant's node; a repeated key returns the
         first request's withdrawal."""
-        existing = await self._by_key(account_id, idempotency_key)
+        existing = await rows.by_key(self._db, account_id, idempotency_key)
         if existing is not None:
             return existing
         lnd = self._nodes.for_tenant(tenant)
@@ -124,7 +80,7 @@ class Withdrawals:
             raise WithdrawalRefused("bad-invoice", f"not a payable invoice: {exc}") from exc
         if invoice.amount_msat <= 0:
             raise WithdrawalRefused("bad-invoice", "the invoice must name an amount")
-        if invoice.expires_at <= time.time() + 10:
+        if invoice.expires_at <= self._clock() + 10:
             raise WithdrawalRefused("bad-invoice", "the invoice has expired")
         reserve = ledger.fee_reserve_msat(
             invoice.amount_msat, self._fee_limit_bps, self._min_fee_msat
@@ -132,21 +88,17 @@ class Withdrawals:
         withdrawal_id = "wd_" + secrets.token_hex(8)
         try:
             async with self._db.transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO withdrawals (id, account_id, idempotency_key, bolt11,"
-                    " payment_hash, amount_msat, fee_reserve_msat, state, created_at, tenant_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (
-                        withdrawal_id,
-                        account_id,
-                        idempotency_key,
-                        bolt11,
-                        invoice.payment_hash,
-                        invoice.amount_msat,
-                        reserve,
-                        int(time.time()),
-                        tenant.id,
-                    ),
+                await rows.insert(
+                    conn,
+                    withdrawal_id,
+                    account_id,
+                    idempotency_key,
+                    bolt11,
+                    invoice.payment_hash,
+                    invoice.amount_msat,
+                    reserve,
+                    int(self._clock()),
+                    tenant.id,
                 )
                 await book(
                     conn,
@@ -161,7 +113,7 @@ class Withdrawals:
         except sqlite3.IntegrityError as exc:
             # A concurrent request with the same key won the race; or this invoice is
             # already being paid out.
-            again = await self._by_key(account_id, idempotency_key)
+            again = await rows.by_key(self._db, account_id, idempotency_key)
             if again is not None:
                 return again
             raise WithdrawalRefused(
@@ -170,7 +122,7 @@ class Withdrawals:
         return await self._pay(lnd, withdrawal_id, bolt11, reserve)
 
     async def _pay(
-        self, lnd: LndRestClient, withdrawal_id: str, bolt11: str, reserve: int
+        self, lnd: LightningNode, withdrawal_id: str, bolt11: str, reserve: int
     ) -> Withdrawal:
         self._paying.add(withdrawal_id)
         try:
@@ -185,26 +137,17 @@ class Withdrawals:
             await self._finish(withdrawal_id, payment.fee_msat, None)
         finally:
             self._paying.discard(withdrawal_id)
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ?", (withdrawal_id,)
-        )
-        assert row is not None
-        return _from_row(row)
+        withdrawal = await rows.by_id(self._db, withdrawal_id)
+        assert withdrawal is not None
+        return withdrawal
 
     async def _finish(self, withdrawal_id: str, fee_paid: int | None, failure: str | None) -> None:
         """Settles (fee_paid given) or releases the hold, exactly once."""
-        state = "failed" if fee_paid is None else "succeeded"
         async with self._db.transaction() as conn:
-            async with conn.execute(
-                "UPDATE withdrawals SET state = ?, fee_paid_msat = ?, failure = ?,"
-                " finished_at = ? WHERE id = ? AND state = 'pending'"
-                " RETURNING account_id, amount_msat, fee_reserve_msat",
-                (state, fee_paid, failure, int(time.time()), withdrawal_id),
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            held = await rows.finish(conn, withdrawal_id, fee_paid, failure, int(self._clock()))
+            if held is None:
                 return  # finished by another path already
-            account_id, amount, reserve = row[0], int(row[1]), int(row[2])
+            account_id, amount, reserve = held.account_id, held.amount_msat, held.fee_reserve_msat
             if fee_paid is None:
                 tx = ledger.withdrawal_release(withdrawal_id, account_id, amount, reserve)
             else:
@@ -213,15 +156,11 @@ class Withdrawals:
 
     async def reconcile(self) -> int:
         """Finishes pending withdrawals from what LND knows; returns how many it finished."""
-        rows = await self._db.fetch_all(
-            "SELECT id, payment_hash, tenant_id FROM withdrawals WHERE state = 'pending'"
-        )
         finished = 0
-        for row in rows:
-            withdrawal_id, payment_hash = row[0], bytes(row[1])
+        for withdrawal_id, payment_hash, tenant_id in await rows.pending(self._db):
             if withdrawal_id in self._paying:
                 continue
-            lnd = self._nodes.for_tenant(self._tenants.get(row[2]))
+            lnd = self._nodes.for_tenant(self._tenants.get(tenant_id))
             status = await lnd.track_payment(payment_hash)
             if status.state == "succeeded":
                 await self._finish(withdrawal_id, status.fee_msat, None)

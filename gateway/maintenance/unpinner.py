@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import logging
 
+from gateway.persistence import unpins
 from gateway.persistence.database import Database
-from ipfs.kubo import KuboClient, KuboError
+from ipfs.errors import IpfsError
+from ipfs.store import BlockStore
 
 log = logging.getLogger("bitcache.unpinner")
 
 
 class Unpinner:
-    def __init__(self, db: Database, kubo: KuboClient) -> None:
+    """Drains the unpin queue into the block store."""
+
+    def __init__(self, db: Database, store: BlockStore) -> None:
         self._db = db
-        self._kubo = kubo
+        self._store = store
 
     async def drain(self, batch: int = 500) -> int:
-        """Unpins what it can now; returns how many. Stops quietly if kubo is down."""
-        rows = await self._db.fetch_all(
-            "SELECT cid FROM unpin_queue ORDER BY queued_at LIMIT ?", (batch,)
-        )
+        """Unpins what it can now; returns how many. Stops quietly if the store is down."""
         done = 0
-        for row in rows:
+        for cid in await unpins.queued(self._db, batch):
             try:
-                await self._kubo.pin_rm(row[0])
-            except KuboError as exc:
-                log.warning("unpin of %s deferred: %s", row[0], exc)
+                await self._store.pin_rm(cid)
+            except IpfsError as exc:
+                log.warning("unpin of %s deferred: %s", cid, exc)
                 break
             async with self._db.transaction() as conn:
-                await conn.execute("DELETE FROM unpin_queue WHERE cid = ?", (row[0],))
+                await unpins.remove(conn, cid)
             done += 1
         return done

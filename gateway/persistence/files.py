@@ -6,7 +6,10 @@ import json
 import time
 from dataclasses import dataclass
 
+import aiosqlite
+
 from gateway.billing.quota import check_reservation
+from gateway.persistence import unpins
 from gateway.persistence.database import Database
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
@@ -51,6 +54,20 @@ class FileRecord:
 class ChunkRecord:
     cid: str
     size: int
+
+
+@dataclass(frozen=True)
+class FileUsage:
+    """One file's storage and sales, for its owner's usage report."""
+
+    id: str
+    state: str
+    stored_bytes: int
+    created_at: int
+    deleted_at: int | None
+    bytes_served: int
+    chunks_sold: int
+    earned_msat: int
 
 
 def stored_size(header: FileHeader, manifest: bytes) -> int:
@@ -148,10 +165,7 @@ class FileStore:
                 "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
             ) as cur:
                 cids = [r[0] async for r in cur]
-            await conn.executemany(
-                "INSERT OR IGNORE INTO unpin_queue (cid, queued_at) VALUES (?, ?)",
-                [(cid, now) for cid in cids],
-            )
+            await unpins.enqueue(conn, cids, now)
         return cids
 
     async def note_served(self, file_id: str, size: int) -> None:
@@ -159,6 +173,27 @@ class FileStore:
             await conn.execute(
                 "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?", (size, file_id)
             )
+
+    async def usage(self, owner_id: str) -> list[FileUsage]:
+        """Every file the account uploaded, oldest first, deleted ones included."""
+        rows = await self.db.fetch_all(
+            "SELECT id, state, stored_bytes, created_at, deleted_at, bytes_served, chunks_sold,"
+            " earned_msat FROM files WHERE owner_id = ? ORDER BY created_at",
+            (owner_id,),
+        )
+        return [
+            FileUsage(
+                r["id"],
+                r["state"],
+                int(r["stored_bytes"]),
+                int(r["created_at"]),
+                None if r["deleted_at"] is None else int(r["deleted_at"]),
+                int(r["bytes_served"]),
+                int(r["chunks_sold"]),
+                int(r["earned_msat"]),
+            )
+            for r in rows
+        ]
 
     async def get(self, file_id: str) -> FileRecord | None:
         row = await self.db.fetch_one(
@@ -233,3 +268,19 @@ class FileStore:
                 )
                 return []
         return await self.missing(file_id, chunk_count)
+
+
+async def owner_of(conn: aiosqlite.Connection, file_id: str) -> str | None:
+    """The file's uploader (None for a file without an owner), in the caller's transaction."""
+    async with conn.execute("SELECT owner_id FROM files WHERE id = ?", (file_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+async def add_sale(conn: aiosqlite.Connection, file_id: str, chunks: int, earned_msat: int) -> None:
+    """Counts a sale of ``chunks`` chunks that earned the owner ``earned_msat``."""
+    await conn.execute(
+        "UPDATE files SET chunks_sold = chunks_sold + ?, earned_msat = earned_msat + ?"
+        " WHERE id = ?",
+        (chunks, earned_msat, file_id),
+    )

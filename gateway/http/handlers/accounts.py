@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.billing import ledger
+from gateway.billing.plans import sell_plan
 from gateway.billing.quota import SECONDS_PER_DAY, byte_seconds
 from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
@@ -45,41 +45,33 @@ async def create_account(request: web.Request) -> web.Response:
     )
 
 
-async def _files_usage(s: Services, account_id: str) -> list[dict[str, Any]]:
-    now = int(time.time())
-    rows = await s.db.fetch_all(
-        "SELECT id, state, stored_bytes, created_at, deleted_at, bytes_served, chunks_sold,"
-        " earned_msat FROM files WHERE owner_id = ? ORDER BY created_at",
-        (account_id,),
-    )
+async def _files_usage(s: Services, account_id: str, now: int) -> list[dict[str, Any]]:
     return [
         {
-            "file_id": r["id"],
-            "state": r["state"],
-            "bytes_stored": 0 if r["state"] == "deleted" else int(r["stored_bytes"]),
-            "byte_days": byte_seconds(
-                int(r["stored_bytes"]), int(r["created_at"]), int(r["deleted_at"] or now)
-            )
+            "file_id": f.id,
+            "state": f.state,
+            "bytes_stored": 0 if f.state == "deleted" else f.stored_bytes,
+            "byte_days": byte_seconds(f.stored_bytes, f.created_at, f.deleted_at or now)
             / SECONDS_PER_DAY,
-            "bytes_served": int(r["bytes_served"]),
-            "chunks_sold": int(r["chunks_sold"]),
-            "earned_msat": int(r["earned_msat"]),
+            "bytes_served": f.bytes_served,
+            "chunks_sold": f.chunks_sold,
+            "earned_msat": f.earned_msat,
         }
-        for r in rows
+        for f in await s.files.usage(account_id)
     ]
 
 
 async def account_usage(s: Services, tenant: TenantSettings, account_id: str) -> dict[str, Any]:
     account = await s.accounts.get(account_id)
     assert account is not None
-    now = int(time.time())
+    now = int(s.clock())
     subs = await subscriptions(s.db, account_id)
-    files = await _files_usage(s, account_id)
+    files = await _files_usage(s, account_id, now)
     return {
         "account_id": account.id,
         "tenant": account.tenant_id,
         "used_bytes": account.used_bytes,
-        "limit_bytes": await limit_bytes(s.db, tenant, account_id),
+        "limit_bytes": await limit_bytes(s.db, tenant, account_id, now),
         "free_quota_bytes": tenant.free_quota_bytes,
         "plans": [
             {
@@ -121,25 +113,9 @@ async def buy_plan(request: web.Request) -> web.Response:
         raise not_found(f"no plan {body.plan_id!r}; see GET /v1/plans")
     spend_invoice_allowance(request)
     node = s.nodes.settings_for(tenant)
-    invoice = await s.nodes.client(node).create_invoice(
-        plan.price_msat,
-        f"{tenant.display_name} plan: {plan.name}",
-        expiry_s=node.invoice_expiry_s,
+    invoice = await sell_plan(
+        s.db, s.nodes.client(node), node.invoice_expiry_s, tenant, account.id, plan, s.clock
     )
-    async with s.db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat, bolt11,"
-            " created_at, tenant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                invoice.payment_hash,
-                account.id,
-                plan.id,
-                plan.price_msat,
-                invoice.bolt11,
-                int(time.time()),
-                tenant.id,
-            ),
-        )
     return web.json_response(
         {
             "plan": plan.model_dump(),
@@ -188,10 +164,10 @@ async def operator_report(request: web.Request) -> web.Response:
     s = services(request)
     tenants = []
     for tenant in s.tenants.tenants:
-        rows = await s.db.fetch_all(
-            "SELECT id FROM accounts WHERE tenant_id = ? ORDER BY created_at", (tenant.id,)
-        )
-        accounts = [await account_usage(s, tenant, r[0]) for r in rows]
+        accounts = [
+            await account_usage(s, tenant, account_id)
+            for account_id in await s.accounts.ids_in_tenant(tenant.id)
+        ]
         for usage in accounts:
             usage.pop("files")
         tenants.append(

@@ -47,7 +47,7 @@ async def get_chunk(request: web.Request) -> web.Response:
     chunk = await s.files.chunk(record.id, index)
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
-    data = await s.kubo.cat(chunk.cid)
+    data = await s.ipfs.cat(chunk.cid)
     if len(data) != chunk.size:
         raise Problem(
             502,

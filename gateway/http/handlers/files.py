@@ -83,7 +83,7 @@ async def create_file(request: web.Request) -> web.Response:
         raise bad_request("manifest too large")
     tenant = tenant_of(request)
     price = price_default(request) if body.price_msat is None else body.price_msat
-    limit = await limit_bytes(s.db, tenant, account.id)
+    limit = await limit_bytes(s.db, tenant, account.id, int(s.clock()))
     try:
         record, created = await s.files.create(
             header, manifest, price, account.id, limit, tenant.id
@@ -152,11 +152,11 @@ async def put_chunk(request: web.Request) -> web.Response:
     data = await request.read()
     if len(data) != expected:
         raise _wrong_size(index, expected, len(data))
-    cid = await s.kubo.add(data)
+    cid = await s.ipfs.add(data)
     try:
         created = await s.files.put_chunk(record.id, index, cid, len(data))
     except ChunkConflict as exc:
-        await s.kubo.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
+        await s.ipfs.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
         raise conflict(str(exc), "chunk-exists") from exc
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
 

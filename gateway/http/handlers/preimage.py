@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import l402
 from gateway.http.params import json_model
 from gateway.http.problems import Problem, not_found
+from gateway.persistence.invoices import tenant_of_invoice
 from gateway.services import services, tenant_of
 from lightning.models import InvoiceState
 
@@ -29,10 +30,7 @@ async def preimage(request: web.Request) -> web.Response:
         payment_hash = s.tokens.holder_payment_hash(body.macaroon)
     except l402.L402Error as exc:
         raise Problem(403, "not-our-token", "Not a token of this gateway", str(exc)) from exc
-    row = await s.db.fetch_one(
-        "SELECT tenant_id FROM invoices WHERE payment_hash = ?", (payment_hash,)
-    )
-    if row is None or row[0] != tenant_of(request).id:
+    if await tenant_of_invoice(s.db, payment_hash) != tenant_of(request).id:
         raise not_found("no invoice for this token here")
     invoice = await s.nodes.for_tenant(tenant_of(request)).lookup_invoice(payment_hash)
     if invoice.state != InvoiceState.SETTLED or invoice.preimage is None:

@@ -1,0 +1,196 @@
+"""The invoices the gateway issued: chunk-range invoices, plan invoices, the settle index.
+
+Row states are this module's: a chunk invoice is 'open', 'settled' or 'expired'; a plan
+invoice 'open', 'settled' or 'canceled'. Functions that change rows take the caller's
+connection, so booking a settlement and its ledger entries is one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiosqlite
+
+from gateway.persistence.database import Database
+
+__all__ = [
+    "ChunkSale",
+    "PlanSale",
+    "RowState",
+    "add_chunk_invoice",
+    "add_plan_invoice",
+    "expire",
+    "expire_stale",
+    "open_payment_hashes",
+    "record_settle_index",
+    "settle_chunk_invoice",
+    "settle_index",
+    "settle_plan_invoice",
+    "tenant_of_invoice",
+]
+
+_SETTLE_INDEX_KEY = "lnd_settle_index"
+
+
+class RowState(StrEnum):
+    OPEN = "open"
+    SETTLED = "settled"
+    EXPIRED = "expired"  # chunk invoices
+    CANCELED = "canceled"  # plan invoices
+
+
+@dataclass(frozen=True)
+class ChunkSale:
+    """A chunk-range invoice just marked settled."""
+
+    file_id: str
+    amount_msat: int
+    chunk_count: int
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class PlanSale:
+    """A plan invoice just marked settled."""
+
+    account_id: str
+    plan_id: str
+    amount_msat: int
+    tenant_id: str
+
+
+async def add_chunk_invoice(
+    conn: aiosqlite.Connection,
+    payment_hash: bytes,
+    file_id: str,
+    first: int,
+    last: int,
+    amount_msat: int,
+    bolt11: str,
+    created_at: int,
+    expires_at: int,
+    tenant_id: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk,"
+        " amount_msat, bolt11, created_at, expires_at, tenant_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            payment_hash,
+            file_id,
+            first,
+            last,
+            amount_msat,
+            bolt11,
+            created_at,
+            expires_at,
+            tenant_id,
+        ),
+    )
+
+
+async def add_plan_invoice(
+    conn: aiosqlite.Connection,
+    payment_hash: bytes,
+    account_id: str,
+    plan_id: str,
+    amount_msat: int,
+    bolt11: str,
+    created_at: int,
+    tenant_id: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat, bolt11,"
+        " created_at, tenant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (payment_hash, account_id, plan_id, amount_msat, bolt11, created_at, tenant_id),
+    )
+
+
+async def settle_chunk_invoice(
+    conn: aiosqlite.Connection, payment_hash: bytes, now: int, settle_index: int | None
+) -> ChunkSale | None:
+    """Marks the chunk invoice settled; None if it is not ours or was settled before.
+
+    Any state but 'settled' moves: an invoice we had marked expired that LND settled in
+    time is still booked."""
+    async with conn.execute(
+        "UPDATE invoices SET state = 'settled', settled_at = ?, settle_index = ?"
+        " WHERE payment_hash = ? AND state != 'settled'"
+        " RETURNING file_id, amount_msat, last_chunk - first_chunk + 1, tenant_id",
+        (now, settle_index, payment_hash),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else ChunkSale(row[0], int(row[1]), int(row[2]), row[3])
+
+
+async def settle_plan_invoice(
+    conn: aiosqlite.Connection, payment_hash: bytes, now: int
+) -> PlanSale | None:
+    """Marks the plan invoice settled; None if it is not ours or was settled before."""
+    async with conn.execute(
+        "UPDATE plan_invoices SET state = 'settled', settled_at = ?"
+        " WHERE payment_hash = ? AND state != 'settled'"
+        " RETURNING account_id, plan_id, amount_msat, tenant_id",
+        (now, payment_hash),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else PlanSale(row[0], row[1], int(row[2]), row[3])
+
+
+async def expire(conn: aiosqlite.Connection, payment_hash: bytes) -> None:
+    """The node canceled the invoice: an open chunk invoice expires, a plan one cancels."""
+    await conn.execute(
+        "UPDATE invoices SET state = 'expired' WHERE payment_hash = ? AND state = 'open'",
+        (payment_hash,),
+    )
+    await conn.execute(
+        "UPDATE plan_invoices SET state = 'canceled' WHERE payment_hash = ? AND state = 'open'",
+        (payment_hash,),
+    )
+
+
+async def expire_stale(conn: aiosqlite.Connection, expired_before: int) -> int:
+    """Marks open chunk invoices that expired before ``expired_before`` expired; how many."""
+    cur = await conn.execute(
+        "UPDATE invoices SET state = 'expired' WHERE state = 'open' AND expires_at < ?",
+        (expired_before,),
+    )
+    return cur.rowcount
+
+
+async def open_payment_hashes(db: Database, tenant_ids: list[str]) -> list[bytes]:
+    """Payment hashes of every open chunk and plan invoice of these tenants."""
+    marks = ",".join("?" * len(tenant_ids))
+    rows = await db.fetch_all(
+        f"SELECT payment_hash FROM invoices WHERE state = 'open' AND tenant_id IN ({marks})"
+        " UNION ALL SELECT payment_hash FROM plan_invoices"
+        f" WHERE state = 'open' AND tenant_id IN ({marks})",
+        [*tenant_ids, *tenant_ids],
+    )
+    return [bytes(row[0]) for row in rows]
+
+
+async def tenant_of_invoice(db: Database, payment_hash: bytes) -> str | None:
+    """The tenant a chunk invoice was issued for; None if it is not ours."""
+    row = await db.fetch_one(
+        "SELECT tenant_id FROM invoices WHERE payment_hash = ?", (payment_hash,)
+    )
+    return None if row is None else str(row[0])
+
+
+async def record_settle_index(conn: aiosqlite.Connection, node: str, index: int) -> None:
+    """Remembers the highest settle index booked from ``node`` (never moves back)."""
+    await conn.execute(
+        "INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT(key)"
+        " DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
+        (_SETTLE_INDEX_KEY + node, index),
+    )
+
+
+async def settle_index(db: Database, node: str) -> int:
+    """The highest settle index booked from ``node``; 0 before the first."""
+    row = await db.fetch_one(
+        "SELECT value FROM gateway_state WHERE key = ?", (_SETTLE_INDEX_KEY + node,)
+    )
+    return int(row[0]) if row else 0

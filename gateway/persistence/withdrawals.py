@@ -1,0 +1,149 @@
+"""Withdrawal rows: 'pending' while the payment is out, then 'succeeded' or 'failed'.
+
+The money itself moves in the ledger (holds, payouts, releases); these rows say which
+payment each hold belongs to, so a crash mid-payment can be finished exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+import aiosqlite
+
+from gateway.persistence.database import Database
+
+__all__ = ["Finished", "Withdrawal", "by_id", "by_key", "finish", "get", "insert", "pending"]
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    id: str
+    account_id: str
+    amount_msat: int
+    fee_reserve_msat: int
+    fee_paid_msat: int | None
+    state: str
+    failure: str | None
+    payment_hash: bytes
+
+    def public(self) -> dict[str, object]:
+        return {
+            "withdrawal_id": self.id,
+            "state": self.state,
+            "amount_msat": self.amount_msat,
+            "fee_reserve_msat": self.fee_reserve_msat,
+            "fee_paid_msat": self.fee_paid_msat,
+            "failure": self.failure,
+            "payment_hash": self.payment_hash.hex(),
+        }
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a withdrawal held, returned when it leaves 'pending'."""
+
+    account_id: str
+    amount_msat: int
+    fee_reserve_msat: int
+
+
+_COLUMNS = (
+    "id, account_id, amount_msat, fee_reserve_msat, fee_paid_msat, state, failure, payment_hash"
+)
+
+
+def _from_row(row: sqlite3.Row) -> Withdrawal:
+    return Withdrawal(
+        row[0],
+        row[1],
+        int(row[2]),
+        int(row[3]),
+        None if row[4] is None else int(row[4]),
+        row[5],
+        row[6],
+        bytes(row[7]),
+    )
+
+
+async def get(db: Database, account_id: str, withdrawal_id: str) -> Withdrawal | None:
+    """The account's withdrawal; None if there is none or it is another account's."""
+    row = await db.fetch_one(
+        f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ? AND account_id = ?",
+        (withdrawal_id, account_id),
+    )
+    return _from_row(row) if row else None
+
+
+async def by_id(db: Database, withdrawal_id: str) -> Withdrawal | None:
+    row = await db.fetch_one(f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ?", (withdrawal_id,))
+    return _from_row(row) if row else None
+
+
+async def by_key(db: Database, account_id: str, key: str) -> Withdrawal | None:
+    """The account's withdrawal made with this idempotency key."""
+    row = await db.fetch_one(
+        f"SELECT {_COLUMNS} FROM withdrawals WHERE account_id = ? AND idempotency_key = ?",
+        (account_id, key),
+    )
+    return _from_row(row) if row else None
+
+
+async def insert(
+    conn: aiosqlite.Connection,
+    withdrawal_id: str,
+    account_id: str,
+    idempotency_key: str,
+    bolt11: str,
+    payment_hash: bytes,
+    amount_msat: int,
+    fee_reserve_msat: int,
+    created_at: int,
+    tenant_id: str,
+) -> None:
+    """A new 'pending' withdrawal. sqlite3.IntegrityError if the key was used or the
+    invoice is already being paid out."""
+    await conn.execute(
+        "INSERT INTO withdrawals (id, account_id, idempotency_key, bolt11,"
+        " payment_hash, amount_msat, fee_reserve_msat, state, created_at, tenant_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        (
+            withdrawal_id,
+            account_id,
+            idempotency_key,
+            bolt11,
+            payment_hash,
+            amount_msat,
+            fee_reserve_msat,
+            created_at,
+            tenant_id,
+        ),
+    )
+
+
+async def finish(
+    conn: aiosqlite.Connection,
+    withdrawal_id: str,
+    fee_paid_msat: int | None,
+    failure: str | None,
+    now: int,
+) -> Finished | None:
+    """Moves a pending withdrawal to 'succeeded' (fee paid given) or 'failed'; None if it
+    was not pending (another path finished it)."""
+    state = "failed" if fee_paid_msat is None else "succeeded"
+    async with conn.execute(
+        "UPDATE withdrawals SET state = ?, fee_paid_msat = ?, failure = ?,"
+        " finished_at = ? WHERE id = ? AND state = 'pending'"
+        " RETURNING account_id, amount_msat, fee_reserve_msat",
+        (state, fee_paid_msat, failure, now, withdrawal_id),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else Finished(row[0], int(row[1]), int(row[2]))
+
+
+async def pending(db: Database) -> list[tuple[str, bytes, str]]:
+    """(id, payment hash, tenant id) of every pending withdrawal."""
+    rows = await db.fetch_all(
+        "SELECT id, payment_hash, tenant_id FROM withdrawals WHERE state = 'pending'"
+    )
+    return [(str(r[0]), bytes(r[1]), str(r[2])) for r in rows]

@@ -1,0 +1,50 @@
+"""Each tenant's Lightning node: one client per distinct node, the gateway's by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.config import LndSettings, TenantSettings
+from lightning.lnd import LndRestClient
+from lightning.node import LightningNode
+
+__all__ = ["LightningNodes", "lnd_rest"]
+
+
+def lnd_rest(settings: LndSettings) -> LightningNode:
+    """The production connector: LND's REST API at ``settings.rest_url``."""
+    return LndRestClient(settings.rest_url, settings.tls_cert, settings.macaroon)
+
+
+class LightningNodes:
+    """One client per distinct node; tenants without a node use the gateway's.
+
+    ``connect`` makes the client for a node's settings: LND's REST API in production, a
+    FakeNode in in-process tests.
+    """
+
+    def __init__(
+        self,
+        default: LndSettings,
+        connect: Callable[[LndSettings], LightningNode] = lnd_rest,
+    ) -> None:
+        self.default = default
+        self._connect = connect
+        self._clients: dict[str, LightningNode] = {}
+
+    def settings_for(self, tenant: TenantSettings | None) -> LndSettings:
+        return tenant.lnd if tenant is not None and tenant.lnd is not None else self.default
+
+    def client(self, settings: LndSettings) -> LightningNode:
+        key = settings.rest_url
+        if key not in self._clients:
+            self._clients[key] = self._connect(settings)
+        return self._clients[key]
+
+    def for_tenant(self, tenant: TenantSettings | None) -> LightningNode:
+        return self.client(self.settings_for(tenant))
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
