@@ -8,7 +8,6 @@ connection, so booking a settlement and its ledger entries is one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import aiosqlite
 
@@ -17,7 +16,6 @@ from gateway.persistence.database import Database
 __all__ = [
     "ChunkSale",
     "PlanSale",
-    "RowState",
     "add_chunk_invoice",
     "add_plan_invoice",
     "expire",
@@ -31,13 +29,6 @@ __all__ = [
 ]
 
 _SETTLE_INDEX_KEY = "lnd_settle_index"
-
-
-class RowState(StrEnum):
-    OPEN = "open"
-    SETTLED = "settled"
-    EXPIRED = "expired"  # chunk invoices
-    CANCELED = "canceled"  # plan invoices
 
 
 @dataclass(frozen=True)
