@@ -21,7 +21,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every migration shipped in gateway/migrations, in order."""
+    """(version, name, sql) of every migration in gateway/persistence/migrations, in order."""
     found = []
     for entry in resources.files("gateway.persistence.migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)

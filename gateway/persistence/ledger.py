@@ -1,6 +1,6 @@
 """Booking ledger transactions in SQLite, inside the caller's database transaction.
 
-The rules (what a sale, a plan or a withdrawal moves) are in ledger.py and pure; this
+The rules (what a sale, a plan or a withdrawal moves) are in billing/ledger.py and pure; this
 module only stores them: entries, running balances, and a unique (kind, reference) so
 that the same event is never booked twice, whichever path sees it first.
 """

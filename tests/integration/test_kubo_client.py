@@ -1,4 +1,4 @@
-"""storage/kubo.py against the regtest kubo: every call it offers, and its errors."""
+"""ipfs/kubo.py against the regtest kubo: every call it offers, and its errors."""
 
 from __future__ import annotations
 
