@@ -13,6 +13,7 @@ from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.withdrawals import Withdrawals
 from gateway.config import GatewayConfig
 from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
+from gateway.http.openapi import serve_document
 from gateway.http.problems import problem_middleware
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
@@ -99,6 +100,7 @@ def create_app(config: GatewayConfig) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health.health)
+    app.router.add_get("/v1/openapi.json", serve_document)
     app.router.add_post("/v1/files", files.create_file)
     app.router.add_get("/v1/files/{file_id}", files.get_file)
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)
