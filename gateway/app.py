@@ -20,6 +20,7 @@ from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
 from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
 from gateway.http.middleware import problem_middleware, tenant_middleware
+from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
 from gateway.persistence.accounts import AccountStore
@@ -126,6 +127,7 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health.health)
+    app.router.add_get("/v1/openapi.json", serve_document)
     app.router.add_post("/v1/files", files.create_file)
     app.router.add_get("/v1/files/{file_id}", files.get_file)
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)

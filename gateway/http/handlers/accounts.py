@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.billing import ledger
 from gateway.billing.plans import sell_plan
@@ -13,21 +12,12 @@ from gateway.billing.quota import SECONDS_PER_DAY, byte_seconds
 from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
 from gateway.http.auth import require_account, require_operator
+from gateway.http.models import BuyPlanBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance
 from gateway.http.problems import Problem, bad_request, not_found
 from gateway.persistence.ledger import balance, totals
 from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
-
-
-class BuyPlanBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    plan_id: str = Field(min_length=1, max_length=32)
-
-
-class WithdrawBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    invoice: str = Field(min_length=20, max_length=4096)
 
 
 async def create_account(request: web.Request) -> web.Response:

@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
+from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import chunk_index_param, json_model, load_file
 from gateway.http.problems import Problem, bad_request, conflict
 from gateway.persistence.files import ChunkConflict, FileConflict, FileRecord
@@ -20,16 +20,6 @@ from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_en
 from storage.errors import FormatError
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-# A sealed manifest is small; anything near this is not one.
-_MAX_MANIFEST_BYTES = 64 * 1024
-
-
-class CreateFileBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    header: dict[str, Any]
-    manifest: str = Field(min_length=1, max_length=_MAX_MANIFEST_BYTES * 2)
-    price_msat: int | None = Field(default=None, ge=0, le=100_000_000)
 
 
 def _b64url_bytes(text: str, what: str) -> bytes:
@@ -79,7 +69,7 @@ async def create_file(request: web.Request) -> web.Response:
         manifest = _b64url_bytes(body.manifest, "manifest")
     except FormatError as exc:
         raise bad_request(str(exc), "bad-header") from exc
-    if len(manifest) > _MAX_MANIFEST_BYTES:
+    if len(manifest) > MAX_MANIFEST_BYTES:
         raise bad_request("manifest too large")
     tenant = tenant_of(request)
     price = price_default(request) if body.price_msat is None else body.price_msat

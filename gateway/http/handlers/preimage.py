@@ -8,19 +8,14 @@ is settled, and the same L402 token then works as if the page had paid itself.
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 import l402
+from gateway.http.models import PreimageBody
 from gateway.http.params import json_model
 from gateway.http.problems import Problem, not_found
 from gateway.persistence.invoices import tenant_of_invoice
 from gateway.services import services, tenant_of
 from lightning.models import InvoiceState
-
-
-class PreimageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    macaroon: str = Field(min_length=10, max_length=64 * 1024)
 
 
 async def preimage(request: web.Request) -> web.Response:
