@@ -71,6 +71,7 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconforming_response(
             str(report),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # its own state directory (.schemathesis/) stays out of the tree
         )
         out, _ = await proc.communicate()
     text = out.decode(errors="replace")
