@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from gateway import pins
 from gateway.db import Database
 from gateway.quota import check_reservation
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
@@ -128,8 +129,9 @@ class FileStore:
         return record, created
 
     async def delete(self, file_id: str) -> list[str]:
-        """Marks the file deleted, frees its bytes, queues its chunks for unpinning.
-        Returns the queued CIDs. Invoices and ledger entries stay: they are history."""
+        """Marks the file deleted, frees its bytes and drops its chunks' pin references (a
+        CID no other chunk uses is left for the unpinner). Returns the file's chunk CIDs.
+        Invoices and ledger entries stay: they are history."""
         now = int(time.time())
         async with self.db.transaction() as conn:
             async with conn.execute(
@@ -148,10 +150,7 @@ class FileStore:
                 "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
             ) as cur:
                 cids = [r[0] async for r in cur]
-            await conn.executemany(
-                "INSERT OR IGNORE INTO unpin_queue (cid, queued_at) VALUES (?, ?)",
-                [(cid, now) for cid in cids],
-            )
+            await pins.unreference(conn, cids)
         return cids
 
     async def note_served(self, file_id: str, size: int) -> None:
@@ -188,22 +187,32 @@ class FileStore:
         )
         return ChunkRecord(row["cid"], int(row["size"])) if row else None
 
-    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> bool:
-        """Records a stored chunk; False if it was already there with the same CID."""
+    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> tuple[bool, bool]:
+        """Records a stored chunk and its pin reference in one transaction.
+
+        Returns (created, first_reference): created is False if the chunk was already there
+        with the same CID; first_reference tells the caller to make sure the CID is pinned
+        (see gateway/pins.py). Raises ChunkConflict if other bytes are stored there; the
+        pin the caller took by adding `cid` is then released unless another chunk uses it."""
+        refused: Exception
         async with self.db.transaction() as conn:
             async with conn.execute(
                 "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
             ) as cur:
                 row = await cur.fetchone()
-            if row is not None:
-                if row["cid"] != cid:
-                    raise ChunkConflict(f"chunk {index} of {file_id} is already stored")
-                return False
-            await conn.execute(
-                "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
-                (file_id, index, cid, size),
-            )
-            return True
+            if row is not None and row["cid"] != cid:
+                refused = ChunkConflict(f"chunk {index} of {file_id} is already stored")
+            elif row is not None:
+                return False, False
+            else:
+                await conn.execute(
+                    "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
+                    (file_id, index, cid, size),
+                )
+                return True, await pins.reference(conn, cid) == 1
+            # Committed with the transaction, so the refusal cannot lose the release.
+            await pins.release_unrecorded(conn, cid)
+        raise refused
 
     async def missing(self, file_id: str, chunk_count: int, limit: int = 1000) -> list[int]:
         rows = await self.db.fetch_all(

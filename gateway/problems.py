@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from lightning.errors import LightningUnavailable
-from storage.kubo import KuboUnavailable
+from storage.kubo import KuboError, KuboNotFound, KuboUnavailable
 
 log = logging.getLogger("bitcache.gateway")
 
@@ -93,6 +93,19 @@ def problem_middleware(retry_after_s: int) -> Any:
         except KuboUnavailable as exc:
             log.warning("kubo unavailable: %s", exc)
             return unavailable("Storage node", retry_after_s).response()
+        except KuboError as exc:
+            # kubo answered but could not serve the data (e.g. a block is missing): the
+            # dependency failed, not the request and not the gateway.
+            log.error("kubo error on %s %s: %s", request.method, request.path, exc)
+            missing = isinstance(exc, KuboNotFound)
+            return Problem(
+                502,
+                "storage-missing" if missing else "storage-error",
+                "Storage failed",
+                "the storage node does not have this data"
+                if missing
+                else "the storage node refused the request",
+            ).response()
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

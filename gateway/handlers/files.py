@@ -154,10 +154,15 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise _wrong_size(index, expected, len(data))
     cid = await s.kubo.add(data)
     try:
-        created = await s.files.put_chunk(record.id, index, cid, len(data))
+        created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
     except ChunkConflict as exc:
-        await s.kubo.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
+        # The rejected bytes' pin was released unless another chunk uses that CID (the
+        # same ciphertext may belong to another file): unpin now if nobody does.
+        await s.unpinner.drain(only=[cid])
         raise conflict(str(exc), "chunk-exists") from exc
+    if first_reference:
+        # An unpinner may have unpinned this CID between our add and our commit.
+        await s.kubo.pin_add(cid)
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
 
 
