@@ -20,6 +20,10 @@ class FileConflict(Exception):
     """The file id exists with another header or manifest."""
 
 
+class FileGone(Exception):
+    """The file was deleted by its owner (perhaps while this request was running)."""
+
+
 @dataclass(frozen=True)
 class FileRecord:
     id: str
@@ -192,15 +196,20 @@ class FileStore:
 
         Returns (created, first_reference): created is False if the chunk was already there
         with the same CID; first_reference tells the caller to make sure the CID is pinned
-        (see gateway/pins.py). Raises ChunkConflict if other bytes are stored there; the
-        pin the caller took by adding `cid` is then released unless another chunk uses it."""
+        (see gateway/pins.py). Raises ChunkConflict (other bytes are stored there) or
+        FileGone (the file was deleted meanwhile); either way the pin the caller took by
+        adding `cid` is released unless another chunk uses it."""
         refused: Exception
         async with self.db.transaction() as conn:
+            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+                file_row = await cur.fetchone()
             async with conn.execute(
                 "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
             ) as cur:
                 row = await cur.fetchone()
-            if row is not None and row["cid"] != cid:
+            if file_row is None or file_row["state"] == "deleted":
+                refused = FileGone(f"file {file_id} was deleted by its owner")
+            elif row is not None and row["cid"] != cid:
                 refused = ChunkConflict(f"chunk {index} of {file_id} is already stored")
             elif row is not None:
                 return False, False
@@ -228,8 +237,13 @@ class FileStore:
         return out
 
     async def mark_complete(self, file_id: str, chunk_count: int) -> list[int]:
-        """Marks the file complete if every chunk is present; returns the missing ones."""
+        """Marks the file complete if every chunk is present; returns the missing ones.
+        Raises FileGone if the file was deleted (perhaps after the caller loaded it)."""
         async with self.db.transaction() as conn:
+            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+                state = await cur.fetchone()
+            if state is None or state[0] == "deleted":
+                raise FileGone(f"file {file_id} was deleted by its owner")
             async with conn.execute(
                 "SELECT COUNT(*) FROM chunks WHERE file_id = ?", (file_id,)
             ) as cur:

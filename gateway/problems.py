@@ -70,6 +70,10 @@ def conflict(detail: str, slug: str = "conflict", **extra: Any) -> Problem:
     return Problem(409, slug, "Conflict", detail, extra=extra)
 
 
+def gone(detail: str) -> Problem:
+    return Problem(410, "gone", "Gone", detail)
+
+
 def unavailable(what: str, retry_after_s: int) -> Problem:
     return Problem(
         503,

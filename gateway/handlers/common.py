@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gateway.files import FileRecord
-from gateway.problems import Problem, bad_request, not_found
+from gateway.problems import Problem, bad_request, gone, not_found
 from gateway.services import client_address, services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
@@ -58,7 +58,7 @@ async def load_file(request: web.Request) -> FileRecord:
         # Another brand's file does not exist here, as far as this host can tell.
         raise not_found(f"no file {file_id}")
     if record.deleted:
-        raise Problem(410, "gone", "Gone", f"file {file_id} was deleted by its owner")
+        raise gone(f"file {file_id} was deleted by its owner")
     return record
 
 

@@ -10,9 +10,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import optional_account, require_account
-from gateway.files import ChunkConflict, FileConflict, FileRecord
+from gateway.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.handlers.common import chunk_index_param, json_model, load_file
-from gateway.problems import Problem, bad_request, conflict
+from gateway.problems import Problem, bad_request, conflict, gone
 from gateway.quota import OverQuota
 from gateway.quota_store import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
@@ -155,10 +155,12 @@ async def put_chunk(request: web.Request) -> web.Response:
     cid = await s.kubo.add(data)
     try:
         created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
-    except ChunkConflict as exc:
+    except (ChunkConflict, FileGone) as exc:
         # The rejected bytes' pin was released unless another chunk uses that CID (the
         # same ciphertext may belong to another file): unpin now if nobody does.
         await s.unpinner.drain(only=[cid])
+        if isinstance(exc, FileGone):
+            raise gone(str(exc)) from exc
         raise conflict(str(exc), "chunk-exists") from exc
     if first_reference:
         # An unpinner may have unpinned this CID between our add and our commit.
@@ -178,7 +180,10 @@ def _wrong_size(index: int, expected: int, got: int) -> Problem:
 async def complete_file(request: web.Request) -> web.Response:
     s = services(request)
     record = await _owned_file(request, "complete")
-    missing = await s.files.mark_complete(record.id, record.chunk_count)
+    try:
+        missing = await s.files.mark_complete(record.id, record.chunk_count)
+    except FileGone as exc:
+        raise gone(str(exc)) from exc
     if missing:
         raise conflict(
             f"{len(missing)} chunk(s) not uploaded yet", "upload-incomplete", missing=missing

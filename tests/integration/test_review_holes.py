@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,7 +20,8 @@ from gateway.services import SERVICES, Services
 from regtest.network import Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
-from tests.support import bearer, random_bytes, upload_raw
+from tests.conftest import gateway_config
+from tests.support import bearer, create_account, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +225,60 @@ async def test_1_a_missing_block_is_a_502_problem_not_a_500(
         assert resp.status in (502, 503), body
         assert resp.headers["Content-Type"].startswith("application/problem+json")
         assert body["type"].endswith(("storage-missing", "dependency-unavailable")), body
+
+
+# --- 7. PUT or complete racing a DELETE ----------------------------------------------
+
+
+async def test_7_put_racing_delete_is_410_and_leaves_nothing_pinned(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with running(gateway_config(network, tmp_path)) as (url, services):
+        _, key = await create_account(session, url)
+        file_id, enc = await create_file(session, url, key, 2 * MIB)
+        chunk = enc.seal(0, random_bytes(MIB))
+        cid = await cid_of(session, network, chunk)
+        # Hold the database's write lock so that the DELETE commits while the PUT has
+        # already loaded the file (as 'uploading') and added its bytes to kubo.
+        async with services.db.transaction():
+            deleting = asyncio.ensure_future(
+                session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
+            )
+            await reaches("FileStore.delete")
+            putting = asyncio.ensure_future(put(session, url, key, file_id, 0, chunk))
+            await reaches("FileStore.put_chunk")
+        deleted = await deleting
+        assert deleted.status == 200
+        deleted.release()
+        status, body = await putting
+        assert_problem(status, body, 410)
+        assert cid not in await pinned(session, network)
+        # Later requests see the deletion too.
+        status, body = await put(session, url, key, file_id, 0, chunk)
+        assert_problem(status, body, 410)
+
+
+async def test_7_complete_racing_delete_is_410(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with running(gateway_config(network, tmp_path)) as (url, services):
+        _, key = await create_account(session, url)
+        file_id, enc = await create_file(session, url, key, 100)
+        status, _ = await put(session, url, key, file_id, 0, enc.seal(0, random_bytes(100)))
+        assert status == 201
+        async with services.db.transaction():
+            deleting = asyncio.ensure_future(
+                session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
+            )
+            await reaches("FileStore.delete")
+            completing = asyncio.ensure_future(
+                session.post(f"{url}/v1/files/{file_id}/complete", headers=bearer(key))
+            )
+            await reaches("FileStore.mark_complete")
+        deleted = await deleting
+        assert deleted.status == 200
+        deleted.release()
+        completed = await completing
+        body = await completed.json(content_type=None)
+        completed.release()
+        assert_problem(completed.status, body, 410)
