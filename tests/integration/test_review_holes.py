@@ -6,6 +6,8 @@ One section per numbered item of the issue; each test failed before its fix.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,11 +19,13 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.services import SERVICES, Services
+from lightning.errors import LightningError
+from lightning.lnd import LndRestClient
 from regtest.network import Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
 from tests.conftest import gateway_config
-from tests.support import bearer, create_account, random_bytes, upload_raw
+from tests.support import TcpProxy, bearer, create_account, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +147,46 @@ async def reaches(qualname: str) -> None:
         return suspended_in(qualname)
 
     await wait_until(f"a request to reach {qualname}", there, 10, every_s=0.01)
+
+
+async def invoice_stream_open(lnd_url: str) -> bool:
+    """The gateway's invoice subscription to `lnd_url` has its answer's headers: from now
+    on the gateway sends LND nothing unless a request makes it."""
+    for obj in gc.get_objects():
+        if inspect.isasyncgen(obj) and obj.ag_code.co_qualname == "LndRestClient._stream":
+            local = obj.ag_frame.f_locals if obj.ag_frame is not None else {}
+            client = local.get("self")
+            if (
+                "resp" in local
+                and local.get("path") == "/v1/invoices/subscribe"
+                and isinstance(client, LndRestClient)
+                and client.url == lnd_url
+            ):
+                return True
+    return False
+
+
+@asynccontextmanager
+async def lnd_behind_proxy(
+    network: Network, tmp_path: Path, **overrides: object
+) -> AsyncIterator[tuple[str, Services, TcpProxy]]:
+    """A gateway whose LND is reached through a proxy that counts what the gateway says
+    to LND; yields once the gateway's own background calls to LND are done."""
+    proxy = TcpProxy("127.0.0.1", network.node("gateway").rest_port)
+    await proxy.start()
+    base = gateway_config(network, tmp_path, **overrides)
+    lnd_url = f"https://127.0.0.1:{proxy.port}"
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"rest_url": lnd_url})})
+    try:
+        async with running(config) as (url, services):
+
+            async def stream_open() -> bool:
+                return await invoice_stream_open(lnd_url)
+
+            await wait_until("the invoice stream to open", stream_open, 30, every_s=0.05)
+            yield url, services, proxy
+    finally:
+        await proxy.cut()
 
 
 # --- 1. pins are reference-counted per CID ------------------------------------------
@@ -282,3 +326,64 @@ async def test_7_complete_racing_delete_is_410(
         body = await completed.json(content_type=None)
         completed.release()
         assert_problem(completed.status, body, 410)
+
+
+# --- 3. BOLT 11 checked before any LND call; URL values quoted ----------------------
+
+EVIL_INVOICE = "%2e%2e/%2e%2e/v1/getinfo?a=bbbbbbbbbbbbbb"
+# BOLT 11 example ("a cup of coffee", 2500u): valid, but a mainnet invoice.
+MAINNET_COFFEE = (
+    "lnbc2500u1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7en"
+    "xv4jsxqzpuaztrnwngzn3kdzw5hydlzf03qdgm2hdq27cqv3agm2awhz5se903vruatfhq77w3ls4evs3ch9zw97j2"
+    "5emudupq63nyw24cg27h2rspfj9srp"
+)
+
+
+async def withdraw(
+    session: aiohttp.ClientSession, gateway: str, api_key: str, invoice: str, key: str
+) -> tuple[int, dict[str, object]]:
+    async with session.post(
+        f"{gateway}/v1/account/withdrawals",
+        json={"invoice": invoice},
+        headers=bearer(api_key) | {"Idempotency-Key": key},
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_3_a_bad_withdrawal_invoice_is_422_before_any_lnd_call(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with lnd_behind_proxy(network, tmp_path) as (url, _, lnd):
+        _, key = await create_account(session, url)
+        said = lnd.sent
+        status, body = await withdraw(session, url, key, EVIL_INVOICE, "evil-0000")
+        assert_problem(status, body, 422)
+        assert str(body["type"]).endswith("bad-invoice")
+        # 64 in parallel: all refused, and not one byte reached LND.
+        results = await asyncio.gather(
+            *(withdraw(session, url, key, EVIL_INVOICE, f"evil-{i:04d}") for i in range(64))
+        )
+        assert [status for status, _ in results] == [422] * 64
+        assert lnd.sent == said, "the gateway called LND with an invoice it had not checked"
+        # Nothing was hurt: LND still answers through the gateway.
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+
+        # A well-formed invoice of another network, and one without an amount: 422 too.
+        status, body = await withdraw(session, url, key, MAINNET_COFFEE, "mainnet-0001")
+        assert_problem(status, body, 422)
+        assert "another network" in str(body["detail"])
+        amountless = await network.node("payer").client.create_invoice(0, "any amount")
+        assert amountless.bolt11.startswith("lnbcrt1")
+        status, body = await withdraw(session, url, key, amountless.bolt11, "amountless-01")
+        assert_problem(status, body, 422)
+        assert "amount" in str(body["detail"])
+
+
+async def test_3_the_lnd_client_keeps_values_inside_their_path_segment(network: Network) -> None:
+    node = network.node("gateway")
+    async with LndRestClient(node.rest_url, node.tls_cert, node.admin_macaroon) as lnd:
+        # Unquoted, this was GET /v1/getinfo with the gateway's macaroon.
+        with pytest.raises(LightningError):
+            await lnd.decode_invoice(EVIL_INVOICE)
+        assert await lnd.network() == "regtest"
