@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lightning.errors import LightningUnavailable
+from lightning.errors import LightningError, LightningUnavailable
 from storage.kubo import KuboError, KuboNotFound, KuboUnavailable
 
 log = logging.getLogger("bitcache.gateway")
@@ -94,6 +94,16 @@ def problem_middleware(retry_after_s: int) -> Any:
         except LightningUnavailable as exc:
             log.warning("LND unavailable: %s", exc)
             return unavailable("Lightning node", retry_after_s).response()
+        except LightningError as exc:
+            # The node answered but refused: a dependency failure, and what it said (which
+            # may name internal URLs) stays in the log.
+            log.error("LND error on %s %s: %s", request.method, request.path, exc)
+            return Problem(
+                502,
+                "lightning-error",
+                "Lightning node failed",
+                "the Lightning node refused the request; nothing was changed",
+            ).response()
         except KuboUnavailable as exc:
             log.warning("kubo unavailable: %s", exc)
             return unavailable("Storage node", retry_after_s).response()

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
@@ -387,3 +388,66 @@ async def test_3_the_lnd_client_keeps_values_inside_their_path_segment(network: 
         with pytest.raises(LightningError):
             await lnd.decode_invoice(EVIL_INVOICE)
         assert await lnd.network() == "regtest"
+
+
+# --- 9. bad input is never a 500 -----------------------------------------------------
+
+
+async def test_9_bad_input_is_a_4xx_problem_never_a_500(
+    session: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    up = await upload_raw(session, gateway_url, random_bytes(100), chunk_size=4096)
+    fid, owner = up.file_id, bearer(up.api_key)
+    json_bogus = {"Content-Type": "application/json; charset=bogus"}
+    cases: list[tuple[str, str, bytes | None, dict[str, str], int]] = [
+        # '²' passes str.isdigit() but not int().
+        ("GET", f"/v1/files/{fid}/chunks/%C2%B2", None, {}, 400),
+        ("GET", f"/v1/files/{fid}/chunks/0?count=%C2%B2", None, {}, 400),
+        ("PUT", f"/v1/files/{fid}/chunks/%D9%A1", b"x", owner, 400),
+        ("POST", "/v1/files", b"{}", owner | json_bogus, 415),
+        ("POST", "/v1/l402/preimage", b'{"macaroon": "x"}', json_bogus, 415),
+        ("POST", "/v1/files", b"[" * 100_000, owner, 400),
+        ("POST", "/v1/l402/preimage", b"[" * 100_000, {}, 400),
+        ("POST", "/v1/account/plans", b"[" * 100_000, owner, 400),
+        ("POST", "/v1/files", b"\xff\xfe{}", owner, 400),
+    ]
+    for method, path, data, headers, expected in cases:
+        async with session.request(
+            method, URL(gateway_url + path, encoded=True), data=data, headers=headers
+        ) as resp:
+            body = await resp.json(content_type=None)
+            assert resp.status == expected, (method, path, body)
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
+            assert {"type", "title", "detail"} <= body.keys(), (method, path, body)
+
+
+async def test_9_an_lnd_refusal_is_a_502_problem(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    # A node that answers but refuses: this macaroon may read, not create invoices.
+    base = gateway_config(network, tmp_path)
+    readonly = network.node("gateway").admin_macaroon.with_name("readonly.macaroon")
+    assert readonly.is_file()
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"macaroon": readonly})})
+    async with running(config) as (url, _):
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            body = await resp.json(content_type=None)
+        assert_problem(resp.status, body, 502)
+        assert str(body["type"]).endswith("lightning-error")
+        assert "127.0.0.1" not in str(body) and "https" not in str(body)
+
+
+async def test_9_a_range_costing_more_than_one_invoice_can_hold_is_clipped(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str
+) -> None:
+    price = 100_000_000  # the highest per-chunk price an upload may set
+    up = await upload_raw(
+        session, gateway_url, random_bytes(50 * 4096), price_msat=price, chunk_size=4096
+    )
+    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0?count=50") as resp:
+        body = await resp.json(content_type=None)
+    assert_problem(resp.status, body, 402)
+    assert body["count"] == 42 and body["amount_msat"] == 42 * price
+    decoded = await network.node("payer").client.decode_invoice(str(body["invoice"]))
+    assert decoded.amount_msat == 42 * price
