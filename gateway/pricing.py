@@ -15,9 +15,11 @@ class ChunkRange:
         return self.last - self.first + 1
 
 
-# The largest invoice LND creates (its MaxPaymentMSat, 2^32 - 1 msat): a range costing
-# more could not be invoiced at all.
-MAX_INVOICE_MSAT = 4_294_967_295
+# The largest invoice LND (0.21) creates: 100 000 BTC ("invoice amount … is too large,
+# max is 100000 BTC"; it compares whole satoshis). Prices and range sizes are validated far
+# below it today (at most 100 000 sat times 100 000 chunks = 100 BTC), so this is the
+# guarantee that a challenge can always be invoiced, whatever those limits become.
+MAX_INVOICE_MSAT = 100_000 * 100_000_000_000
 
 
 def purchase_range(

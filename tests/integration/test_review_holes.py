@@ -19,6 +19,7 @@ from yarl import URL
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.pricing import MAX_INVOICE_MSAT
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
@@ -442,16 +443,21 @@ async def test_9_an_lnd_refusal_is_a_502_problem(
         assert "127.0.0.1" not in str(body["detail"]) and "/v1/" not in str(body["detail"])
 
 
-async def test_9_a_range_costing_more_than_one_invoice_can_hold_is_clipped(
+async def test_9_ranges_are_capped_at_the_largest_invoice_lnd_creates(
     session: aiohttp.ClientSession, network: Network, gateway_url: str
 ) -> None:
+    # The cap is LND's own ceiling: one satoshi more and the node refuses (it compares
+    # whole satoshis).
+    lnd = network.node("gateway").client
+    assert (await lnd.create_invoice(MAX_INVOICE_MSAT, "ceiling")).amount_msat == MAX_INVOICE_MSAT
+    with pytest.raises(LightningError, match="too large"):
+        await lnd.create_invoice(MAX_INVOICE_MSAT + 1_000, "over the ceiling")
+    # The dearest range the API can ask for is invoiced (a 402, not a 5xx).
     price = 100_000_000  # the highest per-chunk price an upload may set
     up = await upload_raw(
         session, gateway_url, random_bytes(50 * 4096), price_msat=price, chunk_size=4096
     )
-    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0?count=50") as resp:
-        body = await resp.json(content_type=None)
-    assert_problem(resp.status, body, 402)
-    assert body["count"] == 42 and body["amount_msat"] == 42 * price
-    decoded = await network.node("payer").client.decode_invoice(str(body["invoice"]))
-    assert decoded.amount_msat == 42 * price
+    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0?count=99999") as r:
+        body = await r.json(content_type=None)
+    assert_problem(r.status, body, 402)
+    assert body["count"] == 50 and body["amount_msat"] == 50 * price
