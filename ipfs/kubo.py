@@ -73,6 +73,9 @@ class KuboClient:
                     yield part
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise IpfsUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            # kubo started answering, then failed mid-stream (e.g. a block went missing).
+            raise IpfsError(f"kubo cat {cid}: stream broken: {exc!r}") from exc
 
     async def pin_add(self, cid: str) -> None:
         await self._post_json("pin/add", {"arg": cid})

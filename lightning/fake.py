@@ -78,7 +78,7 @@ class FakeNode:
         clock: Callable[[], float] = time.time,
         fee_msat: int = 0,
     ) -> None:
-        self.network = network if network is not None else FakeNetwork()
+        self.peers = network if network is not None else FakeNetwork()
         self.name = name
         self.pubkey = "02" + hashlib.sha256(name.encode()).hexdigest()
         self.clock = clock
@@ -134,6 +134,10 @@ class FakeNode:
         self._check_up()
         return NodeInfo(self.pubkey, self.name, 1, True, 1)
 
+    async def network(self) -> str:
+        self._check_up()
+        return "regtest"  # fake_bolt11 writes lnbcrt invoices
+
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int = 3600) -> Invoice:
         self._check_up()
         preimage = secrets.token_bytes(32)
@@ -147,7 +151,7 @@ class FakeNode:
             add_index=self._add_index,
         )
         self._invoices[payment_hash] = _Entry(invoice, preimage, now + expiry_s)
-        self.network.payees[invoice.bolt11] = (self, payment_hash)
+        self.peers.payees[invoice.bolt11] = (self, payment_hash)
         self._publish(invoice)
         return invoice
 
@@ -215,7 +219,7 @@ class FakeNode:
         return None
 
     def _payee(self, bolt11: str) -> tuple[FakeNode, bytes]:
-        found = self.network.payees.get(bolt11)
+        found = self.peers.payees.get(bolt11)
         if found is None:
             raise LightningError("invalid payment request")
         return found

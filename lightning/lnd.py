@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
+def _segment(value: str) -> str:
+    """A value as exactly one URL path segment of the same request.
+
+    Percent-encoding '/', '?', '#' and '%' keeps the value in its segment (yarl would
+    decode "%2e%2e" and resolve it as ".."); "." and ".." stay dot segments however they
+    are written, so they are refused."""
+    if value in ("", ".", ".."):
+        raise ValueError(f"{value!r} cannot be a path segment")
+    return urllib.parse.quote(value, safe="")
+
+
 def invoice_from_json(data: Mapping[str, Any]) -> Invoice:
     """Builds an Invoice from LND's REST `lnrpc.Invoice` JSON."""
     preimage = _unb64(data.get("r_preimage"))
@@ -83,6 +95,7 @@ class LndRestClient:
             aiohttp.ClientTimeout(total=timeout, sock_connect=5),
             tls=lambda: pinned_tls(self._tls_cert),
         )
+        self._network: str | None = None
 
     async def __aenter__(self) -> LndRestClient:
         return self
@@ -185,6 +198,14 @@ class LndRestClient:
             num_active_channels=_int(data.get("num_active_channels")),
         )
 
+    async def network(self) -> str:
+        """The network the node runs on ("mainnet", "regtest", …), asked once: a node
+        does not change networks without a restart on another data directory."""
+        if self._network is None:
+            chains = (await self._request("GET", "/v1/getinfo")).get("chains") or [{}]
+            self._network = str(chains[0].get("network", ""))
+        return self._network
+
     # --- invoices -------------------------------------------------------------------
 
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int = 3600) -> Invoice:
@@ -201,7 +222,9 @@ class LndRestClient:
         )
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice:
-        return invoice_from_json(await self._request("GET", f"/v1/invoice/{payment_hash.hex()}"))
+        return invoice_from_json(
+            await self._request("GET", f"/v1/invoice/{_segment(payment_hash.hex())}")
+        )
 
     async def subscribe_invoices(
         self, add_index: int = 0, settle_index: int = 0
@@ -237,7 +260,7 @@ class LndRestClient:
         raise LightningError(f"payment stream ended without a final state: {last.get('status')}")
 
     async def decode_invoice(self, bolt11: str) -> DecodedInvoice:
-        data = await self._request("GET", f"/v1/payreq/{bolt11}")
+        data = await self._request("GET", f"/v1/payreq/{_segment(bolt11)}")
         return DecodedInvoice(
             payment_hash=bytes.fromhex(str(data["payment_hash"])),
             amount_msat=_int(data.get("num_msat")),
@@ -250,7 +273,7 @@ class LndRestClient:
         try:
             async for update in self._stream(
                 "GET",
-                f"/v2/router/track/{payment_hash.hex()}",
+                f"/v2/router/track/{_segment(payment_hash.hex())}",
                 params={"no_inflight_updates": "true"},
                 total_s=30,
             ):

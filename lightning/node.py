@@ -29,6 +29,11 @@ class LightningNode(Protocol):
         """Who the node is and whether it is synced."""
         ...
 
+    async def network(self) -> str:
+        """The chain the node runs on ("mainnet", "testnet", "regtest", …), so that an
+        invoice for another network is refused before the node sees it."""
+        ...
+
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int = 3600) -> Invoice:
         """A new invoice for exactly ``amount_msat``, payable for ``expiry_s`` seconds."""
         ...

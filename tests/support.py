@@ -92,13 +92,16 @@ def random_bytes(n: int) -> bytes:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops it, `restore()` brings it back
-    on the same port — a dependency going down and coming back, without touching it."""
+    on the same port — a dependency going down and coming back, without touching it.
+    `sent` counts the bytes forwarded to the target: whether the gateway called it at all
+    (it cannot read TLS, only see that something was said)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self.sent = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -124,12 +127,16 @@ class TcpProxy:
             return
         self._conns.update((writer, up_writer))
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+        ) -> None:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if upstream:
+                        self.sent += len(data)
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
         self._conns.difference_update((writer, up_writer))

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from gateway.config import TenantSettings
 from gateway.http.problems import Handler, Problem, unavailable
-from ipfs.errors import IpfsUnavailable
-from lightning.errors import LightningUnavailable
+from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
+from lightning.errors import LightningError, LightningUnavailable
 
 __all__ = ["TENANT", "problem_middleware", "tenant_middleware"]
 
@@ -33,9 +33,32 @@ def problem_middleware(retry_after_s: int) -> Any:
         except LightningUnavailable as exc:
             log.warning("LND unavailable: %s", exc)
             return unavailable("Lightning node", retry_after_s).response()
+        except LightningError as exc:
+            # The node answered but refused: a dependency failure, and what it said (which
+            # may name internal URLs) stays in the log.
+            log.error("LND error on %s %s: %s", request.method, request.path, exc)
+            return Problem(
+                502,
+                "lightning-error",
+                "Lightning node failed",
+                "the Lightning node refused the request; nothing was changed",
+            ).response()
         except IpfsUnavailable as exc:
             log.warning("IPFS unavailable: %s", exc)
             return unavailable("Storage node", retry_after_s).response()
+        except IpfsError as exc:
+            # The store answered but could not serve the data (e.g. a block is missing): the
+            # dependency failed, not the request and not the gateway.
+            log.error("IPFS error on %s %s: %s", request.method, request.path, exc)
+            missing = isinstance(exc, IpfsNotFound)
+            return Problem(
+                502,
+                "storage-missing" if missing else "storage-error",
+                "Storage failed",
+                "the storage node does not have this data"
+                if missing
+                else "the storage node refused the request",
+            ).response()
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -60,6 +60,10 @@ def not_found(detail: str) -> Problem:
     return Problem(404, "not-found", "Not found", detail)
 
 
+def gone(detail: str) -> Problem:
+    return Problem(410, "gone", "Gone", detail)
+
+
 def conflict(detail: str, slug: str = "conflict", **extra: Any) -> Problem:
     return Problem(409, slug, "Conflict", detail, extra=extra)
 

@@ -18,6 +18,7 @@ from gateway.http.problems import Problem, bad_request, not_found
 from gateway.persistence.ledger import balance, totals
 from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
+from lightning.bolt11 import check_invoice, invoice_amount_msat
 
 
 async def create_account(request: web.Request) -> web.Response:
@@ -128,15 +129,26 @@ async def withdraw(request: web.Request) -> web.Response:
             "idempotency-key-required",
         )
     body = await json_model(request, WithdrawBody)
+    invoice = await _checked_invoice(s, tenant_of(request), body.invoice)
     try:
-        result = await s.withdrawals.request(
-            account.id, tenant_of(request), body.invoice.strip(), key
-        )
+        result = await s.withdrawals.request(account.id, tenant_of(request), invoice, key)
     except WithdrawalRefused as exc:
         status = 409 if exc.slug in ("insufficient-funds", "invoice-already-used") else 400
         raise Problem(status, exc.slug, "Withdrawal refused", str(exc)) from exc
     status = {"succeeded": 200, "failed": 402, "pending": 202}[result.state]
     return web.json_response(result.public(), status=status)
+
+
+async def _checked_invoice(s: Services, tenant: TenantSettings, bolt11: str) -> str:
+    """The invoice in canonical form, or 422 before any Lightning node sees it (a bad
+    invoice string once went into an LND REST path unescaped)."""
+    try:
+        invoice_amount_msat(bolt11)  # bech32 alphabet, checksum and amount first: pure
+        network = await s.nodes.for_tenant(tenant).network()
+        invoice, _ = check_invoice(bolt11, network, require_amount=True)
+    except ValueError as exc:
+        raise Problem(422, "bad-invoice", "Not a payable invoice", str(exc)) from exc
+    return invoice
 
 
 async def get_withdrawal(request: web.Request) -> web.Response:

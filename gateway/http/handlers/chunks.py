@@ -69,7 +69,9 @@ async def _payment_required(
     s = services(request)
     requested = int_param(request.query.get("count", "1"), "count", minimum=1)
     spend_invoice_allowance(request)
-    chunks = purchase_range(index, requested, record.chunk_count, s.config.max_range_chunks)
+    chunks = purchase_range(
+        index, requested, record.chunk_count, s.config.max_range_chunks, record.price_msat
+    )
     node = s.nodes.settings_for(tenant_of(request))
     challenge = await s.tokens.challenge(
         record, chunks, s.nodes.client(node), node.invoice_expiry_s

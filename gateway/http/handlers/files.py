@@ -12,8 +12,8 @@ from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
 from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import chunk_index_param, json_model, load_file
-from gateway.http.problems import Problem, bad_request, conflict
-from gateway.persistence.files import ChunkConflict, FileConflict, FileRecord
+from gateway.http.problems import Problem, bad_request, conflict, gone
+from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
@@ -144,10 +144,17 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise _wrong_size(index, expected, len(data))
     cid = await s.ipfs.add(data)
     try:
-        created = await s.files.put_chunk(record.id, index, cid, len(data))
-    except ChunkConflict as exc:
-        await s.ipfs.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
+        created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
+    except (ChunkConflict, FileGone) as exc:
+        # The rejected bytes' pin was released unless another chunk uses that CID (the
+        # same ciphertext may belong to another file): unpin now if nobody does.
+        await s.unpinner.drain(only=[cid])
+        if isinstance(exc, FileGone):
+            raise gone(str(exc)) from exc
         raise conflict(str(exc), "chunk-exists") from exc
+    if first_reference:
+        # An unpinner may have unpinned this CID between our add and our commit.
+        await s.ipfs.pin_add(cid)
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
 
 
@@ -163,7 +170,10 @@ def _wrong_size(index: int, expected: int, got: int) -> Problem:
 async def complete_file(request: web.Request) -> web.Response:
     s = services(request)
     record = await _owned_file(request, "complete")
-    missing = await s.files.mark_complete(record.id, record.chunk_count)
+    try:
+        missing = await s.files.mark_complete(record.id, record.chunk_count)
+    except FileGone as exc:
+        raise gone(str(exc)) from exc
     if missing:
         raise conflict(
             f"{len(missing)} chunk(s) not uploaded yet", "upload-incomplete", missing=missing
