@@ -162,6 +162,12 @@ OPERATIONS: tuple[Operation, ...] = (
         m.WithdrawBody,
         (IDEMPOTENCY_KEY,),
         ("bearer",),
+        links={
+            "GetWithdrawal": {
+                "operationId": "getWithdrawal",
+                "parameters": {"withdrawal_id": "$response.body#/withdrawal_id"},
+            }
+        },
     ),
     Operation(
         "getWithdrawal",

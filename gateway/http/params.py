@@ -81,8 +81,13 @@ async def load_file(request: web.Request) -> FileRecord:
     return record
 
 
-def chunk_index_param(request: web.Request, record: FileRecord) -> int:
-    index = int_param(request.match_info["index"], "chunk index")
+def chunk_index_param(request: web.Request) -> int:
+    """The chunk index in the path, checked for form only: call before loading the file, so
+    malformed input is a 400 whatever the file's state (404, 410)."""
+    return int_param(request.match_info["index"], "chunk index")
+
+
+def check_chunk_index(record: FileRecord, index: int) -> int:
     if index >= record.chunk_count:
         raise not_found(f"file {record.id} has chunks 0..{record.chunk_count - 1}, not {index}")
     return index

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
 from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
-from gateway.http.params import chunk_index_param, json_model, load_file
+from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
 from gateway.http.problems import Problem, bad_request, conflict, gone
 from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.persistence.quotas import limit_bytes
@@ -126,8 +126,9 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def put_chunk(request: web.Request) -> web.Response:
     s = services(request)
+    index = chunk_index_param(request)
     record = await _owned_file(request, "upload to")
-    index = chunk_index_param(request, record)
+    check_chunk_index(record, index)
     expected = record.sealed_size(index)
     declared = request.content_length
     if declared is not None and declared > MAX_CHUNK_SIZE + CHUNK_OVERHEAD:
