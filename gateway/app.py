@@ -12,7 +12,7 @@ from gateway.billing.settlement import Settlement, WatcherPool
 from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.withdrawals import Withdrawals
 from gateway.config import GatewayConfig
-from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
+from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
 from gateway.http.problems import problem_middleware
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
@@ -98,6 +98,13 @@ def create_app(config: GatewayConfig) -> web.Application:
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[vault.NOTIFIER] = vault.VaultNotifier()
+    app.router.add_get("/v1/vault", vault.get_vault)
+    app.router.add_get("/v1/vault/keys/{name}", vault.get_key)
+    app.router.add_put("/v1/vault/keys/{name}", vault.put_key)
+    app.router.add_delete("/v1/vault/keys/{name}", vault.delete_key)
+    app.router.add_get("/v1/vault/changes", vault.get_changes)
+    app.router.add_post("/v1/vault/objects", vault.write_objects)
     app.router.add_get("/v1/health", health.health)
     app.router.add_post("/v1/files", files.create_file)
     app.router.add_get("/v1/files/{file_id}", files.get_file)

@@ -86,6 +86,8 @@ class TenantSettings(BaseModel):
     # The operator's share of each chunk sale, in basis points (1000 = 10 %).
     operator_fee_bps: int = Field(default=1_000, ge=0, le=10_000)
     plans: list[Plan] = Field(default_factory=default_plans)
+    # Versions of each file a vault keeps (the newest N); older ones leave the tree.
+    vault_keep_versions: int = Field(default=10, ge=1, le=1000)
 
     def plan(self, plan_id: str) -> Plan | None:
         return next((p for p in self.plans if p.id == plan_id), None)
