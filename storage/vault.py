@@ -110,7 +110,7 @@ class VaultKeys:
     chunk_mac_key: bytes = field(repr=False)  # chunk MAC: dedup identity, never public
     chunk_locator_key: bytes = field(repr=False)  # MAC -> public chunk file id
     chunk_file_key: bytes = field(repr=False)  # MAC -> chunk file key
-    cdc_seed: int = field(repr=False)  # FastCDC gear-table seed (non-zero 64-bit)
+    cdc_seed: int = field(repr=False)  # FastCDC gear-table seed (odd, 63-bit)
 
 
 def derive_vault_keys(master_key: bytes) -> VaultKeys:
@@ -124,8 +124,9 @@ def derive_vault_keys(master_key: bytes) -> VaultKeys:
         chunk_mac_key=hkdf_sha256(m, VAULT_SALT, INFO_CHUNK_MAC_KEY),
         chunk_locator_key=hkdf_sha256(m, VAULT_SALT, INFO_CHUNK_LOCATOR_KEY),
         chunk_file_key=hkdf_sha256(m, VAULT_SALT, INFO_CHUNK_FILE_KEY),
-        # Zero would select pyfastcdc's unseeded default table.
-        cdc_seed=seed | 1,
+        # 63 bits (the chunker shifts the seed left by one in 64 bits); odd, because zero
+        # would select pyfastcdc's unseeded default table.
+        cdc_seed=(seed >> 1) | 1,
     )
 
 
@@ -466,7 +467,7 @@ class ChunkRef:
         return cls(b64url_decode(value[0], CHUNK_MAC_BYTES, "chunk mac"), value[1])
 
 
-def chunk_mac(keys: VaultKeys, plaintext: bytes) -> bytes:
+def chunk_mac(keys: VaultKeys, plaintext: bytes | memoryview) -> bytes:
     """BLAKE2b-256 keyed with the account's chunk-MAC key: same bytes, same MAC, per vault."""
     return hashlib.blake2b(plaintext, digest_size=CHUNK_MAC_BYTES, key=keys.chunk_mac_key).digest()
 
