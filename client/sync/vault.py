@@ -234,14 +234,18 @@ class Vault:
         sealed_manifest = seal_manifest(enc.keys, cf.file_id, manifest, cf.manifest_nonce())
         base = self.client.config.gateway_url
         fid = cf.file_id_text
-        state = await self.client.call(
-            "POST",
-            "/v1/files",
-            json_body={
-                "header": enc.header.to_json_dict(),
-                "manifest": b64url_encode(sealed_manifest),
-            },
-        )
+        body = {"header": enc.header.to_json_dict(), "manifest": b64url_encode(sealed_manifest)}
+        for attempt in range(4):
+            try:
+                state = await self.client.call("POST", "/v1/files", json_body=body)
+                break
+            except GatewayError as exc:
+                # Workaround: under concurrent creates the gateway's FileStore.create can
+                # read its own insert back through a stale reader snapshot and answer 500;
+                # the create is idempotent, so asking again is safe.
+                if exc.status != 500 or attempt == 3:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
         if state.get("state") == "complete":
             return fid  # already there: dedup within the account
         if state.get("missing"):
