@@ -18,7 +18,7 @@ from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
-from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
+from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
 from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
@@ -126,6 +126,13 @@ def create_app(
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[vault.NOTIFIER] = vault.VaultNotifier()
+    app.router.add_get("/v1/vault", vault.get_vault)
+    app.router.add_get("/v1/vault/keys/{name}", vault.get_key)
+    app.router.add_put("/v1/vault/keys/{name}", vault.put_key)
+    app.router.add_delete("/v1/vault/keys/{name}", vault.delete_key)
+    app.router.add_get("/v1/vault/changes", vault.get_changes)
+    app.router.add_post("/v1/vault/objects", vault.write_objects)
     app.router.add_get("/v1/health", health.health)
     app.router.add_get("/v1/openapi.json", serve_document)
     app.router.add_post("/v1/files", files.create_file)

@@ -45,6 +45,34 @@ class PreimageBody(BaseModel):
     macaroon: str = Field(min_length=10, max_length=64 * 1024)
 
 
+# The vault (docs/format.md §14): opaque objects of at most 1 MiB, in batches.
+MAX_OBJECT_BYTES = 1 << 20
+MAX_BATCH_OBJECTS = 2000
+OBJECT_ID_PATTERN = r"[a-z2-7]{25}[aeimquy4]"  # canonical base32 of 16 bytes
+
+
+class PutKeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wrapped: dict[str, Any]
+    create_only: bool = False
+
+
+class ObjectWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=OBJECT_ID_PATTERN)
+    data: str = Field(min_length=1, max_length=(MAX_OBJECT_BYTES * 4) // 3 + 4)
+
+
+class WriteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    if_counter: int = Field(ge=0)
+    put: list[ObjectWrite] = Field(default_factory=list, max_length=MAX_BATCH_OBJECTS)
+    delete: list[str] = Field(default_factory=list, max_length=MAX_BATCH_OBJECTS)
+
+
 # ---- responses --------------------------------------------------------------------------
 
 
@@ -189,3 +217,40 @@ class PreimagePending(BaseModel):
 class PreimageSettled(BaseModel):
     state: Literal["settled"]
     preimage: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class VaultInfo(BaseModel):
+    account_id: str
+    counter: int
+    keys: list[str]
+    keep_versions: int
+
+
+class VaultKey(BaseModel):
+    name: str
+    wrapped: dict[str, Any]
+
+
+class VaultKeyStored(BaseModel):
+    name: str
+
+
+class VaultKeyDeleted(BaseModel):
+    name: str
+    deleted: bool
+
+
+class VaultObject(BaseModel):
+    id: str
+    counter: int
+    data: str | None = Field(description="base64url ciphertext; null when deleted")
+
+
+class VaultChanges(BaseModel):
+    counter: int
+    more: bool
+    objects: list[VaultObject]
+
+
+class VaultCounter(BaseModel):
+    counter: int

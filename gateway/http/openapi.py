@@ -97,6 +97,9 @@ IDEMPOTENCY_KEY = Param(
     "Idempotency-Key", "header", {"type": "string", "minLength": 8, "maxLength": 128}
 )
 WITHDRAWAL_ID = Param("withdrawal_id", "path", {"type": "string", "maxLength": 64})
+KEY_NAME = Param("name", "path", {"type": "string", "pattern": "^(password|link-[a-z2-7]{13})$"})
+SINCE = Param("since", "query", {"type": "integer", "minimum": 0}, False, "last counter seen")
+WAIT = Param("wait", "query", {"type": "integer", "minimum": 0}, False, "long-poll seconds")
 
 _FILE_LINKS = {
     "PutChunk": {
@@ -258,6 +261,66 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: m.PreimageSettled, 202: m.PreimagePending},
         (403, 404, 422),
         m.PreimageBody,
+    ),
+    Operation(
+        "getVault",
+        "get",
+        "/v1/vault",
+        "The vault's change counter and the names of its wrapped keys",
+        {200: m.VaultInfo},
+        (401,),
+        auth=("bearer",),
+    ),
+    Operation(
+        "getVaultKey",
+        "get",
+        "/v1/vault/keys/{name}",
+        "A wrapped master key (only the client can unwrap it)",
+        {200: m.VaultKey},
+        (401, 404),
+        params=(KEY_NAME,),
+        auth=("bearer",),
+    ),
+    Operation(
+        "putVaultKey",
+        "put",
+        "/v1/vault/keys/{name}",
+        "Store a wrapped master key",
+        {201: m.VaultKeyStored},
+        (401, 409),
+        m.PutKeyBody,
+        (KEY_NAME,),
+        ("bearer",),
+    ),
+    Operation(
+        "deleteVaultKey",
+        "delete",
+        "/v1/vault/keys/{name}",
+        "Drop a wrapped key (e.g. a used device-link code)",
+        {200: m.VaultKeyDeleted},
+        (401, 404),
+        params=(KEY_NAME,),
+        auth=("bearer",),
+    ),
+    Operation(
+        "getVaultChanges",
+        "get",
+        "/v1/vault/changes",
+        "Objects changed after a counter; long-polls with ?wait",
+        {200: m.VaultChanges},
+        (401, 409),
+        params=(SINCE, WAIT),
+        auth=("bearer",),
+    ),
+    Operation(
+        "writeVaultObjects",
+        "post",
+        "/v1/vault/objects",
+        "Write a batch of ciphertext objects at the counter the writer names",
+        {200: m.VaultCounter},
+        (401, 409, 507),
+        m.WriteBody,
+        auth=("bearer",),
     ),
 )
 

@@ -38,7 +38,12 @@ CHECKS = ",".join(
 async def test_schemathesis_finds_no_server_error_and_no_nonconforming_response(
     network: Network, tmp_path: Path
 ) -> None:
-    config = gateway_config(network, tmp_path / "gw", operator_token="op-" + "x" * 40)
+    config = gateway_config(
+        network,
+        tmp_path / "gw",
+        operator_token="op-" + "x" * 40,
+        long_poll_max_s=1,  # generated ?wait= values would otherwise hold requests for a minute
+    )
     async with serve(config) as url, aiohttp.ClientSession() as session:
         # Real data for the stateful phase and the owner's key for authenticated operations.
         _, api_key = await create_account(session, url)
