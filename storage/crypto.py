@@ -88,6 +88,16 @@ def b64url_decode(text: str, length: int, what: str) -> bytes:
     return data
 
 
+def b64url_decode_any(text: object, what: str) -> bytes:
+    """Strictly decode unpadded, canonical base64url of any length (manifests, objects)."""
+    if not isinstance(text, str) or not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise FormatError(f"{what} must be unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:
+        raise FormatError(f"{what} is not canonical base64url (non-zero trailing bits)")
+    return data
+
+
 def encode_file_id(file_id: bytes) -> str:
     """File id as 26 lowercase base32 characters (RFC 4648, no padding)."""
     raw = _require_bytes(file_id, FILE_ID_BYTES, "file id")

@@ -291,6 +291,16 @@ OPERATIONS: tuple[Operation, ...] = (
         m.PutKeyBody,
         (KEY_NAME,),
         ("bearer",),
+        links={
+            "GetVaultKey": {
+                "operationId": "getVaultKey",
+                "parameters": {"name": "$response.body#/name"},
+            },
+            "DeleteVaultKey": {
+                "operationId": "deleteVaultKey",
+                "parameters": {"name": "$response.body#/name"},
+            },
+        },
     ),
     Operation(
         "deleteVaultKey",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from typing import Any
 
 from aiohttp import web
@@ -16,19 +14,14 @@ from gateway.http.problems import Problem, bad_request, conflict, gone
 from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
-from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
+from storage.crypto import (
+    CHUNK_OVERHEAD,
+    MAX_CHUNK_SIZE,
+    FileHeader,
+    b64url_decode_any,
+    b64url_encode,
+)
 from storage.errors import FormatError
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def _b64url_bytes(text: str, what: str) -> bytes:
-    if not _B64URL.fullmatch(text):
-        raise FormatError(f"{what} must be unpadded base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url_encode(data) != text:
-        raise FormatError(f"{what} is not canonical base64url")
-    return data
 
 
 def file_state(
@@ -66,7 +59,7 @@ async def create_file(request: web.Request) -> web.Response:
     body = await json_model(request, CreateFileBody)
     try:
         header = FileHeader.from_json_dict(body.header)
-        manifest = _b64url_bytes(body.manifest, "manifest")
+        manifest = b64url_decode_any(body.manifest, "manifest")
     except FormatError as exc:
         raise bad_request(str(exc), "bad-header") from exc
     if len(manifest) > MAX_MANIFEST_BYTES:

@@ -7,7 +7,6 @@ account's quota and the compare-and-set on the counter, and wakes waiting device
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 
@@ -27,14 +26,13 @@ from gateway.persistence.accounts import Account
 from gateway.persistence.quotas import limit_bytes
 from gateway.persistence.vault import CounterMismatch, VaultStore
 from gateway.services import services, tenant_of
-from storage.crypto import b64url_encode
+from storage.crypto import b64url_decode_any, b64url_encode
 from storage.errors import FormatError
 from storage.vault import WrappedKey
 
 PAGE_OBJECTS = 1000
 _KEY_NAME = re.compile(r"password|link-[a-z2-7]{13}")
 _OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class VaultNotifier:
@@ -60,12 +58,10 @@ def _store(request: web.Request) -> VaultStore:
 
 
 def _b64url(text: str, what: str) -> bytes:
-    if not _B64URL.fullmatch(text):
-        raise bad_request(f"{what} must be unpadded base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url_encode(data) != text:
-        raise bad_request(f"{what} is not canonical base64url")
-    return data
+    try:
+        return b64url_decode_any(text, what)
+    except FormatError as exc:
+        raise bad_request(str(exc)) from exc
 
 
 def _key_name(request: web.Request) -> str:
