@@ -386,7 +386,7 @@ class FileEncryptor(_FileCipher):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         version: int = FORMAT_VERSION,
     ) -> None:
-        # Older versions stay writable: the test vectors, and finishing an upload begun in one.
+        # Older versions stay writable: the test vectors, or re-sealing chunks sealed before.
         self._keys = derive_keys(key, file_id, version)
         self._header = FileHeader(
             version=version,
