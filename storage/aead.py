@@ -4,7 +4,7 @@ PyNaCl's public binding takes only ``bytes`` and, per call, zero-fills a scratch
 output's size and then copies it into a new ``bytes``. For a 1 MiB chunk those fresh
 allocations cost more than the cipher: glibc hands large blocks back to the kernel and page
 faults bring them back, so the binding ran at 300-500 MiB/s where libsodium itself does
-~1300 MiB/s on this 2-core VM (profile in docs/format.md §14). Splitting ``nonce || body`` off a
+~1300 MiB/s on this 2-core VM (profile in docs/format.md §15). Splitting ``nonce || body`` off a
 received chunk, or joining it onto a sealed one, was one more such copy.
 
 This module calls the same libsodium functions through PyNaCl's own cffi module

@@ -17,7 +17,7 @@ import sodium from "libsodium-wrappers";
  * What this writer produces unless asked for another version; readers accept every version in
  * READABLE_VERSIONS. v1, not v2, here: v1's keyed BLAKE2b runs in libsodium's WebAssembly, and
  * sealing a 1 MiB chunk in Node 20 measured ~210 MiB/s with it against ~45 MiB/s with BLAKE3
- * from @noble/hashes (pure JS) and no faster with hash-wasm's BLAKE3 (docs/format.md §14).
+ * from @noble/hashes (pure JS) and no faster with hash-wasm's BLAKE3 (docs/format.md §15).
  */
 export const FORMAT_VERSION = 1;
 export const READABLE_VERSIONS = Object.freeze([1, 2]);
