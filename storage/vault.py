@@ -39,6 +39,9 @@ from storage.crypto import (
 from storage.errors import ChunkAuthError, FormatError, StorageError
 
 VAULT_VERSION = 1
+# Chunk files stay format-v1 files (docs/format.md §14.5) though plain uploads now write v2:
+# re-creating a chunk file a vault already stored must give the same bytes, header included.
+CHUNK_FILE_FORMAT_VERSION = 1
 MASTER_KEY_BYTES = 32
 LINK_SECRET_BYTES = 16
 LINK_ID_BYTES = 8

@@ -13,6 +13,7 @@ from typing import Any
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys
 from storage.manifest import Manifest, manifest_to_json, seal_manifest
 from storage.vault import (
+    CHUNK_FILE_FORMAT_VERSION,
     MIN_MEMLIMIT,
     MIN_OPSLIMIT,
     ChunkRef,
@@ -70,7 +71,9 @@ def make_vectors() -> dict[str, Any]:
     mac = chunk_mac(keys, CHUNK)
     cf = chunk_file(keys, mac)
     padded = chunk_file_plaintext(CHUNK)
-    enc = FileEncryptor(cf.key, cf.file_id, len(padded), max(4096, len(padded)))
+    enc = FileEncryptor(
+        cf.key, cf.file_id, len(padded), max(4096, len(padded)), CHUNK_FILE_FORMAT_VERSION
+    )
     manifest = chunk_manifest(len(padded), enc.header.chunk_size)
     entry = Entry(
         kind="file",

@@ -26,6 +26,7 @@ from storage.crypto import (
 )
 from storage.manifest import Manifest, seal_manifest
 from storage.vault import (
+    CHUNK_FILE_FORMAT_VERSION,
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
     MASTER_KEY_BYTES,
@@ -224,7 +225,13 @@ class Vault:
         """Stores one chunk as its chunk file (idempotent); returns the file id."""
         cf = chunk_file(self.keys, ref.mac)
         padded = chunk_file_plaintext(data)
-        enc = FileEncryptor(cf.key, cf.file_id, len(padded), max(MIN_CHUNK_SIZE, len(padded)))
+        enc = FileEncryptor(
+            cf.key,
+            cf.file_id,
+            len(padded),
+            max(MIN_CHUNK_SIZE, len(padded)),
+            CHUNK_FILE_FORMAT_VERSION,
+        )
         manifest = Manifest(
             name="chunk",
             size=len(padded),

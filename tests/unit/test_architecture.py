@@ -34,10 +34,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "tests": ANYTHING,
 }
 OURS = frozenset(ALLOWED)
-# Pure packages: the standard library and, for storage, its two format libraries only.
+# Pure packages: the standard library and, for storage, its format libraries only.
 PURE_THIRD_PARTY: dict[str, frozenset[str]] = {
     "l402": frozenset(),
-    "storage": frozenset({"nacl", "pydantic"}),
+    "storage": frozenset({"nacl", "blake3", "pydantic"}),
 }
 SQL = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
