@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy storage l402 rest lightning ipfs gateway client sandbox regtest bench
 
 bench: tools
+	$(PY) -m bench.crypto
 	$(PY) -m bench.download
 
 clean:
