@@ -2,7 +2,8 @@
 
 An InvoiceWatcher reconciles every invoice we still think open, then follows the node's
 live stream from the last settle index booked, and reconnects forever. The WatcherPool
-runs one per distinct node in use by any tenant, starting new ones as tenants appear.
+runs one per distinct connection (URL and credentials) in use by any tenant, starting new
+ones as tenants appear.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from gateway.billing.settlement import Settlement
 from gateway.persistence import invoices
 from gateway.persistence.database import Database
-from gateway.tenants.nodes import LightningNodes
+from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from lightning.errors import LightningError
 from lightning.models import InvoiceState
@@ -36,12 +37,17 @@ class InvoiceWatcher:
         url: str,
         tenant_ids: Callable[[], list[str]],
         retry_after_s: int,
+        connection: str | None = None,
     ) -> None:
         self._settlement = settlement
         self._db = db
         self._lnd = lnd
         self._url = url
-        self._node = ":" + url.rstrip("/")  # the key of this node's settle index
+        # The key of this watcher's settle index: one per connection, since two tenants'
+        # connections to one URL each book only their own invoices. Before connections
+        # were told apart it was the URL's, and everything below it was processed.
+        self._legacy_node = ":" + url.rstrip("/")
+        self._node = ":" + connection if connection else self._legacy_node
         self._tenant_ids = tenant_ids
         self._retry_after_s = retry_after_s
 
@@ -64,7 +70,9 @@ class InvoiceWatcher:
                 booked = await self.reconcile()
                 if booked:
                     log.info("reconciled %d invoice(s) settled while we were away", booked)
-                start = await self._settlement.settle_index(self._node)
+                start = await self._settlement.settle_index(
+                    self._node
+                ) or await self._settlement.settle_index(self._legacy_node)
                 async for invoice in self._lnd.subscribe_invoices(settle_index=start):
                     if invoice.state == InvoiceState.SETTLED:
                         await self._settlement.book(
@@ -76,7 +84,7 @@ class InvoiceWatcher:
 
 
 class WatcherPool:
-    """One InvoiceWatcher per distinct LND node in use by any tenant, started as tenants
+    """One InvoiceWatcher per distinct connection in use by any tenant, started as tenants
     appear (the tenants file can add a brand with its own node at any time)."""
 
     def __init__(
@@ -94,24 +102,29 @@ class WatcherPool:
         self._retry_after_s = retry_after_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def _tenant_ids(self, url: str) -> list[str]:
-        return [t.id for t in self._tenants.tenants if self._nodes.settings_for(t).rest_url == url]
+    def _tenant_ids(self, key: str) -> list[str]:
+        return [
+            t.id
+            for t in self._tenants.tenants
+            if connection_key(self._nodes.settings_for(t)) == key
+        ]
 
     async def ensure(self) -> None:
         for tenant in self._tenants.tenants:
             settings = self._nodes.settings_for(tenant)
-            url = settings.rest_url
-            if url in self._tasks:
+            key = connection_key(settings)
+            if key in self._tasks:
                 continue
             watcher = InvoiceWatcher(
                 self._settlement,
                 self._db,
                 self._nodes.client(settings),
-                url,
-                functools.partial(self._tenant_ids, url),
+                settings.rest_url,
+                functools.partial(self._tenant_ids, key),
                 self._retry_after_s,
+                key,
             )
-            self._tasks[url] = asyncio.create_task(watcher.run(), name=f"invoices {url}")
+            self._tasks[key] = asyncio.create_task(watcher.run(), name=f"invoices {key}")
 
     async def stop(self) -> None:
         for task in self._tasks.values():

@@ -1,14 +1,25 @@
-"""Each tenant's Lightning node: one client per distinct node, the gateway's by default."""
+"""Each tenant's Lightning node: one client per distinct connection, the gateway's by default."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from gateway.config import LndSettings, TenantSettings
 from lightning.lnd import LndRestClient
 from lightning.node import LightningNode
 
-__all__ = ["LightningNodes", "lnd_rest"]
+__all__ = ["LightningNodes", "connection_key", "lnd_rest"]
+
+
+def connection_key(settings: LndSettings) -> str:
+    """What tells two connections apart: the URL and the credentials used on it. Two
+    tenants may reach one URL with different macaroons (or certificates), and each must
+    keep its own; the invoice expiry is not part of the connection."""
+    url = settings.rest_url.rstrip("/")
+    credentials = f"{settings.tls_cert}\0{settings.macaroon}".encode()
+    # A digest, not the paths: the key appears in logs and in the database.
+    return f"{url}#{hashlib.sha256(credentials).hexdigest()[:16]}"
 
 
 def lnd_rest(settings: LndSettings) -> LightningNode:
@@ -17,7 +28,7 @@ def lnd_rest(settings: LndSettings) -> LightningNode:
 
 
 class LightningNodes:
-    """One client per distinct node; tenants without a node use the gateway's.
+    """One client per distinct connection; tenants without a node use the gateway's.
 
     ``connect`` makes the client for a node's settings: LND's REST API in production, a
     FakeNode in in-process tests.
@@ -36,7 +47,7 @@ class LightningNodes:
         return tenant.lnd if tenant is not None and tenant.lnd is not None else self.default
 
     def client(self, settings: LndSettings) -> LightningNode:
-        key = settings.rest_url
+        key = connection_key(settings)
         if key not in self._clients:
             self._clients[key] = self._connect(settings)
         return self._clients[key]
