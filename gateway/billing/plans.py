@@ -25,8 +25,10 @@ async def sell_plan(
     account_id: str,
     plan: Plan,
     clock: Clock,
+    node_id: str,
 ) -> Invoice:
-    """The invoice that buys ``plan`` for the account, recorded for settlement."""
+    """The invoice that buys ``plan`` for the account, recorded for settlement with the
+    identity of the node that issued it (``node_id``)."""
     invoice = await node.create_invoice(
         plan.price_msat,
         f"{tenant.display_name} plan: {plan.name}",
@@ -42,5 +44,6 @@ async def sell_plan(
             invoice.bolt11,
             int(clock()),
             tenant.id,
+            node_id,
         )
     return invoice

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 
 from gateway.config import LndSettings, TenantSettings
+from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
 from lightning.node import LightningNode
 
@@ -42,6 +43,7 @@ class LightningNodes:
         self.default = default
         self._connect = connect
         self._clients: dict[str, LightningNode] = {}
+        self._node_ids: dict[str, str] = {}
 
     def settings_for(self, tenant: TenantSettings | None) -> LndSettings:
         return tenant.lnd if tenant is not None and tenant.lnd is not None else self.default
@@ -54,6 +56,18 @@ class LightningNodes:
 
     def for_tenant(self, tenant: TenantSettings | None) -> LightningNode:
         return self.client(self.settings_for(tenant))
+
+    async def node_id(self, settings: LndSettings) -> str:
+        """The identity (pubkey) of the node behind a connection, asked once and then
+        cached: it is recorded on every invoice issued through the connection, and the
+        connection's invoice stream may book only those. LightningError if unreachable."""
+        key = connection_key(settings)
+        if key not in self._node_ids:
+            pubkey = (await self.client(settings).get_info()).pubkey
+            if not pubkey:
+                raise LightningError(f"the node at {settings.rest_url} gave no identity")
+            self._node_ids[key] = pubkey
+        return self._node_ids[key]
 
     async def close(self) -> None:
         for client in self._clients.values():

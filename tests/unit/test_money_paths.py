@@ -68,7 +68,7 @@ class Gateway:
     async def sell(self, first: int = 0, last: int = 3) -> l402.Challenge:
         """A 402 challenge for chunks first..last, as the client would read it."""
         challenge = await self.tokens.challenge(
-            self.file, ChunkRange(first, last), self.node, INVOICE_EXPIRY_S
+            self.file, ChunkRange(first, last), self.node, INVOICE_EXPIRY_S, self.node.pubkey
         )
         return l402.parse_challenge(l402.format_challenge(challenge.macaroon_b64, challenge.bolt11))
 

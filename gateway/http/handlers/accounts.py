@@ -105,7 +105,14 @@ async def buy_plan(request: web.Request) -> web.Response:
     spend_invoice_allowance(request)
     node = s.nodes.settings_for(tenant)
     invoice = await sell_plan(
-        s.db, s.nodes.client(node), node.invoice_expiry_s, tenant, account.id, plan, s.clock
+        s.db,
+        s.nodes.client(node),
+        node.invoice_expiry_s,
+        tenant,
+        account.id,
+        plan,
+        s.clock,
+        await s.nodes.node_id(node),
     )
     return web.json_response(
         {
