@@ -16,7 +16,7 @@ import logging
 import aiosqlite
 
 from gateway.billing import ledger
-from gateway.billing.quota import extend
+from gateway.billing.quota import Plan, extend
 from gateway.clock import Clock, system_clock
 from gateway.persistence import files, invoices, quotas
 from gateway.persistence.database import Database
@@ -108,15 +108,32 @@ class Settlement:
                 ledger.plan_purchase(payment_hash.hex(), sale.amount_msat), sale.tenant_id
             ),
         )
-        tenant = self._tenants.get(sale.tenant_id)
-        plan = tenant.plan(sale.plan_id) if tenant else None
-        if plan is None:  # the catalogue changed since the invoice; honour what was sold
-            log.error("settled plan %s is no longer in the catalogue", sale.plan_id)
+        plan = self._sold_plan(sale)
+        if plan is None:
+            log.error(
+                "settled plan %s (sold before its terms were recorded) is no longer in the"
+                " catalogue; no subscription made",
+                sale.plan_id,
+            )
             return True
         current = await quotas.plan_subscriptions(conn, sale.account_id, sale.plan_id)
         sub = extend(current, plan, now)
         await quotas.add_subscription(conn, sale.account_id, sub, payment_hash)
         return True
+
+    def _sold_plan(self, sale: invoices.PlanSale) -> Plan | None:
+        """The plan as sold: the terms on the invoice row, whatever the catalogue says
+        now. A sale from before terms were recorded takes the catalogue's."""
+        if sale.quota_bytes is not None and sale.duration_s is not None:
+            return Plan(
+                id=sale.plan_id,
+                name=sale.plan_id,  # the name is not part of what was sold
+                quota_bytes=sale.quota_bytes,
+                duration_s=sale.duration_s,
+                price_msat=sale.amount_msat,
+            )
+        tenant = self._tenants.get(sale.tenant_id)
+        return tenant.plan(sale.plan_id) if tenant else None
 
     async def expire(self, payment_hash: bytes) -> None:
         """The node canceled the invoice: it can no longer be paid."""

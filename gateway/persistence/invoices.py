@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from gateway.billing.quota import Plan
 from gateway.persistence.database import Database
 
 __all__ = [
@@ -74,12 +75,15 @@ class ChunkSale:
 
 @dataclass(frozen=True)
 class PlanSale:
-    """A plan invoice just marked settled."""
+    """A plan invoice just marked settled, with the terms it sold (None for a sale made
+    before terms were recorded)."""
 
     account_id: str
     plan_id: str
     amount_msat: int
     tenant_id: str
+    quota_bytes: int | None = None
+    duration_s: int | None = None
 
 
 async def add_chunk_invoice(
@@ -118,17 +122,29 @@ async def add_plan_invoice(
     conn: aiosqlite.Connection,
     payment_hash: bytes,
     account_id: str,
-    plan_id: str,
-    amount_msat: int,
+    plan: Plan,
     bolt11: str,
     created_at: int,
     tenant_id: str,
     node_id: str,
 ) -> None:
+    """Records a plan sale with its terms (price, quota, duration) as sold."""
     await conn.execute(
-        "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat, bolt11,"
-        " created_at, tenant_id, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (payment_hash, account_id, plan_id, amount_msat, bolt11, created_at, tenant_id, node_id),
+        "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat,"
+        " quota_bytes, duration_s, bolt11, created_at, tenant_id, node_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            payment_hash,
+            account_id,
+            plan.id,
+            plan.price_msat,
+            plan.quota_bytes,
+            plan.duration_s,
+            bolt11,
+            created_at,
+            tenant_id,
+            node_id,
+        ),
     )
 
 
@@ -167,11 +183,20 @@ async def settle_plan_invoice(
     async with conn.execute(
         "UPDATE plan_invoices SET state = 'settled', settled_at = ?"
         f" WHERE payment_hash = ? AND state != 'settled'{scope}"
-        " RETURNING account_id, plan_id, amount_msat, tenant_id",
+        " RETURNING account_id, plan_id, amount_msat, tenant_id, quota_bytes, duration_s",
         (now, payment_hash, *params),
     ) as cur:
         row = await cur.fetchone()
-    return None if row is None else PlanSale(row[0], row[1], int(row[2]), row[3])
+    if row is None:
+        return None
+    return PlanSale(
+        row[0],
+        row[1],
+        int(row[2]),
+        row[3],
+        None if row[4] is None else int(row[4]),
+        None if row[5] is None else int(row[5]),
+    )
 
 
 async def expire(conn: aiosqlite.Connection, payment_hash: bytes) -> None:
