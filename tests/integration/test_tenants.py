@@ -268,3 +268,49 @@ async def test_betas_node_reporting_an_alpha_invoice_books_nothing(
             report = await r.json()
     assert {t["tenant"]: t["fees_msat"] for t in report["tenants"]}["alpha"] == 0
     assert report["ledger"]["consistent"]
+
+
+async def test_each_tenants_books_sum_to_zero_after_sales_and_payouts(
+    deployment: tuple[str, Path], network: Network
+) -> None:
+    """Alpha sells and pays out through the gateway's node, Beta through its own: each
+    tenant's sales come in and its payouts go out through its own outside-world account,
+    so each tenant's balances sum to zero on their own, not only the deployment's."""
+    url, _ = deployment
+    alpha_node, beta_node = network.node("gateway").client, network.node("payer").client
+    async with aiohttp.ClientSession() as s:
+        for host, sells_on, buyer in ((A, alpha_node, beta_node), (B, beta_node, alpha_node)):
+            tenant = HostSession(s, url, host)
+            headers_session = aiohttp.ClientSession(headers={"Host": host})
+            try:
+                up = await upload_raw(
+                    headers_session,
+                    url,
+                    random_bytes(2 * CHUNK),
+                    price_msat=10_000,
+                    chunk_size=CHUNK,
+                )
+            finally:
+                await headers_session.close()
+            async with tenant.request("GET", f"/v1/files/{up.file_id}/chunks/0?count=2") as r:
+                challenge = await r.json()
+            assert (await sells_on.decode_invoice(challenge["invoice"])).amount_msat == 20_000
+            payment = await buyer.pay_invoice(challenge["invoice"], fee_limit_msat=1_000)
+            auth = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+            async with tenant.request("GET", f"/v1/files/{up.file_id}/chunks/1", headers=auth) as r:
+                assert r.status == 200
+            # The uploader withdraws part of the earnings to an invoice of the other node.
+            payout = await buyer.create_invoice(5_000, "payout")
+            headers = bearer(up.api_key) | {"Idempotency-Key": "books-" + secrets.token_hex(6)}
+            async with tenant.request(
+                "POST", "/v1/account/withdrawals", json={"invoice": payout.bolt11}, headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            assert (await buyer.lookup_invoice(payout.payment_hash)).state == "settled"
+        async with HostSession(s, url, A).request(
+            "GET", "/v1/operator/report", headers=bearer(OPERATOR)
+        ) as r:
+            report = await r.json()
+    books = {t["tenant"]: t["ledger_sum_msat"] for t in report["tenants"]}
+    assert books == {"alpha": 0, "beta": 0}
+    assert report["ledger"]["consistent"]
