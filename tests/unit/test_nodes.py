@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.billing.settlement import Settlement
-from gateway.billing.watcher import WatcherPool
+from gateway.billing.watcher import InvoiceWatcher, WatcherPool
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.database import Database
+from gateway.persistence.invoices import record_settle_index
 from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from lightning.fake import FakeNode
+from lightning.models import Invoice
 from lightning.node import LightningNode
 
 URL = "https://lnd.shared.test:8080"
@@ -93,4 +96,62 @@ async def test_the_watcher_pool_follows_each_connection_on_a_shared_url(tmp_path
         assert sorted(fakes) == ["beta.macaroon", "gamma.macaroon"]
     finally:
         await pool.stop()
+        await db.close()
+
+
+class RecordingNode(FakeNode):
+    """Remembers the settle index each invoice subscription resumed from."""
+
+    def __init__(self) -> None:
+        super().__init__(name="recording")
+        self.resumed_from: list[int] = []
+
+    async def subscribe_invoices(
+        self, add_index: int = 0, settle_index: int = 0
+    ) -> AsyncIterator[Invoice]:
+        self.resumed_from.append(settle_index)
+        async for invoice in super().subscribe_invoices(add_index, settle_index):
+            yield invoice
+
+
+async def test_a_watcher_resumes_from_its_connections_index_or_the_old_urls(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "gateway.sqlite3")
+    await db.open()
+    settlement = Settlement(
+        db,
+        TenantRegistry(
+            GatewayConfig(
+                data_dir=tmp_path,
+                kubo_api_url="http://127.0.0.1:9",
+                lnd=LndSettings(rest_url=URL, tls_cert=tmp_path / "c", macaroon=tmp_path / "m"),
+            )
+        ),
+    )
+
+    async def resumed_from(connection: str) -> int:
+        node = RecordingNode()
+        watcher = InvoiceWatcher(settlement, db, node, URL, lambda: ["default"], 1, connection)
+        task = asyncio.create_task(watcher.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 5
+            while not node.resumed_from:
+                assert asyncio.get_running_loop().time() < deadline, "no subscription"
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return node.resumed_from[0]
+
+    try:
+        async with db.transaction() as conn:
+            # Before connections were told apart, one watcher per URL read up to 40.
+            await record_settle_index(conn, ":" + URL, 40)
+        assert await resumed_from("beta-connection") == 40
+        async with db.transaction() as conn:
+            await record_settle_index(conn, ":beta-connection", 45)
+        assert await resumed_from("beta-connection") == 45
+        assert await resumed_from("gamma-connection") == 40
+    finally:
         await db.close()
