@@ -1,7 +1,9 @@
 """Selling a plan: an invoice on the tenant's node and the row that settlement books.
 
-What a paid plan grants (the subscription, extended from any current one) is decided when
-the invoice settles, in settlement.py; here the sale only starts.
+The row records the plan's terms as sold (price, quota, duration), so a plan changed or
+removed from the catalogue before the buyer pays is still honoured as sold. The
+subscription it grants (extended from any current one) is made when the invoice settles,
+in settlement.py.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ async def sell_plan(
     account_id: str,
     plan: Plan,
     clock: Clock,
+    node_id: str,
 ) -> Invoice:
-    """The invoice that buys ``plan`` for the account, recorded for settlement."""
+    """The invoice that buys ``plan`` for the account, recorded for settlement with the
+    identity of the node that issued it (``node_id``)."""
     invoice = await node.create_invoice(
         plan.price_msat,
         f"{tenant.display_name} plan: {plan.name}",
@@ -37,10 +41,10 @@ async def sell_plan(
             conn,
             invoice.payment_hash,
             account_id,
-            plan.id,
-            plan.price_msat,
+            plan,
             invoice.bolt11,
             int(clock()),
             tenant.id,
+            node_id,
         )
     return invoice

@@ -4,7 +4,9 @@ Two paths see a settlement: LND's invoice subscription (billing/watcher.py, resu
 the last settle index we booked, so nothing settled while the gateway was down is missed)
 and a download that presents a valid preimage. Both call `book()`, which is idempotent: the
 invoice row moves from 'open' to 'settled' once, in the same database transaction as its
-ledger entries.
+ledger entries. A node's stream is only a witness for the invoices that node issued, for
+the tenants it serves (a tenant controls its own node, and could claim anything); a
+preimage is proof, whoever presents it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 import aiosqlite
 
 from gateway.billing import ledger
-from gateway.billing.quota import extend
+from gateway.billing.quota import Plan, extend
 from gateway.clock import Clock, system_clock
 from gateway.persistence import files, invoices, quotas
 from gateway.persistence.database import Database
+from gateway.persistence.invoices import Reporter
 from gateway.persistence.ledger import book
 from gateway.tenants.registry import TenantRegistry
+
+__all__ = ["Reporter", "Settlement"]
 
 log = logging.getLogger("bitcache.settlement")
 
@@ -33,22 +38,43 @@ class Settlement:
         self._clock = clock
 
     async def book(
-        self, payment_hash: bytes, settle_index: int | None = None, node: str = ""
+        self,
+        payment_hash: bytes,
+        settle_index: int | None = None,
+        node: str = "",
+        reporter: Reporter | None = None,
     ) -> bool:
-        """Books a settled invoice of ours; False if unknown or already booked."""
+        """Books a settled invoice of ours; False if unknown, already booked, or not issued
+        by ``reporter``, the node whose stream reports it (None: a preimage proved it)."""
         now = int(self._clock())
         async with self._db.transaction() as conn:
-            booked = await self._book_chunk_sale(conn, payment_hash, now, settle_index)
+            booked = await self._book_chunk_sale(conn, payment_hash, now, settle_index, reporter)
             if not booked:
-                booked = await self._book_plan(conn, payment_hash, now)
+                booked = await self._book_plan(conn, payment_hash, now, reporter)
+            if not booked and reporter is not None:
+                issuer = await invoices.issuer_of(conn, payment_hash)
+                if issuer is not None and issuer != reporter.node_id:
+                    # Payment hashes are unique: an honest node never reports another
+                    # node's invoice as settled.
+                    log.warning(
+                        "node %s reported invoice %s settled, but node %s issued it; ignored",
+                        reporter.node_id,
+                        payment_hash.hex(),
+                        issuer,
+                    )
             if settle_index:
                 await invoices.record_settle_index(conn, node, settle_index)
         return booked
 
     async def _book_chunk_sale(
-        self, conn: aiosqlite.Connection, payment_hash: bytes, now: int, settle_index: int | None
+        self,
+        conn: aiosqlite.Connection,
+        payment_hash: bytes,
+        now: int,
+        settle_index: int | None,
+        reporter: Reporter | None,
     ) -> bool:
-        sale = await invoices.settle_chunk_invoice(conn, payment_hash, now, settle_index)
+        sale = await invoices.settle_chunk_invoice(conn, payment_hash, now, settle_index, reporter)
         if sale is None:
             return False
         tenant = self._tenants.get(sale.tenant_id)
@@ -66,8 +92,14 @@ class Settlement:
         await files.add_sale(conn, sale.file_id, sale.chunk_count, earned)
         return True
 
-    async def _book_plan(self, conn: aiosqlite.Connection, payment_hash: bytes, now: int) -> bool:
-        sale = await invoices.settle_plan_invoice(conn, payment_hash, now)
+    async def _book_plan(
+        self,
+        conn: aiosqlite.Connection,
+        payment_hash: bytes,
+        now: int,
+        reporter: Reporter | None,
+    ) -> bool:
+        sale = await invoices.settle_plan_invoice(conn, payment_hash, now, reporter)
         if sale is None:
             return False
         await book(
@@ -76,15 +108,32 @@ class Settlement:
                 ledger.plan_purchase(payment_hash.hex(), sale.amount_msat), sale.tenant_id
             ),
         )
-        tenant = self._tenants.get(sale.tenant_id)
-        plan = tenant.plan(sale.plan_id) if tenant else None
-        if plan is None:  # the catalogue changed since the invoice; honour what was sold
-            log.error("settled plan %s is no longer in the catalogue", sale.plan_id)
+        plan = self._sold_plan(sale)
+        if plan is None:
+            log.error(
+                "settled plan %s (sold before its terms were recorded) is no longer in the"
+                " catalogue; no subscription made",
+                sale.plan_id,
+            )
             return True
         current = await quotas.plan_subscriptions(conn, sale.account_id, sale.plan_id)
         sub = extend(current, plan, now)
         await quotas.add_subscription(conn, sale.account_id, sub, payment_hash)
         return True
+
+    def _sold_plan(self, sale: invoices.PlanSale) -> Plan | None:
+        """The plan as sold: the terms on the invoice row, whatever the catalogue says
+        now. A sale from before terms were recorded takes the catalogue's."""
+        if sale.quota_bytes is not None and sale.duration_s is not None:
+            return Plan(
+                id=sale.plan_id,
+                name=sale.plan_id,  # the name is not part of what was sold
+                quota_bytes=sale.quota_bytes,
+                duration_s=sale.duration_s,
+                price_msat=sale.amount_msat,
+            )
+        tenant = self._tenants.get(sale.tenant_id)
+        return tenant.plan(sale.plan_id) if tenant else None
 
     async def expire(self, payment_hash: bytes) -> None:
         """The node canceled the invoice: it can no longer be paid."""

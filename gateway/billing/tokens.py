@@ -75,10 +75,15 @@ class TokenService:
         self._seen_settled: set[bytes] = set()
 
     async def challenge(
-        self, file: FileRecord, chunks: ChunkRange, node: LightningNode, invoice_expiry_s: int
+        self,
+        file: FileRecord,
+        chunks: ChunkRange,
+        node: LightningNode,
+        invoice_expiry_s: int,
+        node_id: str,
     ) -> Challenge:
-        """Creates an invoice (on the file's tenant's node) for the range, and a macaroon
-        bound to it."""
+        """Creates an invoice (on the file's tenant's node, whose identity is ``node_id``)
+        for the range, and a macaroon bound to it."""
         amount = price_msat(file.price_msat, chunks)
         invoice = await node.create_invoice(
             amount,
@@ -102,6 +107,7 @@ class TokenService:
                 now,
                 now + invoice_expiry_s,
                 file.tenant_id,
+                node_id,
             )
         return Challenge(to_base64(macaroon), invoice.bolt11, amount, chunks, valid_until)
 

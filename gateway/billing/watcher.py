@@ -2,7 +2,8 @@
 
 An InvoiceWatcher reconciles every invoice we still think open, then follows the node's
 live stream from the last settle index booked, and reconnects forever. The WatcherPool
-runs one per distinct node in use by any tenant, starting new ones as tenants appear.
+runs one per distinct connection (URL and credentials) in use by any tenant, starting new
+ones as tenants appear.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from gateway.billing.settlement import Settlement
+from gateway.billing.settlement import Reporter, Settlement
 from gateway.persistence import invoices
 from gateway.persistence.database import Database
-from gateway.tenants.nodes import LightningNodes
+from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from lightning.errors import LightningError
 from lightning.models import InvoiceState
@@ -26,7 +27,10 @@ log = logging.getLogger("bitcache.settlement")
 
 class InvoiceWatcher:
     """Follows one LND node's invoices: a reconciliation of every invoice we still think
-    open, then the live stream from the last settle index booked; reconnects forever."""
+    open, then the live stream from the last settle index booked; reconnects forever.
+
+    It books only invoices this node issued (by its identity, ``identity()``: the
+    connection's cached pubkey), for the tenants it serves (``tenant_ids()``)."""
 
     def __init__(
         self,
@@ -36,26 +40,41 @@ class InvoiceWatcher:
         url: str,
         tenant_ids: Callable[[], list[str]],
         retry_after_s: int,
+        connection: str | None = None,
+        identity: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._settlement = settlement
         self._db = db
         self._lnd = lnd
         self._url = url
-        self._node = ":" + url.rstrip("/")  # the key of this node's settle index
+        self._identity = identity or self._ask_identity
+        # The key of this watcher's settle index: one per connection, since two tenants'
+        # connections to one URL each book only their own invoices. Before connections
+        # were told apart it was the URL's, and everything below it was processed.
+        self._legacy_node = ":" + url.rstrip("/")
+        self._node = ":" + connection if connection else self._legacy_node
         self._tenant_ids = tenant_ids
         self._retry_after_s = retry_after_s
+
+    async def _ask_identity(self) -> str:
+        return (await self._lnd.get_info()).pubkey
+
+    def _reporter(self, node_id: str) -> Reporter:
+        """This node as a witness, for the tenants it serves now (tenants come and go)."""
+        return Reporter(node_id, tuple(self._tenant_ids()))
 
     async def reconcile(self) -> int:
         """Books what settled while we were not watching; returns how many."""
         booked = 0
-        for payment_hash in await invoices.open_payment_hashes(self._db, self._tenant_ids()):
+        reporter = self._reporter(await self._identity())
+        for payment_hash in await invoices.open_payment_hashes(self._db, reporter):
             invoice = await self._lnd.lookup_invoice(payment_hash)
             if invoice.state == InvoiceState.SETTLED:
                 booked += await self._settlement.book(
-                    invoice.payment_hash, invoice.settle_index or None, self._node
+                    payment_hash, invoice.settle_index or None, self._node, reporter
                 )
             elif invoice.state == InvoiceState.CANCELED:
-                await self._settlement.expire(invoice.payment_hash)
+                await self._settlement.expire(payment_hash)
         return booked
 
     async def run(self) -> None:
@@ -64,11 +83,17 @@ class InvoiceWatcher:
                 booked = await self.reconcile()
                 if booked:
                     log.info("reconciled %d invoice(s) settled while we were away", booked)
-                start = await self._settlement.settle_index(self._node)
+                node_id = await self._identity()
+                start = await self._settlement.settle_index(
+                    self._node
+                ) or await self._settlement.settle_index(self._legacy_node)
                 async for invoice in self._lnd.subscribe_invoices(settle_index=start):
                     if invoice.state == InvoiceState.SETTLED:
                         await self._settlement.book(
-                            invoice.payment_hash, invoice.settle_index or None, self._node
+                            invoice.payment_hash,
+                            invoice.settle_index or None,
+                            self._node,
+                            self._reporter(node_id),
                         )
             except LightningError as exc:
                 log.warning("invoice stream of %s interrupted (%s); retrying", self._url, exc)
@@ -76,7 +101,7 @@ class InvoiceWatcher:
 
 
 class WatcherPool:
-    """One InvoiceWatcher per distinct LND node in use by any tenant, started as tenants
+    """One InvoiceWatcher per distinct connection in use by any tenant, started as tenants
     appear (the tenants file can add a brand with its own node at any time)."""
 
     def __init__(
@@ -94,24 +119,30 @@ class WatcherPool:
         self._retry_after_s = retry_after_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def _tenant_ids(self, url: str) -> list[str]:
-        return [t.id for t in self._tenants.tenants if self._nodes.settings_for(t).rest_url == url]
+    def _tenant_ids(self, key: str) -> list[str]:
+        return [
+            t.id
+            for t in self._tenants.tenants
+            if connection_key(self._nodes.settings_for(t)) == key
+        ]
 
     async def ensure(self) -> None:
         for tenant in self._tenants.tenants:
             settings = self._nodes.settings_for(tenant)
-            url = settings.rest_url
-            if url in self._tasks:
+            key = connection_key(settings)
+            if key in self._tasks:
                 continue
             watcher = InvoiceWatcher(
                 self._settlement,
                 self._db,
                 self._nodes.client(settings),
-                url,
-                functools.partial(self._tenant_ids, url),
+                settings.rest_url,
+                functools.partial(self._tenant_ids, key),
                 self._retry_after_s,
+                key,
+                functools.partial(self._nodes.node_id, settings),
             )
-            self._tasks[url] = asyncio.create_task(watcher.run(), name=f"invoices {url}")
+            self._tasks[key] = asyncio.create_task(watcher.run(), name=f"invoices {key}")
 
     async def stop(self) -> None:
         for task in self._tasks.values():

@@ -5,8 +5,11 @@ amount + fee reserve from the balance to a hold (the balance CHECK refuses overd
 SQLite serialises writers, so concurrent requests cannot both spend the same msat);
 (2) pay through LND with the reserve as the fee limit; (3) in one transaction, settle
 (pay out the amount and fee, refund the unused reserve) or release the hold. A crash
-between (2) and (3) leaves the withdrawal 'pending'; `reconcile()` asks LND what became of
-the payment and finishes it exactly once.
+between (2) and (3) leaves the withdrawal 'pending'; `reconcile()` asks the node the payment
+was sent through what became of it and finishes it exactly once.
+
+Money leaves through the tenant's own outside-world account (``ledger.for_tenant``), as its
+sales came in, so each tenant's books sum to zero on their own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sqlite3
 
 from gateway.billing import ledger
 from gateway.clock import Clock, system_clock
-from gateway.config import TenantSettings
+from gateway.config import LndSettings, TenantSettings
 from gateway.persistence import withdrawals as rows
 from gateway.persistence.database import Database
 from gateway.persistence.ledger import book
@@ -27,9 +30,17 @@ from gateway.tenants.registry import TenantRegistry
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
 from lightning.node import LightningNode
 
-__all__ = ["Withdrawal", "WithdrawalRefused", "Withdrawals"]
+__all__ = ["UNKNOWN_RELEASE_MARGIN_S", "Withdrawal", "WithdrawalRefused", "Withdrawals"]
 
 log = logging.getLogger("bitcache.withdrawals")
+
+# A payment LND has never heard of was never sent, but it could still be: by a request in
+# transit, or another process. Once its invoice has expired no node starts paying it, so
+# the hold is released only after the expiry plus this margin (clock skew, slow requests).
+UNKNOWN_RELEASE_MARGIN_S = 3_600
+
+# What identifies a connection; the invoice expiry is not part of it.
+_CONNECTION_FIELDS = {"rest_url", "tls_cert", "macaroon"}
 
 
 class WithdrawalRefused(Exception):
@@ -70,8 +81,9 @@ class Withdrawals:
         first request's withdrawal."""
         existing = await rows.by_key(self._db, account_id, idempotency_key)
         if existing is not None:
-            return existing
-        lnd = self._nodes.for_tenant(tenant)
+            return _same_request(existing, bolt11)
+        settings = self._nodes.settings_for(tenant)
+        lnd = self._nodes.client(settings)
         try:
             invoice = await lnd.decode_invoice(bolt11)
         except LightningUnavailable:
@@ -85,6 +97,7 @@ class Withdrawals:
         reserve = ledger.fee_reserve_msat(
             invoice.amount_msat, self._fee_limit_bps, self._min_fee_msat
         )
+        node_id = await self._nodes.node_id(settings)
         withdrawal_id = "wd_" + secrets.token_hex(8)
         try:
             async with self._db.transaction() as conn:
@@ -99,11 +112,14 @@ class Withdrawals:
                     reserve,
                     int(self._clock()),
                     tenant.id,
+                    node_id,
+                    settings.model_dump_json(include=_CONNECTION_FIELDS),
+                    invoice.expires_at,
                 )
-                await book(
-                    conn,
-                    ledger.withdrawal_hold(withdrawal_id, account_id, invoice.amount_msat, reserve),
+                hold = ledger.withdrawal_hold(
+                    withdrawal_id, account_id, invoice.amount_msat, reserve
                 )
+                await book(conn, ledger.for_tenant(hold, tenant.id))
         except ledger.InsufficientFunds as exc:
             raise WithdrawalRefused(
                 "insufficient-funds",
@@ -115,7 +131,7 @@ class Withdrawals:
             # already being paid out.
             again = await rows.by_key(self._db, account_id, idempotency_key)
             if again is not None:
-                return again
+                return _same_request(again, bolt11)
             raise WithdrawalRefused(
                 "invoice-already-used", "this invoice is already being paid out"
             ) from exc
@@ -152,23 +168,66 @@ class Withdrawals:
                 tx = ledger.withdrawal_release(withdrawal_id, account_id, amount, reserve)
             else:
                 tx = ledger.withdrawal_settle(withdrawal_id, account_id, amount, reserve, fee_paid)
-            await book(conn, tx)
+            await book(conn, ledger.for_tenant(tx, held.tenant_id))
 
     async def reconcile(self) -> int:
-        """Finishes pending withdrawals from what LND knows; returns how many it finished."""
+        """Finishes pending withdrawals from what their nodes know; returns how many it
+        finished. A node that cannot answer now leaves its withdrawals for the next run,
+        and the others are still finished."""
         finished = 0
-        for withdrawal_id, payment_hash, tenant_id in await rows.pending(self._db):
-            if withdrawal_id in self._paying:
+        for pending in await rows.pending(self._db):
+            if pending.id in self._paying:
                 continue
-            lnd = self._nodes.for_tenant(self._tenants.get(tenant_id))
-            status = await lnd.track_payment(payment_hash)
-            if status.state == "succeeded":
-                await self._finish(withdrawal_id, status.fee_msat, None)
-            elif status.state in ("failed", "unknown"):
-                # 'unknown': LND records a payment before sending any HTLC, so a payment
-                # it has never heard of was never sent.
-                await self._finish(withdrawal_id, None, f"payment {status.state}")
-            else:
-                continue
-            finished += 1
+            try:
+                finished += await self._reconcile_one(pending)
+            except LightningError as exc:
+                log.warning("withdrawal %s: its node cannot say yet: %s", pending.id, exc)
         return finished
+
+    def _sent_through(self, pending: rows.Pending) -> LndSettings:
+        """The connection the payment went out on; the tenant's node for old rows."""
+        if pending.node_connection is None:
+            return self._nodes.settings_for(self._tenants.get(pending.tenant_id))
+        return LndSettings.model_validate_json(pending.node_connection)
+
+    async def _reconcile_one(self, pending: rows.Pending) -> bool:
+        settings = self._sent_through(pending)
+        if pending.node_id is not None and await self._nodes.node_id(settings) != pending.node_id:
+            # Another node answers there now: its 'unknown' would mean nothing.
+            log.error(
+                "withdrawal %s went out through node %s, which %s no longer reaches; left pending",
+                pending.id,
+                pending.node_id,
+                settings.rest_url,
+            )
+            return False
+        lnd = self._nodes.client(settings)
+        status = await lnd.track_payment(pending.payment_hash)
+        if status.state == "succeeded":
+            await self._finish(pending.id, status.fee_msat, None)
+            return True
+        if status.state == "failed":
+            await self._finish(pending.id, None, "payment failed")
+            return True
+        if status.state == "unknown":
+            # LND records a payment before sending any HTLC, so one it has never heard of
+            # was not sent; but until its invoice has expired it still could be.
+            expires_at = pending.invoice_expires_at
+            if expires_at is None:
+                expires_at = (await lnd.decode_invoice(pending.bolt11)).expires_at
+            if self._clock() > expires_at + UNKNOWN_RELEASE_MARGIN_S:
+                await self._finish(pending.id, None, "payment never sent")
+                return True
+        return False  # in flight (a hold invoice may keep it so for days), or too early
+
+
+def _same_request(existing: Withdrawal, bolt11: str) -> Withdrawal:
+    """The first request's withdrawal, if this one asks the same (the body is only the
+    invoice); WithdrawalRefused if the key was used for another request."""
+    if existing.bolt11.lower() != bolt11.lower():  # BOLT 11 is case-insensitive
+        raise WithdrawalRefused(
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for a withdrawal to another invoice; send a new "
+            "key for a new withdrawal",
+        )
+    return existing

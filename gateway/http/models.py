@@ -196,6 +196,10 @@ class TenantReport(BaseModel):
     accounts: list[Usage]
     fees_msat: int
     plans_msat: int
+    ledger_sum_msat: int = Field(
+        description="the sum of the tenant's balances (users, holds, its operator and"
+        " outside-world accounts): 0 when its books stand on their own"
+    )
 
 
 class LedgerCheck(BaseModel):

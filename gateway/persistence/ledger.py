@@ -51,6 +51,21 @@ async def balance(db: Database, account: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def tenant_sum(db: Database, tenant_id: str) -> int:
+    """The sum of one tenant's balances: its users', their withdrawal holds', and its own
+    operator and outside-world accounts. Zero when its books stand on their own."""
+    house = ledger.tenant_house_accounts(tenant_id)
+    row = await db.fetch_one(
+        "SELECT COALESCE(SUM(balance_msat), 0) FROM balances WHERE account IN ("
+        " SELECT ? || id FROM accounts WHERE tenant_id = ?"
+        " UNION ALL SELECT ? || id FROM withdrawals WHERE tenant_id = ?)"
+        f" OR account IN ({', '.join('?' for _ in house)})",
+        (ledger.USER_PREFIX, tenant_id, ledger.HOLD_PREFIX, tenant_id, *house),
+    )
+    assert row is not None
+    return int(row[0])
+
+
 async def totals(db: Database) -> tuple[int, int]:
     """(sum of all entries, sum of all balances): both are zero in a consistent ledger."""
     entries = await db.fetch_one("SELECT COALESCE(SUM(amount_msat), 0) FROM ledger_entries")

@@ -1,7 +1,9 @@
 """Withdrawal rows: 'pending' while the payment is out, then 'succeeded' or 'failed'.
 
 The money itself moves in the ledger (holds, payouts, releases); these rows say which
-payment each hold belongs to, so a crash mid-payment can be finished exactly once.
+payment each hold belongs to, which node it was sent through (its connection settings
+and pubkey) and when its invoice expires, so a crash mid-payment can be finished exactly
+once, by asking the node that knows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ import aiosqlite
 
 from gateway.persistence.database import Database
 
-__all__ = ["Finished", "Withdrawal", "by_id", "by_key", "finish", "get", "insert", "pending"]
+__all__ = [
+    "Finished",
+    "Pending",
+    "Withdrawal",
+    "by_id",
+    "by_key",
+    "finish",
+    "get",
+    "insert",
+    "pending",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class Withdrawal:
     state: str
     failure: str | None
     payment_hash: bytes
+    bolt11: str
 
     def public(self) -> dict[str, object]:
         return {
@@ -46,10 +59,26 @@ class Finished:
     account_id: str
     amount_msat: int
     fee_reserve_msat: int
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A withdrawal whose outcome is not booked yet, and where to ask about it. The node
+    fields are None for withdrawals recorded before nodes were (the tenant's node then)."""
+
+    id: str
+    payment_hash: bytes
+    tenant_id: str
+    bolt11: str
+    node_id: str | None
+    node_connection: str | None  # JSON of the connection settings, the caller's format
+    invoice_expires_at: int | None
 
 
 _COLUMNS = (
-    "id, account_id, amount_msat, fee_reserve_msat, fee_paid_msat, state, failure, payment_hash"
+    "id, account_id, amount_msat, fee_reserve_msat, fee_paid_msat, state, failure,"
+    " payment_hash, bolt11"
 )
 
 
@@ -63,6 +92,7 @@ def _from_row(row: sqlite3.Row) -> Withdrawal:
         row[5],
         row[6],
         bytes(row[7]),
+        str(row[8]),
     )
 
 
@@ -100,13 +130,18 @@ async def insert(
     fee_reserve_msat: int,
     created_at: int,
     tenant_id: str,
+    node_id: str,
+    node_connection: str,
+    invoice_expires_at: int,
 ) -> None:
-    """A new 'pending' withdrawal. sqlite3.IntegrityError if the key was used or the
-    invoice is already being paid out."""
+    """A new 'pending' withdrawal, sent through the node ``node_id`` reached with
+    ``node_connection``. sqlite3.IntegrityError if the key was used or the invoice is
+    already being paid out."""
     await conn.execute(
         "INSERT INTO withdrawals (id, account_id, idempotency_key, bolt11,"
-        " payment_hash, amount_msat, fee_reserve_msat, state, created_at, tenant_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        " payment_hash, amount_msat, fee_reserve_msat, state, created_at, tenant_id,"
+        " node_id, node_connection, invoice_expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         (
             withdrawal_id,
             account_id,
@@ -117,6 +152,9 @@ async def insert(
             fee_reserve_msat,
             created_at,
             tenant_id,
+            node_id,
+            node_connection,
+            invoice_expires_at,
         ),
     )
 
@@ -134,16 +172,28 @@ async def finish(
     async with conn.execute(
         "UPDATE withdrawals SET state = ?, fee_paid_msat = ?, failure = ?,"
         " finished_at = ? WHERE id = ? AND state = 'pending'"
-        " RETURNING account_id, amount_msat, fee_reserve_msat",
+        " RETURNING account_id, amount_msat, fee_reserve_msat, tenant_id",
         (state, fee_paid_msat, failure, now, withdrawal_id),
     ) as cur:
         row = await cur.fetchone()
-    return None if row is None else Finished(row[0], int(row[1]), int(row[2]))
+    return None if row is None else Finished(row[0], int(row[1]), int(row[2]), str(row[3]))
 
 
-async def pending(db: Database) -> list[tuple[str, bytes, str]]:
-    """(id, payment hash, tenant id) of every pending withdrawal."""
+async def pending(db: Database) -> list[Pending]:
+    """Every pending withdrawal, oldest first."""
     rows = await db.fetch_all(
-        "SELECT id, payment_hash, tenant_id FROM withdrawals WHERE state = 'pending'"
+        "SELECT id, payment_hash, tenant_id, bolt11, node_id, node_connection,"
+        " invoice_expires_at FROM withdrawals WHERE state = 'pending' ORDER BY created_at, id"
     )
-    return [(str(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+    return [
+        Pending(
+            str(r[0]),
+            bytes(r[1]),
+            str(r[2]),
+            str(r[3]),
+            None if r[4] is None else str(r[4]),
+            None if r[5] is None else str(r[5]),
+            None if r[6] is None else int(r[6]),
+        )
+        for r in rows
+    ]

@@ -16,6 +16,7 @@ import pytest
 
 import l402
 from gateway.billing import ledger
+from gateway.billing.plans import sell_plan
 from gateway.billing.pricing import ChunkRange
 from gateway.billing.settlement import Settlement
 from gateway.billing.tokens import TokenService
@@ -26,6 +27,7 @@ from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileRecord, FileStore
 from gateway.persistence.ledger import balance, totals
+from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.tenants.nodes import LightningNodes
 from gateway.tenants.registry import TenantRegistry
 from l402.macaroon import to_base64
@@ -68,7 +70,7 @@ class Gateway:
     async def sell(self, first: int = 0, last: int = 3) -> l402.Challenge:
         """A 402 challenge for chunks first..last, as the client would read it."""
         challenge = await self.tokens.challenge(
-            self.file, ChunkRange(first, last), self.node, INVOICE_EXPIRY_S
+            self.file, ChunkRange(first, last), self.node, INVOICE_EXPIRY_S, self.node.pubkey
         )
         return l402.parse_challenge(l402.format_challenge(challenge.macaroon_b64, challenge.bolt11))
 
@@ -243,3 +245,36 @@ async def test_withdrawal_refuses_an_invoice_expiring_by_the_clock(gw: Gateway) 
     gw.clock.now += 55
     with pytest.raises(WithdrawalRefused, match="expired"):
         await gw.withdrawals.request(gw.owner, gw.tenant, invoice.bolt11, "key-00000003")
+
+
+@pytest.mark.parametrize("change", ["terms changed", "plan removed"])
+async def test_a_plan_is_honoured_as_sold_whatever_the_catalogue_says_later(
+    gw: Gateway, tmp_path: Path, change: str
+) -> None:
+    sold = gw.tenant.plans[0]
+    invoice = await sell_plan(
+        gw.db, gw.node, INVOICE_EXPIRY_S, gw.tenant, gw.owner, sold, gw.clock, gw.node.pubkey
+    )
+    # The operator edits the catalogue before the buyer pays.
+    changed = sold.model_copy(
+        update={"quota_bytes": sold.quota_bytes // 10, "duration_s": 60, "price_msat": 1}
+    )
+    catalogue = [changed] if change == "terms changed" else []
+    config = GatewayConfig(
+        data_dir=tmp_path,
+        kubo_api_url="http://127.0.0.1:9",
+        lnd=LndSettings(rest_url="https://gw", tls_cert=tmp_path / "c", macaroon=tmp_path / "m"),
+        tenants=[gw.tenant.model_copy(update={"plans": catalogue})],
+    )
+    settlement = Settlement(gw.db, TenantRegistry(config), gw.clock)
+    await gw.payer.pay_invoice(invoice.bolt11, fee_limit_msat=1_000)
+    assert await settlement.book(invoice.payment_hash)
+
+    now = int(gw.clock())
+    [sub] = await subscriptions(gw.db, gw.owner)
+    assert (sub.plan_id, sub.quota_bytes) == (sold.id, sold.quota_bytes)
+    assert (sub.starts_at, sub.ends_at) == (now, now + sold.duration_s)
+    plans_account = f"{ledger.OPERATOR_PLANS}:{gw.tenant.id}"
+    assert await balance(gw.db, plans_account) == sold.price_msat
+    assert await limit_bytes(gw.db, gw.tenant, gw.owner, now) == sold.quota_bytes
+    assert await totals(gw.db) == (0, 0)

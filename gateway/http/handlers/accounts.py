@@ -15,7 +15,7 @@ from gateway.http.auth import require_account, require_operator
 from gateway.http.models import BuyPlanBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance
 from gateway.http.problems import Problem, bad_request, not_found
-from gateway.persistence.ledger import balance, totals
+from gateway.persistence.ledger import balance, tenant_sum, totals
 from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
 from lightning.bolt11 import check_invoice, invoice_amount_msat
@@ -105,7 +105,14 @@ async def buy_plan(request: web.Request) -> web.Response:
     spend_invoice_allowance(request)
     node = s.nodes.settings_for(tenant)
     invoice = await sell_plan(
-        s.db, s.nodes.client(node), node.invoice_expiry_s, tenant, account.id, plan, s.clock
+        s.db,
+        s.nodes.client(node),
+        node.invoice_expiry_s,
+        tenant,
+        account.id,
+        plan,
+        s.clock,
+        await s.nodes.node_id(node),
     )
     return web.json_response(
         {
@@ -116,6 +123,13 @@ async def buy_plan(request: web.Request) -> web.Response:
         },
         status=201,
     )
+
+
+_REFUSAL_STATUS = {
+    "insufficient-funds": 409,
+    "invoice-already-used": 409,
+    "idempotency-key-reused": 422,  # the same key with another body
+}
 
 
 async def withdraw(request: web.Request) -> web.Response:
@@ -133,7 +147,7 @@ async def withdraw(request: web.Request) -> web.Response:
     try:
         result = await s.withdrawals.request(account.id, tenant_of(request), invoice, key)
     except WithdrawalRefused as exc:
-        status = 409 if exc.slug in ("insufficient-funds", "invoice-already-used") else 400
+        status = _REFUSAL_STATUS.get(exc.slug, 400)
         raise Problem(status, exc.slug, "Withdrawal refused", str(exc)) from exc
     status = {"succeeded": 200, "failed": 402, "pending": 202}[result.state]
     return web.json_response(result.public(), status=status)
@@ -178,6 +192,8 @@ async def operator_report(request: web.Request) -> web.Response:
                 "accounts": accounts,
                 "fees_msat": await balance(s.db, f"{ledger.OPERATOR_FEES}:{tenant.id}"),
                 "plans_msat": await balance(s.db, f"{ledger.OPERATOR_PLANS}:{tenant.id}"),
+                # Zero: each tenant's books stand on their own.
+                "ledger_sum_msat": await tenant_sum(s.db, tenant.id),
             }
         )
     entries_sum, balances_sum = await totals(s.db)

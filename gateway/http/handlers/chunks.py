@@ -82,7 +82,7 @@ async def _payment_required(
     )
     node = s.nodes.settings_for(tenant_of(request))
     challenge = await s.tokens.challenge(
-        record, chunks, s.nodes.client(node), node.invoice_expiry_s
+        record, chunks, s.nodes.client(node), node.invoice_expiry_s, await s.nodes.node_id(node)
     )
     return Problem(
         402,

@@ -7,6 +7,8 @@ is settled, and the same L402 token then works as if the page had paid itself.
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 import l402
@@ -28,7 +30,13 @@ async def preimage(request: web.Request) -> web.Response:
     if await tenant_of_invoice(s.db, payment_hash) != tenant_of(request).id:
         raise not_found("no invoice for this token here")
     invoice = await s.nodes.for_tenant(tenant_of(request)).lookup_invoice(payment_hash)
-    if invoice.state != InvoiceState.SETTLED or invoice.preimage is None:
+    # The node's word is not proof (a tenant runs its own node): the preimage is.
+    proof = invoice.preimage
+    if (
+        invoice.state != InvoiceState.SETTLED
+        or proof is None
+        or hashlib.sha256(proof).digest() != payment_hash
+    ):
         return web.json_response(
             {"state": str(invoice.state), "detail": "not paid yet"},
             status=202,
@@ -36,6 +44,6 @@ async def preimage(request: web.Request) -> web.Response:
         )
     await s.tokens.note_paid(payment_hash)
     return web.json_response(
-        {"state": "settled", "preimage": invoice.preimage.hex()},
+        {"state": "settled", "preimage": proof.hex()},
         headers={"Cache-Control": "no-store"},
     )
