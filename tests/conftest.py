@@ -17,8 +17,9 @@ from sandbox.run import sandbox_gateway_config
 
 @pytest.fixture(scope="session")
 async def network() -> AsyncIterator[Network]:
-    """btcd + LND `gateway` and `payer` with an active channel + kubo, all on 127.0.0.1."""
-    async with Network.start() as net:
+    """btcd + LND `gateway` and `payer` with an active channel + kubo, all on 127.0.0.1,
+    plus `router` and `far_payer` (routed payments with fees)."""
+    async with Network.start(router=True) as net:
         yield net
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from regtest.network import Network
+from lightning.errors import PaymentFailed
+from lightning.models import InvoiceState
+from regtest.network import Network, router_fee_msat
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +42,72 @@ async def test_invoice_paid_by_payer_moves_both_balances_by_exactly_the_amount(
     # A direct channel has no routing fee.
     assert payment.fee_msat == 0
     assert payer_before - payer_after == amount_msat
+
+
+async def _local_msat(network: Network, *names: str) -> list[int]:
+    return [(await network.node(n).client.channel_balance_msat())[0] for n in names]
+
+
+@pytest.mark.parametrize(
+    ("payer", "payee", "amount_msat"),
+    [("far_payer", "gateway", 2_345_678), ("gateway", "far_payer", 1_234_567)],
+)
+async def test_routed_payment_pays_exactly_the_fee_lnd_reports(
+    network: Network, payer: str, payee: str, amount_msat: int
+) -> None:
+    # far_payer's only channel is to router, so both directions must go through it.
+    names = (payer, "router", payee)
+    await network.wait_idle()
+    before = await _local_msat(network, *names)
+    fee = router_fee_msat(amount_msat)
+    assert fee > 1_000  # the base fee and the proportional part both count
+
+    invoice = await network.node(payee).client.create_invoice(amount_msat, "routed")
+    payment = await network.node(payer).client.pay_invoice(invoice.bolt11, fee_limit_msat=fee)
+
+    assert payment.fee_msat == fee
+    settled = await network.node(payee).client.lookup_invoice(invoice.payment_hash)
+    assert settled.amount_paid_msat == amount_msat
+    await network.wait_idle()
+    after = await _local_msat(network, *names)
+    assert before[0] - after[0] == amount_msat + payment.fee_msat  # payer: amount + fee
+    assert after[1] - before[1] == payment.fee_msat  # router keeps exactly the fee
+    assert after[2] - before[2] == amount_msat  # payee: the amount, no more
+
+
+async def test_routed_payment_with_a_fee_limit_below_the_fee_fails_and_moves_nothing(
+    network: Network,
+) -> None:
+    amount_msat = 3_000_000
+    await network.wait_idle()
+    before = await _local_msat(network, "far_payer", "router", "gateway")
+    invoice = await network.node("gateway").client.create_invoice(amount_msat, "too cheap")
+
+    with pytest.raises(PaymentFailed):
+        await network.node("far_payer").client.pay_invoice(
+            invoice.bolt11, fee_limit_msat=router_fee_msat(amount_msat) - 1
+        )
+
+    assert (await network.node("gateway").client.lookup_invoice(invoice.payment_hash)).state == (
+        InvoiceState.OPEN
+    )
+    await network.wait_idle()
+    assert await _local_msat(network, "far_payer", "router", "gateway") == before
+
+
+async def test_router_is_the_only_way_from_far_payer_to_the_gateway(network: Network) -> None:
+    routes = await network.node("far_payer").client.query_routes(
+        network.node("gateway").pubkey, 1_000_000
+    )
+    assert routes
+    assert all(r.hop_pubkeys[0] == network.router_pubkey for r in routes)
+    assert routes[0].total_fees_msat == router_fee_msat(1_000_000)
+    # The direct channel still wins for the payer: no fee (asserted above too).
+    direct = await network.node("payer").client.query_routes(
+        network.node("gateway").pubkey, 1_000_000
+    )
+    assert direct[0].hop_pubkeys == (network.node("gateway").pubkey,)
+    assert direct[0].total_fees_msat == 0
 
 
 async def test_kubo_add_then_cat_round_trips_bytes(network: Network) -> None:
