@@ -1,4 +1,4 @@
-"""The LND calls only the regtest network makes: fee policy and route queries.
+"""The LND calls only the regtest network makes: fee policy, route queries, baking macaroons.
 
 The gateway and client never need these, so they live here rather than in
 lightning/lnd.py; the REST plumbing (TLS, macaroon header, errors) is inherited.
@@ -6,9 +6,26 @@ lightning/lnd.py; the REST plumbing (TLS, macaroon header, errors) is inherited.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from lightning.lnd import LndRestClient
+
+# Exactly what the gateway calls, as (entity, action), with the RPCs that need each:
+#   info:read       GetInfo (health check)
+#   invoices:read   LookupInvoice, SubscribeInvoices (settlement)
+#   invoices:write  AddInvoice (chunk and plan invoices)
+#   offchain:read   DecodePayReq, routerrpc.TrackPaymentV2 (withdrawals)
+#   offchain:write  routerrpc.SendPaymentV2 (withdrawals)
+# No onchain, address, peers or macaroon permission: the gateway never opens channels,
+# touches on-chain funds or bakes macaroons.
+GATEWAY_PERMISSIONS: tuple[tuple[str, str], ...] = (
+    ("info", "read"),
+    ("invoices", "read"),
+    ("invoices", "write"),
+    ("offchain", "read"),
+    ("offchain", "write"),
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +38,15 @@ class Route:
 
 class RegtestLndClient(LndRestClient):
     """An LndRestClient with the operator calls the regtest network needs."""
+
+    async def bake_macaroon(self, permissions: tuple[tuple[str, str], ...]) -> bytes:
+        """A new macaroon granting exactly `permissions` (needs macaroon:generate)."""
+        data = await self._request(
+            "POST",
+            "/v1/macaroon",
+            {"permissions": [{"entity": e, "action": a} for e, a in permissions]},
+        )
+        return bytes.fromhex(str(data["macaroon"]))
 
     async def update_channel_policy(
         self, base_fee_msat: int, fee_rate_ppm: int, time_lock_delta: int = 40
@@ -64,3 +90,19 @@ class RegtestLndClient(LndRestClient):
             )
             for route in data.get("routes", [])
         ]
+
+    async def payment_status(self, payment_hash: bytes) -> str:
+        """The final status of an outgoing payment (routerrpc.TrackPaymentV2), e.g. SUCCEEDED.
+
+        REST wants bytes in a path as base64url; LndRestClient.track_payment sends hex,
+        which LND refuses ("invalid hash length of 48"), hence this one here.
+        """
+        path_hash = base64.urlsafe_b64encode(payment_hash).decode()
+        async for update in self._stream(
+            "GET",
+            f"/v2/router/track/{path_hash}",
+            params={"no_inflight_updates": "true"},
+            total_s=30,
+        ):
+            return str(update.get("status", ""))
+        return ""

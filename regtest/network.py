@@ -17,6 +17,9 @@ fee), and a kubo node. Options:
   node is the robust way to force that route: the payer's direct channel would always
   win, and product code (client, withdrawals) cannot be told which channel to use.
 
+Every LND node also gets `gateway.macaroon`, baked with exactly the permissions the
+gateway needs (regtest/lnd_admin.py); the sandbox and the tests give the gateway that one.
+
 All state lives in one temporary directory; every port is picked free at start, so two
 networks can run side by side; stop() ends exactly the processes start() began.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -39,7 +43,7 @@ from typing import Any
 from regtest.btcd import BtcdRpc
 from regtest.build import build
 from regtest.kubo import KuboNode, start_kubo
-from regtest.lnd_admin import RegtestLndClient
+from regtest.lnd_admin import GATEWAY_PERMISSIONS, RegtestLndClient
 from regtest.process import ManagedProcess, free_port
 from regtest.waiting import NetworkError, wait_process_ready, wait_until
 
@@ -99,8 +103,13 @@ class LndNode:
         return self.lnddir / "data/chain/bitcoin/regtest/admin.macaroon"
 
     @property
+    def gateway_macaroon(self) -> Path:
+        """Only what the gateway calls (GATEWAY_PERMISSIONS); give the gateway this one."""
+        return self.lnddir / "gateway.macaroon"
+
+    @property
     def client(self) -> RegtestLndClient:
-        """An admin client: the network itself opens channels and sets fees."""
+        """An admin client: the network itself opens channels, sets fees, bakes macaroons."""
         if self._client is None:
             self._client = RegtestLndClient(self.rest_url, self.tls_cert, self.admin_macaroon)
         return self._client
@@ -113,6 +122,7 @@ class LndNode:
             "pubkey": self.pubkey,
             "tls_cert": str(self.tls_cert),
             "admin_macaroon": str(self.admin_macaroon),
+            "gateway_macaroon": str(self.gateway_macaroon),
         }
 
 
@@ -341,6 +351,10 @@ class Network:
             return True
 
         await self._wait(node.process, f"lnd {name}", rest_ready, 60)
+        macaroon = await node.client.bake_macaroon(GATEWAY_PERMISSIONS)
+        fd = os.open(node.gateway_macaroon, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(macaroon)
 
     async def wait_synced(self, timeout_s: float = 60) -> None:
         height = await self.block_count()
