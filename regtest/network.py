@@ -16,6 +16,7 @@ fee), and a kubo node. Options:
   goes through `router` and pays its fee (`router_fee_msat()` says how much). A separate
   node is the robust way to force that route: the payer's direct channel would always
   win, and product code (client, withdrawals) cannot be told which channel to use.
+- `cluster=True` adds a 3-peer IPFS Cluster, each peer with its own kubo (regtest/cluster.py).
 
 Every LND node also gets `gateway.macaroon`, baked with exactly the permissions the
 gateway needs (regtest/lnd_admin.py); the sandbox and the tests give the gateway that one.
@@ -41,7 +42,8 @@ from types import TracebackType
 from typing import Any
 
 from regtest.btcd import BtcdRpc
-from regtest.build import build
+from regtest.build import build, build_cluster
+from regtest.cluster import Cluster
 from regtest.kubo import KuboNode, start_kubo
 from regtest.lnd_admin import GATEWAY_PERMISSIONS, RegtestLndClient
 from regtest.process import ManagedProcess, free_port
@@ -141,6 +143,7 @@ class Network:
         verbose: bool = True,
         *,
         router: bool = False,
+        cluster_bin_dir: Path | None = None,
     ):
         self.root = root
         self.bin_dir = bin_dir
@@ -149,6 +152,11 @@ class Network:
         self.with_router = router
         self.node_names = CORE_NODES + (ROUTER_NODES if router else ())
         self.channels = CORE_CHANNELS + (ROUTER_CHANNELS if router else ())
+        self.cluster: Cluster | None = (
+            Cluster(root, bin_dir / "ipfs", cluster_bin_dir, log=verbose)
+            if cluster_bin_dir
+            else None
+        )
         self.rpc_user = "bitcache"
         self.rpc_pass = secrets.token_hex(16)
         self.btcd_rpc_port = free_port()
@@ -169,9 +177,10 @@ class Network:
         verbose: bool = True,
         *,
         router: bool = False,
+        cluster: bool = False,
     ) -> _NetworkContext:
-        """See the module docstring for what `router` adds."""
-        return _NetworkContext(cls, root, verbose, router=router)
+        """See the module docstring for what `router` and `cluster` add."""
+        return _NetworkContext(cls, root, verbose, router=router, cluster=cluster)
 
     def _log(self, message: str) -> None:
         if self.verbose:
@@ -181,6 +190,8 @@ class Network:
         procs = [n.process for n in self.nodes.values()]
         if self.kubo:
             procs.append(self.kubo.process)
+        if self.cluster:
+            procs += self.cluster.processes()
         if self.btcd:
             procs.append(self.btcd)
         return procs
@@ -188,8 +199,10 @@ class Network:
     async def up(self) -> None:
         started = time.monotonic()
         self.btcd_dir.mkdir(parents=True)
-        # kubo is independent of the chain: start it alongside.
+        # kubo and the cluster are independent of the chain: start them alongside.
         side_tasks = [asyncio.create_task(self._start_kubo())]
+        if self.cluster is not None:
+            side_tasks.append(asyncio.create_task(self.cluster.start()))
         try:
             await self._start_btcd(mining_addrs=[])
             await asyncio.gather(*(self._start_lnd(name) for name in self.node_names))
@@ -220,7 +233,9 @@ class Network:
             await asyncio.gather(*side_tasks, return_exceptions=True)
             raise
         self.ready_seconds = time.monotonic() - started
-        extra = " with router" if self.with_router else ""
+        parts = ["router"] if self.with_router else []
+        parts += ["cluster"] if self.cluster else []
+        extra = f" with {' and '.join(parts)}" if parts else ""
         self._log(f"network{extra} ready in {self.ready_seconds:.1f}s (state in {self.root})")
 
     async def down(self) -> None:
@@ -231,6 +246,8 @@ class Network:
             await self.rpc.close()
         # LND first (it talks to btcd), then the rest.
         await asyncio.gather(*(n.process.stop() for n in self.nodes.values()))
+        if self.cluster is not None:
+            await self.cluster.stop()
         await asyncio.gather(*(p.stop() for p in self.processes()))
         if not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -514,6 +531,7 @@ class Network:
             },
             "lnd": {name: node.describe() for name, node in self.nodes.items()},
             "kubo": {"api_url": self.kubo.api_url if self.kubo else ""},
+            "cluster": self.cluster.describe() if self.cluster else [],
             "pids": {p.name: p.pid for p in self.processes() if p.pid},
         }
 
@@ -524,15 +542,19 @@ class Network:
 
 
 class _NetworkContext:
-    def __init__(self, cls: type[Network], root: Path | None, verbose: bool, router: bool):
+    def __init__(
+        self, cls: type[Network], root: Path | None, verbose: bool, router: bool, cluster: bool
+    ):
         self._cls = cls
         self._root = root
         self._verbose = verbose
         self._router = router
+        self._cluster = cluster
         self._net: Network | None = None
 
     async def __aenter__(self) -> Network:
         bin_dir = await asyncio.to_thread(build)
+        cluster_bin = await asyncio.to_thread(build_cluster) if self._cluster else None
         keep = self._root is not None
         root = self._root or Path(tempfile.mkdtemp(prefix="bitcache-regtest-"))
         root.mkdir(parents=True, exist_ok=True)
@@ -542,6 +564,7 @@ class _NetworkContext:
             keep_root=keep,
             verbose=self._verbose,
             router=self._router,
+            cluster_bin_dir=cluster_bin,
         )
         try:
             await self._net.up()
