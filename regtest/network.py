@@ -465,9 +465,10 @@ class Network:
 
         async def graph_knows() -> bool:
             routes = await src.client.query_routes(dst.pubkey, probe_msat)
-            return any(
-                r.hop_pubkeys == (router, dst.pubkey) and r.total_fees_msat == want for r in routes
-            )
+            via = [r for r in routes if r.hop_pubkeys == (router, dst.pubkey)]
+            if via and via[0].total_fees_msat != want:  # the fee policy has not arrived yet
+                raise RuntimeError(f"route fee {via[0].total_fees_msat} msat, want {want}")
+            return bool(via)
 
         await wait_until(f"{payer} to see the route to {payee} via router", graph_knows, 90, 0.3)
         fees: list[int] = []
