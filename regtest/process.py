@@ -67,6 +67,15 @@ class ManagedProcess:
         except OSError:
             return ""
 
+    async def kill(self) -> None:
+        """SIGKILL, no chance to clean up: what a crash or a pulled plug looks like."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
     async def stop(self, grace_s: float = 10.0) -> None:
         proc = self.proc
         if proc is None or proc.returncode is not None:

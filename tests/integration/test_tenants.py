@@ -48,7 +48,7 @@ def tenants(network: Network) -> list[TenantSettings]:
             operator_fee_bps=2_000,
             # Beta's own node: its invoices and earnings are its own.
             lnd=LndSettings(
-                rest_url=payer.rest_url, tls_cert=payer.tls_cert, macaroon=payer.admin_macaroon
+                rest_url=payer.rest_url, tls_cert=payer.tls_cert, macaroon=payer.gateway_macaroon
             ),
         ),
     ]
