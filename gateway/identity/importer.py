@@ -1,6 +1,6 @@
 """The legacy import engine: export file → `accounts`, resumable, idempotent, fast.
 
-- A child process reads and checks the file (import_source) while this one writes, so
+- A reader process (import_reader) reads and checks the file while this one writes, so
   parsing overlaps with SQLite; batches cross a pipe, at most one in flight, so memory is
   flat whatever the file size.
 - Each batch (50 000 rows by default) is one transaction: an `executemany` INSERT … ON
@@ -19,18 +19,20 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+import orjson
+
+from gateway.identity.import_reader import FRAME_HEADER
 from gateway.identity.import_source import (
     Batch,
     RejectLine,
@@ -192,44 +194,38 @@ class _RejectFile:
         self._fh.close()
 
 
-def _child_main(conn: Connection, args: tuple[Any, ...]) -> None:
-    """Reads batches and sends them; ends quietly when the importer is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importer's to handle
+def _batches_from_reader(job: dict[str, Any]) -> Iterator[Batch]:
+    """Batches parsed by a reader process (import_reader), one at most in flight."""
+    env = dict(os.environ)
+    # The reader must run this very code, wherever the command was started from.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.identity.import_reader"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        try:
-            for batch in read_batches(*args):
-                conn.send(batch)
-            conn.send(None)
-        except (BrokenPipeError, ConnectionResetError):
-            return
-        except Exception as exc:
-            conn.send(f"{type(exc).__name__}: {exc}")
-    finally:
-        conn.close()
-
-
-def _batches_from_child(args: tuple[Any, ...]) -> Iterator[Batch]:
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(sender, args), daemon=True)
-    child.start()
-    sender.close()  # so that a dead child reads as EOF here
-    try:
+        proc.stdin.write(orjson.dumps(job))  # TenantPolicy dataclasses become objects
+        proc.stdin.close()
         while True:
-            try:
-                message = receiver.recv()
-            except EOFError:
-                raise ImportFailed("the file reader stopped unexpectedly") from None
-            if message is None:
+            header = proc.stdout.read(FRAME_HEADER)
+            size = int.from_bytes(header, "big")
+            frame = proc.stdout.read(size)
+            if len(header) != FRAME_HEADER or len(frame) != size:
+                raise ImportFailed("the file reader stopped unexpectedly")
+            if not frame:
                 return
-            if isinstance(message, str):
-                raise ImportFailed(f"reading the file failed: {message}")
-            yield message
+            if frame.startswith(b"!"):
+                raise ImportFailed(f"reading the file failed: {frame[1:].decode()}")
+            yield Batch.decode(frame)
     finally:
-        receiver.close()
-        if child.is_alive():
-            child.terminate()
-        child.join(timeout=10)
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=10)
 
 
 class _Importer:
@@ -274,7 +270,7 @@ class _Importer:
                     kind = "retry"
                     reason = "not stored (account id clash); import the reject file again"
             kinds[kind] += 1
-            rejects.append(RejectLine(span.line, kind, reason, _raw(input_fd, span)))
+            rejects.append(RejectLine(span[0], kind, reason, _raw(input_fd, span)))
         return inserted, present, rejects
 
     def apply(
@@ -338,7 +334,8 @@ class _Importer:
 
 
 def _raw(fd: int, span: Span) -> bytes:
-    return os.pread(fd, span.length, span.offset)
+    _, offset, length = span
+    return os.pread(fd, length, offset)
 
 
 def _checkpoint(
@@ -380,8 +377,22 @@ def run_import(
             result.already_done = True
             return result
         importer = _Importer(opts, conn, input_id)
-        args = (opts.path, fmt, offset, line, opts.policies, importer.now, opts.batch_rows)
-        batches = _batches_from_child(args) if opts.parse_in_child else read_batches(*args)
+        batches: Iterator[Batch]
+        if opts.parse_in_child:
+            job = {
+                "path": str(opts.path),
+                "fmt": fmt,
+                "offset": offset,
+                "line": line,
+                "policies": opts.policies,
+                "now": importer.now,
+                "batch_rows": opts.batch_rows,
+            }
+            batches = _batches_from_reader(job)
+        else:
+            batches = read_batches(
+                opts.path, fmt, offset, line, opts.policies, importer.now, opts.batch_rows
+            )
         rejects_file = _RejectFile(opts.rejects_path, rejects_bytes, result.warnings)
         input_fd = os.open(opts.path, os.O_RDONLY)
         started = time.monotonic()
