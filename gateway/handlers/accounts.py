@@ -15,7 +15,7 @@ from gateway.handlers.common import json_model, spend_invoice_allowance
 from gateway.ledger_store import balance, totals
 from gateway.problems import Problem, bad_request, not_found
 from gateway.quota import SECONDS_PER_DAY, byte_seconds
-from gateway.quota_store import limit_bytes, subscriptions
+from gateway.quota_store import free_bytes, limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
 from gateway.withdrawals import WithdrawalRefused
 
@@ -80,7 +80,7 @@ async def account_usage(s: Services, tenant: TenantSettings, account_id: str) ->
         "tenant": account.tenant_id,
         "used_bytes": account.used_bytes,
         "limit_bytes": await limit_bytes(s.db, tenant, account_id),
-        "free_quota_bytes": tenant.free_quota_bytes,
+        "free_quota_bytes": await free_bytes(s.db, tenant, account_id),
         "plans": [
             {
                 "plan_id": p.plan_id,

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from gateway.identity.import_reader import FRAME_HEADER
+from gateway.identity.import_rows import CsvFormat
 from gateway.identity.import_source import (
     Batch,
     RejectLine,
@@ -368,6 +369,12 @@ def run_import(
     if not opts.path.is_file():
         raise ImportFailed(f"{opts.path}: no such file")
     fmt = opts.fmt or detect_format(opts.path)
+    if fmt == "csv":
+        with opts.path.open("rb") as fh:
+            try:
+                CsvFormat.from_header(fh.readline().rstrip(b"\r\n"))
+            except ValueError as exc:
+                raise ImportFailed(f"{opts.path}: {exc}") from None
     input_id, size = input_identity(opts.path)
     conn = _connect(opts.db_path, opts.cache_mib)
     try:
@@ -413,8 +420,6 @@ def run_import(
                             result.elapsed_s,
                         )
                     )
-        except ValueError as exc:  # a CSV header without the required columns
-            raise ImportFailed(str(exc)) from exc
         finally:
             os.close(input_fd)
             rejects_file.close()
