@@ -38,7 +38,7 @@ import orjson
 from gateway.config import TenantSettings
 from gateway.db import Database
 from gateway.identity.import_source import read_batches, tenant_policies
-from gateway.identity.importer import _INSERT_ACCOUNT, _INSERT_PLAN
+from gateway.identity.importer import account_insert_sql, plan_insert_sql, plan_row
 
 RESULTS = Path(__file__).with_name("results.json")
 GB = 1_000_000_000
@@ -195,13 +195,13 @@ def run_plain(db_path: Path, data: Path, batch_rows: int) -> tuple[float, int]:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA cache_size=-262144")  # as the importer
     now = int(time.time())
-    insert_account = _INSERT_ACCOUNT.format(now=now).replace(" ON CONFLICT DO NOTHING", "")
-    insert_plan = _INSERT_PLAN.format(now=now).replace(" ON CONFLICT DO NOTHING", "")
+    insert_account = account_insert_sql(now, on_conflict="")
+    insert_plan = plan_insert_sql(now, on_conflict="")
     policies = tenant_policies([TenantSettings()])
     spent = 0.0
     rows = 0
     for batch in read_batches(data, "jsonl", 0, 0, policies, now, batch_rows):
-        plans = [(batch.rows[i][0], p, q, e) for i, p, q, e in batch.premium]
+        plans = [plan_row(batch.rows[i], p, q, e) for i, p, q, e in batch.premium]
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(insert_account, batch.rows)

@@ -94,9 +94,10 @@ class Batch(NamedTuple):
         return cls(rows, spans, premium, [RejectLine(*r) for r in rejects], *rest)
 
 
-# The order of a row's parameters; importer.py names them ?1..?12 in its INSERT.
+# The order of a row's parameters; importer.py names them ?1..?13 in its INSERT.
 ROW_COLUMNS: Final = (
     "id",
+    "api_key_hash",  # a placeholder until a login issues a key
     "tenant_id",
     "created_at",  # None: the import time
     "free_quota_bytes",
@@ -108,6 +109,20 @@ ROW_COLUMNS: Final = (
     "legacy_hash",
     "legacy_premium_until",
     "legacy_quota_bytes",
+)
+
+
+# Where each column sits in a row, for the code that reads rows back.
+ID, API_KEY_HASH, TENANT_ID, FREE_QUOTA, USERNAME_NORM, LEGACY_ID = (
+    ROW_COLUMNS.index(name)
+    for name in (
+        "id",
+        "api_key_hash",
+        "tenant_id",
+        "free_quota_bytes",
+        "username_norm",
+        "legacy_id",
+    )
 )
 
 
@@ -131,14 +146,18 @@ def detect_format(path: Path) -> str:
     return "jsonl" if head.startswith(b"{") else "csv"
 
 
-def account_ids() -> Iterator[str]:
-    """Ids for new accounts: a random 32-bit prefix per run and a counter, so that one
-    import's ids are adjacent in the index (inserts stay local) yet unguessable across
-    imports. Same shape as other account ids: acct_ + 16 hex digits."""
+def account_ids() -> Iterator[tuple[str, bytes]]:
+    """(id, api_key_hash placeholder) for new accounts.
+
+    Ids have a random 32-bit prefix per run and a counter, so one import's ids are adjacent
+    in the indexes (inserts stay local) yet unguessable across imports; same shape as other
+    account ids, acct_ + 16 hex digits. The placeholder is those 8 bytes: unique, and never
+    equal to an API key's 32-byte SHA-256, so no key opens the account before a login."""
     while True:
-        prefix = f"acct_{secrets.randbits(32):08x}"
+        prefix = secrets.randbits(32) << 32
         for n in range(1 << 32):
-            yield f"{prefix}{n:08x}"
+            key = prefix | n
+            yield f"acct_{key:016x}", key.to_bytes(8, "big")
 
 
 def read_batches(
@@ -184,7 +203,7 @@ def read_batches(
             else:
                 quota = a.quota_bytes
                 own = quota if quota is not None and quota > policy.free_quota_bytes else None
-                account_id = next(ids)
+                account_id, placeholder = next(ids)
                 if (
                     a.premium_until is not None
                     and a.premium_until > now
@@ -197,6 +216,7 @@ def read_batches(
                 rows.append(
                     (
                         account_id,
+                        placeholder,
                         a.tenant,
                         a.created_at,
                         own,

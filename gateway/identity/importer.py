@@ -35,6 +35,13 @@ import orjson
 from gateway.identity.import_reader import FRAME_HEADER
 from gateway.identity.import_rows import CsvFormat
 from gateway.identity.import_source import (
+    API_KEY_HASH,
+    FREE_QUOTA,
+    ID,
+    LEGACY_ID,
+    ROW_COLUMNS,
+    TENANT_ID,
+    USERNAME_NORM,
     Batch,
     RejectLine,
     Span,
@@ -46,32 +53,52 @@ from gateway.identity.import_source import (
 
 SCHEMA_VERSION: Final = 4  # migrations up to 004_identities.sql
 
-_INSERT_ACCOUNT: Final = (
-    "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at, free_quota_bytes,"
-    " username, username_norm, email, legacy_id, legacy_scheme, legacy_hash,"
-    " legacy_premium_until, legacy_quota_bytes, imported_at)"
-    " VALUES (?1, ?2, CAST('import:' || ?1 AS BLOB), COALESCE(?3, {now}), ?4, ?5, ?6, ?7,"
-    " ?8, ?9, ?10, ?11, ?12, {now}) ON CONFLICT DO NOTHING"
-)
-_INSERT_PLAN: Final = (
-    "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at, ends_at,"
-    " payment_hash) VALUES (?1, ?2, ?3, {now}, ?4, CAST('import:' || ?1 AS BLOB))"
-    " ON CONFLICT DO NOTHING"
-)
+
+def account_insert_sql(now: int, on_conflict: str = " ON CONFLICT DO NOTHING") -> str:
+    """The INSERT of a batch's rows (parameters in ROW_COLUMNS order); `now` is the
+    import's time, written in the statement itself rather than bound for every row."""
+    values = [
+        f"COALESCE(?{i}, {now})" if column == "created_at" else f"?{i}"
+        for i, column in enumerate(ROW_COLUMNS, 1)
+    ]
+    return (
+        f"INSERT INTO accounts ({', '.join(ROW_COLUMNS)}, imported_at)"
+        f" VALUES ({', '.join(values)}, {int(now)}){on_conflict}"
+    )
+
+
+def plan_insert_sql(now: int, on_conflict: str = " ON CONFLICT DO NOTHING") -> str:
+    """The INSERT of the subscriptions that premium time becomes (see plan_row)."""
+    return (
+        "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at, ends_at,"
+        f" payment_hash) VALUES (?, ?, ?, {int(now)}, ?, ?){on_conflict}"
+    )
+
+
+def plan_row(row: tuple[Any, ...], plan_id: str, quota: int, ends_at: int) -> tuple[Any, ...]:
+    """plan_insert_sql's parameters for an account row with premium time left."""
+    # The placeholder payment hash is the account's own placeholder key (8 bytes: no real
+    # payment hash, always 32, can equal it); unique, so a re-run adds no second plan.
+    return (row[ID], plan_id, quota, ends_at, row[API_KEY_HASH])
+
+
 _STORED: Final = (
     "SELECT id, tenant_id, created_at, username, email, legacy_scheme, legacy_hash,"
     " legacy_premium_until, legacy_quota_bytes FROM accounts WHERE legacy_id = ?"
 )
-# Row parameter index → stored column index, for "same data?" (see _differences).
-_COMPARED: Final = (
-    ("tenant", 1, 1),
-    ("created_at", 2, 2),
-    ("username", 4, 3),
-    ("email", 6, 4),
-    ("password", 8, 5),
-    ("password", 9, 6),
-    ("premium_until", 10, 7),
-    ("quota_bytes", 11, 8),
+# (field, its index in a row, its index in _STORED), for "same data?" (_differences).
+_COMPARED: Final = tuple(
+    (name, ROW_COLUMNS.index(column), stored)
+    for name, column, stored in (
+        ("tenant", "tenant_id", 1),
+        ("created_at", "created_at", 2),
+        ("username", "username", 3),
+        ("email", "email", 4),
+        ("password", "legacy_scheme", 5),
+        ("password", "legacy_hash", 6),
+        ("premium_until", "legacy_premium_until", 7),
+        ("quota_bytes", "legacy_quota_bytes", 8),
+    )
 )
 
 
@@ -235,8 +262,8 @@ class _Importer:
         self.conn = conn
         self.input_id = input_id
         self.now = int(time.time())
-        self.insert_account = _INSERT_ACCOUNT.format(now=self.now)
-        self.insert_plan = _INSERT_PLAN.format(now=self.now)
+        self.insert_account = account_insert_sql(self.now)
+        self.insert_plan = plan_insert_sql(self.now)
 
     def _classify(
         self, batch: Batch, input_fd: int, kinds: Counter[str]
@@ -246,8 +273,8 @@ class _Importer:
         present = 0
         rejects = []
         for row, span in zip(batch.rows, batch.spans, strict=True):
-            stored = self.conn.execute(_STORED, (row[7],)).fetchone()
-            if stored is not None and stored[0] == row[0]:
+            stored = self.conn.execute(_STORED, (row[LEGACY_ID],)).fetchone()
+            if stored is not None and stored[0] == row[ID]:
                 inserted.append(True)
                 continue
             inserted.append(False)
@@ -261,12 +288,12 @@ class _Importer:
             else:
                 holder = self.conn.execute(
                     "SELECT legacy_id FROM accounts WHERE tenant_id = ? AND username_norm = ?",
-                    (row[1], row[5]),
+                    (row[TENANT_ID], row[USERNAME_NORM]),
                 ).fetchone()
                 if holder is not None:
                     kind = "duplicate-username"
                     owner = f"legacy_id {holder[0]}" if holder[0] else "an existing account"
-                    reason = f"username taken in tenant {row[1]} by {owner}"
+                    reason = f"username taken in tenant {row[TENANT_ID]} by {owner}"
                 else:  # an account id clash: astronomically rare, and harmless to retry
                     kind = "retry"
                     reason = "not stored (account id clash); import the reject file again"
@@ -295,12 +322,14 @@ class _Importer:
             present = 0
             if changed == len(batch.rows):
                 inserted_rows = batch.rows
-                plans = [(batch.rows[i][0], p, q, e) for i, p, q, e in batch.premium]
+                plans = [plan_row(batch.rows[i], p, q, e) for i, p, q, e in batch.premium]
             else:
                 mask, present, db_rejects = self._classify(batch, input_fd, kinds)
                 rejects += db_rejects
                 inserted_rows = [row for row, new in zip(batch.rows, mask, strict=True) if new]
-                plans = [(batch.rows[i][0], p, q, e) for i, p, q, e in batch.premium if mask[i]]
+                plans = [
+                    plan_row(batch.rows[i], p, q, e) for i, p, q, e in batch.premium if mask[i]
+                ]
             if plans:
                 conn.executemany(self.insert_plan, plans)
             rejects_bytes = rejects_file.write(rejects)
@@ -309,7 +338,7 @@ class _Importer:
             counts.present += present
             counts.rejected += len(rejects)
             counts.plans += len(plans)
-            counts.own_quotas += sum(1 for row in inserted_rows if row[3] is not None)
+            counts.own_quotas += sum(1 for row in inserted_rows if row[FREE_QUOTA] is not None)
             conn.execute(
                 "UPDATE import_checkpoints SET byte_offset = ?, line = ?, rows_read = ?,"
                 " inserted = ?, present = ?, rejected = ?, plans = ?, own_quotas = ?,"

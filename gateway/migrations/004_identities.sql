@@ -13,8 +13,8 @@ ALTER TABLE accounts ADD COLUMN login_salt BLOB;
 ALTER TABLE accounts ADD COLUMN proof_hash BLOB;
 -- The old service's record as exported. legacy_scheme and legacy_hash (the password record's
 -- fields as JSON, without the scheme) are cleared when the first login replaces them by
--- login_salt + proof_hash. Restored accounts get a placeholder api_key_hash ('import:' || id,
--- never 32 bytes, so no API key's SHA-256 can equal it) until a login issues a key.
+-- login_salt + proof_hash. Restored accounts get a placeholder api_key_hash (8 bytes, so no
+-- API key's 32-byte SHA-256 can equal it) until a login issues a key.
 ALTER TABLE accounts ADD COLUMN legacy_id TEXT;
 ALTER TABLE accounts ADD COLUMN legacy_scheme TEXT;
 ALTER TABLE accounts ADD COLUMN legacy_hash TEXT;
@@ -24,6 +24,9 @@ ALTER TABLE accounts ADD COLUMN imported_at INTEGER;
 -- NULLs are distinct in a UNIQUE index, so accounts without a username or legacy id are fine.
 CREATE UNIQUE INDEX accounts_username ON accounts(tenant_id, username_norm);
 CREATE UNIQUE INDEX accounts_legacy_id ON accounts(legacy_id);
+-- accounts_username starts with tenant_id, so it serves lookups by tenant as well: one index
+-- less to update for each of 100 M restored accounts.
+DROP INDEX accounts_tenant;
 
 -- Where an import of a file stands, written in the same transaction as each batch of rows,
 -- so a killed import resumes exactly where its last batch committed.
