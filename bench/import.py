@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -117,13 +118,23 @@ async def _migrate(db_path: Path) -> None:
 
 
 class _RssSampler(threading.Thread):
-    """Peak of the summed RSS of a process and its children, sampled every 50 ms."""
+    """Peak of the summed RSS of a process and its children, sampled every 50 ms, and the
+    CPU seconds each of them used (from /proc, last seen before it ended)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.peak_kib = 0
+        self.cpu_s: dict[int, float] = {}
         self.stop = threading.Event()
+
+    @staticmethod
+    def _cpu_s(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     @staticmethod
     def _rss_kib(pid: int) -> int:
@@ -149,15 +160,20 @@ class _RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
-            self.peak_kib = max(self.peak_kib, sum(self._rss_kib(p) for p in self._tree()))
+            tree = self._tree()
+            self.peak_kib = max(self.peak_kib, sum(self._rss_kib(p) for p in tree))
+            for pid in tree:
+                cpu = self._cpu_s(pid)
+                if cpu is not None:
+                    self.cpu_s[pid] = cpu
 
 
 def _db_bytes(db_path: Path) -> int:
     return sum(p.stat().st_size for p in (db_path, Path(f"{db_path}-wal")) if p.exists())
 
 
-def run_import(work: Path, data: Path, batch_rows: int) -> tuple[float, int, int, str]:
-    """(rows/s, rows, peak RSS KiB, summary) of the real command."""
+def run_import(work: Path, data: Path, batch_rows: int) -> tuple[float, int, _RssSampler, str]:
+    """(rows/s, rows, sampler with peak RSS and CPU time, summary) of the real command."""
     config = work / "gateway.json"
     config.write_text(
         json.dumps(
@@ -184,11 +200,11 @@ def run_import(work: Path, data: Path, batch_rows: int) -> tuple[float, int, int
     if match is None:
         raise SystemExit(f"no rate in the import's summary:\n{out}")
     rows, seconds = int(match.group(1).replace(",", "")), float(match.group(2))
-    return rows / seconds, rows, sampler.peak_kib, out
+    return rows / seconds, rows, sampler, out
 
 
-def run_plain(db_path: Path, data: Path, batch_rows: int) -> tuple[float, int]:
-    """(rows/s, rows) of plain executemany inserts of the already-parsed rows."""
+def run_plain(db_path: Path, data: Path, batch_rows: int) -> tuple[float, int, float]:
+    """(rows/s, rows, CPU seconds) of plain executemany inserts of the parsed rows."""
     asyncio.run(_migrate(db_path))
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -198,19 +214,29 @@ def run_plain(db_path: Path, data: Path, batch_rows: int) -> tuple[float, int]:
     insert_account = account_insert_sql(now, on_conflict="")
     insert_plan = plan_insert_sql(now, on_conflict="")
     policies = tenant_policies([TenantSettings()])
-    spent = 0.0
+    spent = cpu = 0.0
     rows = 0
     for batch in read_batches(data, "jsonl", 0, 0, policies, now, batch_rows):
         plans = [plan_row(batch.rows[i], p, q, e) for i, p, q, e in batch.premium]
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(insert_account, batch.rows)
         conn.executemany(insert_plan, plans)
         conn.execute("COMMIT")
         spent += time.perf_counter() - started
+        cpu += time.process_time() - started_cpu
         rows += len(batch.rows)
     conn.close()
-    return rows / spent, rows
+    return rows / spent, rows, cpu
+
+
+def _cpu_pressure() -> str:
+    """How much other work competed for the CPU (share of time some task waited)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return "unknown"
+    return next((f[6:] + "%" for f in line.split() if f.startswith("avg60=")), "unknown")
 
 
 def _merge_results(figures: dict[str, dict[str, Any]]) -> None:
@@ -235,16 +261,22 @@ def main() -> None:
             f" in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        rate, imported, rss_kib, summary = run_import(work, data, args.batch_rows)
+        rate, imported, sampler, summary = run_import(work, data, args.batch_rows)
         db_bytes = _db_bytes(work / "import-db" / "gateway.sqlite3")
         print(summary.rstrip(), flush=True)
-        plain_rate, plain_rows = run_plain(work / "plain.sqlite3", data, args.batch_rows)
+        plain_rate, plain_rows, plain_cpu = run_plain(work / "plain.sqlite3", data, args.batch_rows)
         assert plain_rows == imported == args.rows, (plain_rows, imported, args.rows)
         ratio = rate / plain_rate
         print(f"import: {rate:,.0f} rows/s   plain INSERT: {plain_rate:,.0f} rows/s"
               f"   ratio {ratio:.2f}")  # fmt: skip
         print(
-            f"peak RSS (command + reader): {rss_kib / 1024:,.0f} MiB;"
+            "CPU µs/row: import "
+            + " + ".join(f"{cpu / imported * 1e6:.1f}" for cpu in sampler.cpu_s.values())
+            + f" (command + reader), plain INSERT {plain_cpu / plain_rows * 1e6:.1f};"
+            f" CPU pressure avg60 {_cpu_pressure()}"
+        )
+        print(
+            f"peak RSS (command + reader): {sampler.peak_kib / 1024:,.0f} MiB;"
             f" database {db_bytes / 1e6:,.0f} MB ({db_bytes / imported:,.0f} B/row);"
             f" 100 M rows ≈ {100e6 / rate / 60:,.0f} min,"
             f" {db_bytes / imported * 100e6 / 1e9:,.1f} GB"

@@ -248,7 +248,10 @@ def _batches_from_reader(job: dict[str, Any]) -> Iterator[Batch]:
                 return
             if frame.startswith(b"!"):
                 raise ImportFailed(f"reading the file failed: {frame[1:].decode()}")
-            yield Batch.decode(frame)
+            batch = Batch.decode(frame)
+            del frame  # hold one batch at a time, not its bytes as well
+            yield batch
+            del batch
     finally:
         proc.stdout.close()
         if proc.poll() is None:
@@ -449,6 +452,7 @@ def run_import(
                             result.elapsed_s,
                         )
                     )
+                del batch  # before the next one is decoded: one batch in memory at a time
         finally:
             os.close(input_fd)
             rejects_file.close()
