@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -169,8 +170,14 @@ def cmd_import(args: argparse.Namespace) -> None:
         cache_mib=args.cache_mib,
         from_start=args.from_start,
     )
+    again = "run the same command again to continue from the last checkpoint"
     try:
         result = _run_with_rich(opts) if sys.stderr.isatty() else run_import(opts, _PlainProgress())
     except ImportFailed as exc:
         _fail(str(exc))
+    except sqlite3.Error as exc:  # e.g. the disk is full
+        _fail(f"database: {exc}; {again}")
+    except KeyboardInterrupt:
+        print(f"interrupted; {again}", file=sys.stderr)
+        raise SystemExit(130) from None
     print(summary(opts, result), flush=True)
