@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.config import TenantSettings, validation_problems
+from gateway.identity import import_cli
 from gateway.tenants.registry import TenantFileError, read_tenants_file, write_tenants_file
 
 TENANTS_ENV = "BITCACHE_TENANTS"
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("remove")
     remove.add_argument("id")
     remove.set_defaults(handler=cmd_remove)
+    import_cli.register(parser, top)
     return parser
 
 

@@ -22,9 +22,19 @@ async def subscriptions(db: Database, account_id: str) -> list[Subscription]:
     return [Subscription(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
+async def free_bytes(db: Database, tenant: TenantSettings, account_id: str) -> int:
+    """The account's free tier: its tenant's, or its own when larger (as restored from the
+    old service by the legacy import)."""
+    row = await db.fetch_one("SELECT free_quota_bytes FROM accounts WHERE id = ?", (account_id,))
+    own = int(row[0]) if row is not None and row[0] is not None else 0
+    return max(tenant.free_quota_bytes, own)
+
+
 async def limit_bytes(db: Database, tenant: TenantSettings, account_id: str, now: int) -> int:
-    """The account's quota at ``now``: its tenant's free tier or its best active plan."""
-    return quota_limit(tenant.free_quota_bytes, await subscriptions(db, account_id), now)
+    """The account's quota at ``now``: its free tier or its best active plan."""
+    return quota_limit(
+        await free_bytes(db, tenant, account_id), await subscriptions(db, account_id), now
+    )
 
 
 async def plan_subscriptions(

@@ -16,7 +16,7 @@ from gateway.http.models import BuyPlanBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance
 from gateway.http.problems import Problem, bad_request, not_found
 from gateway.persistence.ledger import balance, tenant_sum, totals
-from gateway.persistence.quotas import limit_bytes, subscriptions
+from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
 from lightning.bolt11 import check_invoice, invoice_amount_msat
 
@@ -63,7 +63,7 @@ async def account_usage(s: Services, tenant: TenantSettings, account_id: str) ->
         "tenant": account.tenant_id,
         "used_bytes": account.used_bytes,
         "limit_bytes": await limit_bytes(s.db, tenant, account_id, now),
-        "free_quota_bytes": tenant.free_quota_bytes,
+        "free_quota_bytes": await free_bytes(s.db, tenant, account_id),
         "plans": [
             {
                 "plan_id": p.plan_id,
