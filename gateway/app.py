@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.accounts import AccountStore
+from gateway.cache import AnswerCache
 from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.files import FileStore
@@ -17,6 +18,7 @@ from gateway.problems import problem_middleware
 from gateway.ratelimit import RateLimiter
 from gateway.services import SERVICES, Services
 from gateway.settlement import Settlement, WatcherPool
+from gateway.signup import Signups
 from gateway.tenants import LightningNodes, TenantRegistry, tenant_middleware
 from gateway.tokens import TokenService, load_or_create_secret
 from gateway.unpinner import Unpinner
@@ -76,6 +78,16 @@ def create_app(config: GatewayConfig) -> web.Application:
             withdrawals,
             unpinner,
             RateLimiter(config.invoice_rate_per_s, config.invoice_burst),
+            signups=Signups(db, tokens.root_key, config.token_ttl_s),
+            signup_client_limiter=RateLimiter(
+                config.signup_client_rate_per_s, config.signup_client_burst
+            ),
+            signup_tenant_limiter=RateLimiter(
+                config.signup_tenant_rate_per_s, config.signup_tenant_burst
+            ),
+            health=AnswerCache(ttl_s=1.0),
+            # Unpaid answers are not reused (a page polls right after paying), only shared.
+            invoice_states=AnswerCache(ttl_s=0.0),
         )
         maintenance = asyncio.create_task(
             _every(

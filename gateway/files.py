@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway import pins
 from gateway.db import Database
+from gateway.free_tier import check_free_tier
 from gateway.quota import check_reservation
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
@@ -79,10 +80,13 @@ class FileStore:
         owner_id: str,
         limit_bytes: int,
         tenant_id: str,
+        free_tier_cap: int | None = None,
     ) -> tuple[FileRecord, bool]:
         """Creates the file and reserves its whole size against the owner's quota, in one
         transaction, so parallel uploads can never overshoot; or returns the existing
-        identical file (created=False). Raises quota.OverQuota or FileConflict."""
+        identical file (created=False). With `free_tier_cap` (the owner is on the free
+        tier) the tenant's free tier as a whole must have room too. Raises
+        quota.OverQuota, free_tier.FreeTierFull or FileConflict."""
         file_id = encode_file_id(header.file_id)
         header_json = _header_json(header)
         size = stored_size(header, manifest)
@@ -107,6 +111,8 @@ class FileStore:
                     account = await cur.fetchone()
                 assert account is not None, "owner must exist"
                 check_reservation(int(account[0]), size, limit_bytes)
+                if free_tier_cap is not None:
+                    await check_free_tier(conn, tenant_id, size, free_tier_cap, int(time.time()))
                 await conn.execute(
                     "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
                     (size, owner_id),

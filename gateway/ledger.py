@@ -15,6 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "KIND_CHUNK_SALE",
     "KIND_PLAN_PURCHASE",
+    "KIND_SIGNUP",
     "KIND_WITHDRAWAL_HOLD",
     "KIND_WITHDRAWAL_RELEASE",
     "KIND_WITHDRAWAL_SETTLE",
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_BPS",
     "OPERATOR_FEES",
     "OPERATOR_PLANS",
+    "OPERATOR_SIGNUPS",
     "Entry",
     "InsufficientFunds",
     "LedgerError",
@@ -30,6 +32,7 @@ __all__ = [
     "chunk_sale",
     "fee_reserve_msat",
     "plan_purchase",
+    "signup_payment",
     "user_account",
     "withdrawal_hold",
     "withdrawal_hold_account",
@@ -40,9 +43,11 @@ __all__ = [
 LIGHTNING = "external:lightning"
 OPERATOR_FEES = "operator:fees"
 OPERATOR_PLANS = "operator:plans"
+OPERATOR_SIGNUPS = "operator:signups"
 
 KIND_CHUNK_SALE = "chunk_sale"
 KIND_PLAN_PURCHASE = "plan_purchase"
+KIND_SIGNUP = "signup"
 KIND_WITHDRAWAL_HOLD = "withdrawal_hold"
 KIND_WITHDRAWAL_SETTLE = "withdrawal_settle"
 KIND_WITHDRAWAL_RELEASE = "withdrawal_release"
@@ -185,6 +190,13 @@ def plan_purchase(payment_hash_hex: str, amount_msat: int) -> Transaction:
     )
 
 
+def signup_payment(payment_hash_hex: str, amount_msat: int) -> Transaction:
+    """A paid signup invoice (the tenant's price for opening an account): the operator's."""
+    reference = _payment_hash(payment_hash_hex)
+    _positive("amount_msat", amount_msat)
+    return _tx(KIND_SIGNUP, reference, (LIGHTNING, -amount_msat), (OPERATOR_SIGNUPS, amount_msat))
+
+
 def _held(
     withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
 ) -> tuple[str, str, int]:
@@ -272,7 +284,7 @@ def for_tenant(tx: Transaction, tenant_id: str) -> Transaction:
     _identifier("tenant_id", tenant_id)
 
     def scoped(account: str) -> str:
-        if account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS):
+        if account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS, OPERATOR_SIGNUPS):
             return f"{account}:{tenant_id}"
         return account
 

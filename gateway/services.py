@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from gateway.accounts import AccountStore
+from gateway.cache import AnswerCache
+from gateway.clientaddr import client_address as forwarded_client
+from gateway.clientaddr import rate_key
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.db import Database
 from gateway.files import FileStore
 from gateway.ratelimit import RateLimiter
 from gateway.settlement import Settlement
+from gateway.signup import Signups
 from gateway.tenants import TENANT, LightningNodes, TenantRegistry
 from gateway.tokens import TokenService
 from gateway.unpinner import Unpinner
 from gateway.withdrawals import Withdrawals
+from lightning.models import Invoice
 from storage.kubo import KuboClient
 
 
@@ -33,6 +39,13 @@ class Services:
     withdrawals: Withdrawals
     unpinner: Unpinner
     invoice_limiter: RateLimiter
+    signups: Signups
+    signup_client_limiter: RateLimiter
+    signup_tenant_limiter: RateLimiter
+    # At most one LND (and kubo) health check a second, whoever asks.
+    health: AnswerCache[str, dict[str, Any]]
+    # Invoice states by payment hash: settled ones kept for good; concurrent asks share.
+    invoice_states: AnswerCache[bytes, Invoice]
 
 
 SERVICES = web.AppKey("services", Services)
@@ -48,11 +61,19 @@ def tenant_of(request: web.Request) -> TenantSettings:
 
 
 def client_address(request: web.Request) -> str:
-    """The caller's IP; behind a trusted proxy, the first X-Forwarded-For hop."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if services(request).config.trust_forwarded_host and forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.remote or "unknown"
+    """The caller's IP: the connection's, or behind `trusted_proxies` proxies the
+    rightmost X-Forwarded-For hop they did not write (the ones left of it are the
+    client's own say)."""
+    return forwarded_client(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        services(request).config.trusted_proxies,
+    )
+
+
+def client_key(request: web.Request) -> str:
+    """Who a rate limit counts: the client's address, IPv6 by its /64."""
+    return rate_key(client_address(request))
 
 
 def price_default(request: web.Request) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import optional_account, require_account
 from gateway.files import ChunkConflict, FileConflict, FileGone, FileRecord
+from gateway.free_tier import FreeTierFull, on_free_tier
 from gateway.handlers.common import chunk_index_param, json_model, load_file
 from gateway.problems import Problem, bad_request, conflict, gone
 from gateway.quota import OverQuota
@@ -84,12 +86,23 @@ async def create_file(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     price = price_default(request) if body.price_msat is None else body.price_msat
     limit = await limit_bytes(s.db, tenant, account.id)
+    cap = tenant.free_tier_total_bytes
+    if cap is not None and not await on_free_tier(s.db, account.id, int(time.time())):
+        cap = None  # plan holders pay for their space
     try:
         record, created = await s.files.create(
-            header, manifest, price, account.id, limit, tenant.id
+            header, manifest, price, account.id, limit, tenant.id, cap
         )
     except FileConflict as exc:
         raise conflict(str(exc), "file-exists") from exc
+    except FreeTierFull as exc:
+        raise Problem(
+            507,
+            "free-tier-full",
+            "Free storage used up",
+            str(exc),
+            extra={"upgrade": 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}'},
+        ) from exc
     except OverQuota as exc:
         raise Problem(
             507,

@@ -30,11 +30,20 @@ async def preimage(request: web.Request) -> web.Response:
     except l402.L402Error as exc:
         raise Problem(403, "not-our-token", "Not a token of this gateway", str(exc)) from exc
     row = await s.db.fetch_one(
-        "SELECT tenant_id FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        "SELECT tenant_id FROM invoices WHERE payment_hash = ?"
+        " UNION ALL SELECT tenant_id FROM signup_payments WHERE payment_hash = ?",
+        (payment_hash, payment_hash),
     )
     if row is None or row[0] != tenant_of(request).id:
         raise not_found("no invoice for this token here")
-    invoice = await s.nodes.for_tenant(tenant_of(request)).lookup_invoice(payment_hash)
+    lnd = s.nodes.for_tenant(tenant_of(request))
+    # Pages poll this about once a second: concurrent polls share one LND call, and a
+    # settled invoice (its preimage cannot change) is never looked up again.
+    invoice = await s.invoice_states.get(
+        payment_hash,
+        lambda: lnd.lookup_invoice(payment_hash),
+        final=lambda found: found.state == InvoiceState.SETTLED and found.preimage is not None,
+    )
     if invoice.state != InvoiceState.SETTLED or invoice.preimage is None:
         return web.json_response(
             {"state": str(invoice.state), "detail": "not paid yet"},

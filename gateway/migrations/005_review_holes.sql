@@ -11,3 +11,15 @@ INSERT INTO pins (cid, refs) SELECT cid, COUNT(*) FROM chunks GROUP BY cid;
 -- Queued unpins of CIDs a live chunk still uses are dropped here (that was the bug).
 INSERT OR IGNORE INTO pins (cid, refs) SELECT cid, 0 FROM unpin_queue;
 DROP TABLE unpin_queue;
+
+-- Paid signups (a tenant's signup_price_msat): the invoice of each signup token, and the
+-- account it opened once paid (one account per payment).
+CREATE TABLE signup_payments (
+    payment_hash    BLOB PRIMARY KEY,
+    tenant_id       TEXT NOT NULL,
+    amount_msat     INTEGER NOT NULL CHECK (amount_msat > 0),
+    bolt11          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    account_id      TEXT REFERENCES accounts(id),
+    redeemed_at     INTEGER
+);

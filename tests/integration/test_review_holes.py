@@ -15,11 +15,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TenantSettings
 from gateway.pricing import MAX_INVOICE_MSAT
+from gateway.quota import Plan
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
@@ -461,3 +463,209 @@ async def test_9_ranges_are_capped_at_the_largest_invoice_lnd_creates(
         body = await r.json(content_type=None)
     assert_problem(r.status, body, 402)
     assert body["count"] == 50 and body["amount_msat"] == 50 * price
+
+
+# --- 4. abuse limits -------------------------------------------------------------------
+
+
+async def open_account(
+    session: aiohttp.ClientSession, gateway: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, object], CIMultiDictProxy[str]]:
+    async with session.post(f"{gateway}/v1/accounts", headers=headers or {}) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers
+
+
+def forwarded(*hops: str) -> dict[str, str]:
+    return {"X-Forwarded-For": ", ".join(hops)}
+
+
+async def test_4_signups_are_limited_per_client_behind_trusted_proxies(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network,
+        tmp_path,
+        trusted_proxies=1,
+        signup_client_burst=2,
+        signup_client_rate_per_s=0.001,
+    )
+    async with running(config) as (url, _):
+        # The proxy (this test's connection) appends the client, 203.0.113.7; whatever the
+        # client itself put in front changes nothing.
+        statuses = []
+        for i in range(3):
+            status, body, headers = await open_account(
+                session, url, forwarded(f"6.6.6.{i}", "203.0.113.7")
+            )
+            statuses.append(status)
+        assert statuses == [201, 201, 429]
+        assert_problem(status, body, 429)
+        assert str(body["type"]).endswith("too-many-signups")
+        assert int(str(headers["Retry-After"])) >= 1
+        # IPv6 clients are grouped by /64: rotating inside it buys nothing.
+        statuses = []
+        for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"):
+            status, _, _ = await open_account(session, url, forwarded("6.6.6.6", host))
+            statuses.append(status)
+        assert statuses == [201, 201, 429]
+        status, _, _ = await open_account(session, url, forwarded("2001:db8:1:3::1"))
+        assert status == 201
+
+
+async def test_4_without_trusted_proxies_forwarded_for_changes_nothing(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network, tmp_path, signup_client_burst=2, signup_client_rate_per_s=0.001
+    )
+    async with running(config) as (url, _):
+        statuses = [
+            (await open_account(session, url, forwarded(f"198.51.100.{i}")))[0] for i in range(3)
+        ]
+        assert statuses == [201, 201, 429]
+
+
+async def test_4_signups_are_limited_per_tenant(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network, tmp_path, trusted_proxies=1, signup_tenant_burst=3, signup_tenant_rate_per_s=0.001
+    )
+    async with running(config) as (url, _):
+        statuses: list[int] = []
+        body: dict[str, object] = {}
+        for i in range(4):
+            status, body, _ = await open_account(session, url, forwarded(f"192.0.2.{i}"))
+            statuses.append(status)
+        assert statuses == [201, 201, 201, 429]
+        assert "this service" in str(body["detail"])
+
+
+async def test_4_a_tenant_can_charge_for_signup_over_lightning(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    tenant = TenantSettings(signup_price_msat=5_000)
+    async with running(gateway_config(network, tmp_path, tenants=[tenant])) as (url, _):
+        status, challenge, headers = await open_account(session, url)
+        assert_problem(status, challenge, 402)
+        assert challenge["amount_msat"] == 5_000
+        assert [v.split(" ", 1)[0] for v in headers.getall("WWW-Authenticate")] == ["LSAT", "L402"]
+        macaroon, invoice = str(challenge["macaroon"]), str(challenge["invoice"])
+
+        # Unpaid (a made-up preimage): refused with a fresh challenge.
+        status, body, _ = await open_account(
+            session, url, {"Authorization": f"L402 {macaroon}:{'00' * 32}"}
+        )
+        assert_problem(status, body, 402)
+        assert "token refused" in str(body["detail"])
+
+        payment = await network.node("payer").client.pay_invoice(invoice, 1_000)
+        assert payment.amount_msat == 5_000
+        paid = {"Authorization": f"L402 {macaroon}:{payment.preimage.hex()}"}
+        status, account, _ = await open_account(session, url, paid)
+        assert status == 201, account
+        api_key = str(account["api_key"])
+        async with session.get(f"{url}/v1/account", headers=bearer(api_key)) as resp:
+            assert resp.status == 200
+        # One payment, one account.
+        status, body, _ = await open_account(session, url, paid)
+        assert_problem(status, body, 409)
+        assert str(body["type"]).endswith("signup-token-used")
+
+        # A paid chunk token does not open an account.
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096, api_key=api_key)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            chunk_challenge = await resp.json()
+        chunk_payment = await network.node("payer").client.pay_invoice(
+            chunk_challenge["invoice"], 1_000
+        )
+        status, body, _ = await open_account(
+            session,
+            url,
+            {"Authorization": f"L402 {chunk_challenge['macaroon']}:{chunk_payment.preimage.hex()}"},
+        )
+        assert_problem(status, body, 402)
+        assert "not for opening an account" in str(body["detail"])
+
+
+async def test_4_a_tenants_free_tier_has_a_total_cap(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    plan = Plan(id="tiny", name="Tiny", quota_bytes=10**9, duration_s=3_600, price_msat=10_000)
+    tenant = TenantSettings(free_tier_total_bytes=50_000, plans=[plan])
+    async with running(gateway_config(network, tmp_path, tenants=[tenant])) as (url, _):
+        _, first = await create_account(session, url)
+        _, second = await create_account(session, url)
+        _, buyer = await create_account(session, url)
+        first_file, _ = await create_file(session, url, first, 30_000)
+
+        async def new_file(api_key: str, size: int) -> tuple[int, dict[str, object]]:
+            enc = FileEncryptor(new_file_key(), new_file_id(), size)
+            body = {"header": enc.header.to_json_dict(), "manifest": b64url_encode(b"m" * 40)}
+            async with session.post(f"{url}/v1/files", json=body, headers=bearer(api_key)) as r:
+                return r.status, await r.json(content_type=None)
+
+        # Within the second account's own quota, but the free tier as a whole is full.
+        status, body = await new_file(second, 30_000)
+        assert_problem(status, body, 507)
+        assert str(body["type"]).endswith("free-tier-full")
+        # Room comes back when free-tier bytes are freed.
+        async with session.delete(f"{url}/v1/files/{first_file}", headers=bearer(first)) as r:
+            assert r.status == 200
+        assert (await new_file(second, 30_000))[0] == 201
+        assert (await new_file(buyer, 30_000))[0] == 507
+        # A plan holder pays for its space: the free tier's cap does not apply.
+        async with session.post(
+            f"{url}/v1/account/plans", json={"plan_id": "tiny"}, headers=bearer(buyer)
+        ) as resp:
+            assert resp.status == 201
+            invoice = (await resp.json())["invoice"]
+        await network.node("payer").client.pay_invoice(invoice, 1_000)
+
+        async def on_plan() -> bool:
+            async with session.get(f"{url}/v1/account", headers=bearer(buyer)) as resp:
+                return any(p["active"] for p in (await resp.json())["plans"])
+
+        await wait_until("the plan to be booked", on_plan, 15, every_s=0.1)
+        assert (await new_file(buyer, 30_000))[0] == 201
+
+
+async def test_4_health_asks_lnd_once_a_second_and_a_settled_preimage_never_again(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with lnd_behind_proxy(network, tmp_path) as (url, _, lnd):
+        said = lnd.sent
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+        one_call = lnd.sent - said
+        assert one_call > 0
+        said = lnd.sent
+        answers = await asyncio.gather(*(session.get(f"{url}/v1/health") for _ in range(20)))
+        assert [r.status for r in answers] == [200] * 20
+        for r in answers:
+            r.release()
+        # At most one more check, should a second have passed meanwhile.
+        assert lnd.sent - said <= one_call, "every health request called LND"
+
+        _, key = await create_account(session, url)
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096, api_key=key)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            challenge = await resp.json()
+
+        async def ask() -> tuple[int, dict[str, object]]:
+            async with session.post(
+                f"{url}/v1/l402/preimage", json={"macaroon": challenge["macaroon"]}
+            ) as resp:
+                return resp.status, await resp.json()
+
+        assert (await ask())[0] == 202
+        payment = await network.node("payer").client.pay_invoice(challenge["invoice"], 1_000)
+
+        async def settled() -> bool:
+            return (await ask())[0] == 200
+
+        await wait_until("the preimage to be handed out", settled, 15, every_s=0.2)
+        said = lnd.sent
+        for status, body in await asyncio.gather(*(ask() for _ in range(20))):
+            assert status == 200 and body["preimage"] == payment.preimage.hex()
+        assert lnd.sent == said, "a settled invoice was looked up again"
