@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.accounts import AccountStore
+from gateway.bodies import body_middleware
 from gateway.cache import AnswerCache
 from gateway.config import GatewayConfig
 from gateway.db import Database
@@ -46,6 +47,9 @@ def create_app(config: GatewayConfig) -> web.Application:
         middlewares=[
             problem_middleware(config.retry_after_s),
             tenant_middleware(tenants.for_host, config.trust_forwarded_host),
+            body_middleware(
+                config.max_buffered_bodies, config.body_timeout_s, config.retry_after_s
+            ),
         ],
         # A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
         client_max_size=MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024,

@@ -144,6 +144,12 @@ class GatewayConfig(BaseModel):
     signup_tenant_rate_per_s: float = Field(default=1.0, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
+    # Slow clients: a connection must send a complete request head within this (also the
+    # idle keep-alive limit), and a request body must arrive whole within that.
+    header_timeout_s: float = Field(default=15.0, gt=0, le=3_600)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3_600)
+    # Request bodies held in memory at once (each up to a chunk, 16 MiB); more → 503.
+    max_buffered_bodies: int = Field(default=32, ge=1, le=10_000)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

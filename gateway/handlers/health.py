@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from gateway.problems import PROBLEM_TYPE_BASE
 from gateway.services import Services, services
-from lightning.errors import LightningError
-from storage.kubo import KuboError
+from lightning.errors import LightningError, LightningUnavailable
+from storage.kubo import KuboError, KuboUnavailable
+
+log = logging.getLogger("bitcache.health")
 
 _CHECK_TIMEOUT_S = 3.0
+
+
+def _failure(what: str, exc: Exception) -> dict[str, Any]:
+    """A failed check as the public sees it: what kind of failure, never the dependency's
+    message (it names internal URLs); that goes to the log."""
+    log.warning("health: %s check failed: %s", what, exc)
+    if isinstance(exc, TimeoutError):
+        return {"ok": False, "error": "timeout"}
+    if isinstance(exc, LightningUnavailable | KuboUnavailable):
+        return {"ok": False, "error": "unreachable"}
+    return {"ok": False, "error": "error"}
 
 
 async def _lnd(s: Services) -> dict[str, Any]:
@@ -20,7 +34,7 @@ async def _lnd(s: Services) -> dict[str, Any]:
     try:
         info = await asyncio.wait_for(s.nodes.client(s.config.lnd).get_info(), _CHECK_TIMEOUT_S)
     except (LightningError, TimeoutError) as exc:
-        return {"ok": False, "error": str(exc) or "timeout"}
+        return _failure("LND", exc)
     return {"ok": True, "alias": info.alias, "synced_to_chain": info.synced_to_chain}
 
 
@@ -28,7 +42,7 @@ async def _kubo(s: Services) -> dict[str, Any]:
     try:
         version = await asyncio.wait_for(s.kubo.version(), _CHECK_TIMEOUT_S)
     except (KuboError, TimeoutError) as exc:
-        return {"ok": False, "error": str(exc) or "timeout"}
+        return _failure("kubo", exc)
     return {"ok": True, "version": version}
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
+import re
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,13 +22,15 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig, TenantSettings
+from gateway.config import Brand, GatewayConfig, TenantSettings
+from gateway.handlers.pages import STATIC_DIR
 from gateway.pricing import MAX_INVOICE_MSAT
 from gateway.quota import Plan
+from gateway.server import serve
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
-from regtest.network import Network, wait_until
+from regtest.network import LndNode, Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
 from tests.conftest import gateway_config
@@ -143,17 +148,18 @@ def _awaiting(awaitable: object, qualname: str) -> bool:
     return False
 
 
-def suspended_in(qualname: str) -> bool:
-    """Some task of this event loop (the in-process gateway's included) is inside a call
-    of `qualname`: how a test knows a request reached a given step, without sleeping."""
-    return any(_awaiting(task.get_coro(), qualname) for task in asyncio.all_tasks())
+def suspended_in(qualname: str, tasks: int = 1) -> bool:
+    """At least `tasks` tasks of this event loop (the in-process gateway's included) are
+    inside a call of `qualname`: how a test knows requests reached a given step, without
+    sleeping."""
+    return sum(_awaiting(t.get_coro(), qualname) for t in asyncio.all_tasks()) >= tasks
 
 
-async def reaches(qualname: str) -> None:
+async def reaches(qualname: str, tasks: int = 1) -> None:
     async def there() -> bool:
-        return suspended_in(qualname)
+        return suspended_in(qualname, tasks)
 
-    await wait_until(f"a request to reach {qualname}", there, 10, every_s=0.01)
+    await wait_until(f"{tasks} request(s) to reach {qualname}", there, 10, every_s=0.01)
 
 
 async def invoice_stream_open(lnd_url: str) -> bool:
@@ -669,3 +675,191 @@ async def test_4_health_asks_lnd_once_a_second_and_a_settled_preimage_never_agai
         for status, body in await asyncio.gather(*(ask() for _ in range(20))):
             assert status == 200 and body["preimage"] == payment.preimage.hex()
         assert lnd.sent == said, "a settled invoice was looked up again"
+
+
+# --- 10. slow clients, buffered bodies, health, CSP, the README's macaroon ------------
+
+
+async def raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_10_a_slow_request_head_is_cut_off(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, header_timeout_s=1)
+    async with serve(config) as url:
+        reader, writer = await raw_request(config.port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            # The server hangs up without an answer once the head is overdue.
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        finally:
+            writer.close()
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+
+
+async def test_10_a_slow_request_body_is_408(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, body_timeout_s=1)
+    async with serve(config) as url:
+        _, key = await create_account(session, url)
+        head = (
+            "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 1000\r\n\r\n"
+        )
+        reader, writer = await raw_request(config.port, head.encode() + b'{"header": ')
+        try:
+            head_in = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = int(re.search(rb"Content-Length: (\d+)", head_in).group(1))  # type: ignore[union-attr]
+            body = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        assert head_in.startswith(b"HTTP/1.1 408"), head_in
+        assert b"Connection: close" in head_in
+        assert body["type"].endswith("body-timeout")
+
+
+async def test_10_concurrently_buffered_bodies_are_capped(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, max_buffered_bodies=2, body_timeout_s=60)
+    async with running(config) as (url, _):
+        _, key = await create_account(session, url)
+        head = (
+            "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 12\r\n\r\n"
+        ).encode()
+        slow = [await raw_request(config.port, head + b"{") for _ in range(2)]
+        await reaches("BaseRequest.read", tasks=2)  # both hold a slot, reading
+        try:
+            async with session.post(f"{url}/v1/files", json={}, headers=bearer(key)) as resp:
+                body = await resp.json(content_type=None)
+                assert_problem(resp.status, body, 503)
+                assert str(body["type"]).endswith("too-many-uploads")
+                assert int(resp.headers["Retry-After"]) >= 1
+            async with session.get(f"{url}/v1/health") as resp:  # no body: not limited
+                assert resp.status == 200
+            # One slow body completes: its slot is free again.
+            reader, writer = slow.pop()
+            writer.write(b'"x": 1}    ')
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
+            assert answer.startswith(b"HTTP/1.1 400")
+            writer.close()
+            async with session.post(f"{url}/v1/files", json={}, headers=bearer(key)) as resp:
+                assert resp.status == 400  # read and judged, not turned away
+        finally:
+            for _, writer in slow:
+                writer.close()
+
+
+async def test_10_health_does_not_reveal_internal_urls(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    lnd_proxy = TcpProxy("127.0.0.1", network.node("gateway").rest_port)
+    kubo_proxy = TcpProxy("127.0.0.1", int(kubo_url(network).rsplit(":", 1)[1]))
+    await lnd_proxy.start()
+    await kubo_proxy.start()
+    base = gateway_config(network, tmp_path)
+    config = base.model_copy(
+        update={
+            "kubo_api_url": f"http://127.0.0.1:{kubo_proxy.port}",
+            "lnd": base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"}),
+        }
+    )
+    try:
+        await lnd_proxy.cut()
+        await kubo_proxy.cut()
+        async with serve(config) as url, session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 503
+            text = await resp.text()
+        body = json.loads(text)
+        assert body["lnd"] == {"ok": False, "error": "unreachable"}
+        assert body["kubo"] == {"ok": False, "error": "unreachable"}
+        for secret in ("127.0.0.1", str(lnd_proxy.port), str(kubo_proxy.port), "http", "/v1/"):
+            assert secret not in text.replace(str(body.get("type")), ""), secret
+    finally:
+        await lnd_proxy.cut()
+        await kubo_proxy.cut()
+
+
+async def test_10_the_csp_allows_the_tenants_own_logo(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    if not (STATIC_DIR / "upload.js").is_file():
+        pytest.fail("the web app is not built: `make web` builds it into gateway/static")
+    tenants = [
+        TenantSettings(
+            id="acme",
+            hostnames=["acme.localhost"],
+            brand=Brand(logo_url="https://cdn.acme.example:8443/brand/logo.svg"),
+        ),
+        TenantSettings(id="plain", hostnames=["*"]),
+    ]
+    async with running(gateway_config(network, tmp_path, tenants=tenants)) as (url, _):
+        async with session.get(f"{url}/", headers={"Host": "acme.localhost"}) as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            page = await resp.text()
+        img_src = next(d for d in csp.split(";") if d.strip().startswith("img-src")).split()
+        assert "https://cdn.acme.example:8443" in img_src
+        assert 'src="https://cdn.acme.example:8443/brand/logo.svg"' in page
+        async with session.get(f"{url}/") as resp:
+            assert "acme" not in resp.headers["Content-Security-Policy"]
+
+
+async def bake_macaroon(node: LndNode, permissions: list[str]) -> bytes:
+    """A macaroon with exactly these entity:action permissions, baked by the node."""
+    ctx = ssl.create_default_context(cafile=str(node.tls_cert))
+    ctx.check_hostname = False
+    body = {
+        "permissions": [{"entity": p.split(":")[0], "action": p.split(":")[1]} for p in permissions]
+    }
+    headers = {"Grpc-Metadata-macaroon": node.admin_macaroon.read_bytes().hex()}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{node.rest_url}/v1/macaroon", json=body, headers=headers, ssl=ctx) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return bytes.fromhex((await resp.json())["macaroon"])
+
+
+async def test_10_the_readmes_macaroon_can_do_everything_the_gateway_does(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"lncli bakemacaroon ((?:[a-z]+:[a-z]+ ?)+)", readme)
+    assert match is not None, "the README no longer says which macaroon to bake"
+    permissions = match.group(1).split()
+    macaroon = tmp_path / "gateway.macaroon"
+    macaroon.write_bytes(await bake_macaroon(network.node("gateway"), permissions))
+    base = gateway_config(network, tmp_path / "gw")
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"macaroon": macaroon})})
+    payer = network.node("payer").client
+    async with serve(config) as url:
+        async with session.get(f"{url}/v1/health") as resp:  # info:read
+            assert resp.status == 200
+        # A sale: invoice created (invoices:write), paid, looked up (invoices:read).
+        up = await upload_raw(session, url, random_bytes(100), price_msat=20_000, chunk_size=4096)
+        chunk = f"{url}/v1/files/{up.file_id}/chunks/0"
+        async with session.get(chunk) as resp:
+            assert resp.status == 402
+            challenge = await resp.json()
+        payment = await payer.pay_invoice(challenge["invoice"], 1_000)
+        async with session.post(
+            f"{url}/v1/l402/preimage", json={"macaroon": challenge["macaroon"]}
+        ) as resp:
+            assert resp.status == 200
+        token = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+        async with session.get(chunk, headers=token) as resp:
+            assert resp.status == 200
+        # A withdrawal of the earnings: decode, send and track (offchain:read/write).
+        invoice = await payer.create_invoice(10_000, "earnings")
+        status, body = await withdraw(session, url, up.api_key, invoice.bolt11, "readme-0001")
+        assert status == 200, body
+        assert body["state"] == "succeeded"
