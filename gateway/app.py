@@ -29,6 +29,9 @@ from storage.kubo import KuboClient
 
 log = logging.getLogger("bitcache.gateway")
 
+# A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
+MAX_BODY_BYTES = MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024
+
 
 async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> None:
     """Runs each job now and then every interval; a failing job is logged and retried."""
@@ -48,11 +51,13 @@ def create_app(config: GatewayConfig) -> web.Application:
             problem_middleware(config.retry_after_s),
             tenant_middleware(tenants.for_host, config.trust_forwarded_host),
             body_middleware(
-                config.max_buffered_bodies, config.body_timeout_s, config.retry_after_s
+                config.max_buffered_body_bytes,
+                MAX_BODY_BYTES,
+                config.body_timeout_s,
+                config.retry_after_s,
             ),
         ],
-        # A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
-        client_max_size=MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024,
+        client_max_size=MAX_BODY_BYTES,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -148,8 +148,9 @@ class GatewayConfig(BaseModel):
     # idle keep-alive limit), and a request body must arrive whole within that.
     header_timeout_s: float = Field(default=15.0, gt=0, le=3_600)
     body_timeout_s: float = Field(default=60.0, gt=0, le=3_600)
-    # Request bodies held in memory at once (each up to a chunk, 16 MiB); more → 503.
-    max_buffered_bodies: int = Field(default=32, ge=1, le=10_000)
+    # Bytes of request bodies held in memory at once (a chunk is up to 16 MiB); a request
+    # whose body does not fit → 503.
+    max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

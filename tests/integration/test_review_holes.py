@@ -727,12 +727,13 @@ async def test_10_a_slow_request_body_is_408(
 async def test_10_concurrently_buffered_bodies_are_capped(
     session: aiohttp.ClientSession, network: Network, tmp_path: Path
 ) -> None:
-    config = gateway_config(network, tmp_path, max_buffered_bodies=2, body_timeout_s=60)
+    # Room for two 32 KiB bodies; a third request's body does not fit.
+    config = gateway_config(network, tmp_path, max_buffered_body_bytes=64 * 1024, body_timeout_s=60)
     async with running(config) as (url, _):
         _, key = await create_account(session, url)
         head = (
             "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {key}\r\nContent-Length: 12\r\n\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 32768\r\n\r\n"
         ).encode()
         slow = [await raw_request(config.port, head + b"{") for _ in range(2)]
         await reaches("BaseRequest.read", tasks=2)  # both hold a slot, reading
@@ -746,7 +747,7 @@ async def test_10_concurrently_buffered_bodies_are_capped(
                 assert resp.status == 200
             # One slow body completes: its slot is free again.
             reader, writer = slow.pop()
-            writer.write(b'"x": 1}    ')
+            writer.write(b'"x": 1}'.ljust(32767))
             await writer.drain()
             answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
             assert answer.startswith(b"HTTP/1.1 400")
