@@ -551,7 +551,9 @@ async def test_4_a_tenant_can_charge_for_signup_over_lightning(
     session: aiohttp.ClientSession, network: Network, tmp_path: Path
 ) -> None:
     tenant = TenantSettings(signup_price_msat=5_000)
-    async with running(gateway_config(network, tmp_path, tenants=[tenant])) as (url, _):
+    operator = "op-" + "o" * 40
+    config = gateway_config(network, tmp_path, tenants=[tenant], operator_token=operator)
+    async with running(config) as (url, _):
         status, challenge, headers = await open_account(session, url)
         assert_problem(status, challenge, 402)
         assert challenge["amount_msat"] == 5_000
@@ -577,6 +579,12 @@ async def test_4_a_tenant_can_charge_for_signup_over_lightning(
         status, body, _ = await open_account(session, url, paid)
         assert_problem(status, body, 409)
         assert str(body["type"]).endswith("signup-token-used")
+        # Booked as the tenant's signup takings, inside its own books (they sum to zero).
+        async with session.get(f"{url}/v1/operator/report", headers=bearer(operator)) as resp:
+            assert resp.status == 200
+            report = (await resp.json())["tenants"][0]
+        assert report["signups_msat"] == 5_000
+        assert report["ledger_sum_msat"] == 0
 
         # A paid chunk token does not open an account.
         up = await upload_raw(session, url, random_bytes(100), chunk_size=4096, api_key=api_key)
