@@ -23,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    web.run_app(create_app(config), host=config.host, port=config.port)
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        # aiohttp closes a connection that has not sent a whole request head by then.
+        keepalive_timeout=config.header_timeout_s,
+    )
     return 0
 
 

@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.billing.settlement import Settlement
+from gateway.billing.signup import Signups
 from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
+from gateway.http.bodies import body_middleware
+from gateway.http.cache import AnswerCache
 from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
 from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.openapi import serve_document
@@ -35,6 +38,9 @@ from lightning.node import LightningNode
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 
 log = logging.getLogger("bitcache.gateway")
+
+# A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
+MAX_BODY_BYTES = MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024
 
 
 async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> None:
@@ -62,9 +68,14 @@ def create_app(
         middlewares=[
             problem_middleware(config.retry_after_s),
             tenant_middleware(tenants.for_host, config.trust_forwarded_host),
+            body_middleware(
+                config.max_buffered_body_bytes,
+                MAX_BODY_BYTES,
+                config.body_timeout_s,
+                config.retry_after_s,
+            ),
         ],
-        # A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
-        client_max_size=MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024,
+        client_max_size=MAX_BODY_BYTES,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -73,8 +84,9 @@ def create_app(
         nodes = LightningNodes(config.lnd, connect)
         store = block_store(config.kubo_api_url)
         settlement = Settlement(db, tenants, clock)
+        secret = load_or_create_secret(config.token_secret_path)
         tokens = TokenService(
-            load_or_create_secret(config.token_secret_path),
+            secret,
             db,
             settlement,
             config.token_ttl_s,
@@ -103,7 +115,17 @@ def create_app(
             withdrawals,
             unpinner,
             RateLimiter(config.invoice_rate_per_s, config.invoice_burst),
-            clock,
+            signups=Signups(db, secret, config.token_ttl_s, clock),
+            signup_client_limiter=RateLimiter(
+                config.signup_client_rate_per_s, config.signup_client_burst
+            ),
+            signup_tenant_limiter=RateLimiter(
+                config.signup_tenant_rate_per_s, config.signup_tenant_burst
+            ),
+            health=AnswerCache(ttl_s=1.0),
+            # Unpaid answers are not reused (a page polls right after paying), only shared.
+            invoice_states=AnswerCache(ttl_s=0.0),
+            clock=clock,
         )
         maintenance = asyncio.create_task(
             _every(

@@ -83,6 +83,10 @@ class TenantSettings(BaseModel):
     default_price_msat: int | None = Field(default=None, ge=0, le=100_000_000)
     lnd: LndSettings | None = None
     free_quota_bytes: int = Field(default=100 * GB, ge=0)
+    # All free-tier accounts (no active plan) together may store at most this; None: no cap.
+    free_tier_total_bytes: int | None = Field(default=None, ge=0)
+    # A price for opening an account, paid over Lightning (L402); 0: accounts are free.
+    signup_price_msat: int = Field(default=0, ge=0, le=100_000_000_000)
     # The operator's share of each chunk sale, in basis points (1000 = 10 %).
     operator_fee_bps: int = Field(default=1_000, ge=0, le=10_000)
     plans: list[Plan] = Field(default_factory=default_plans)
@@ -123,6 +127,9 @@ class GatewayConfig(BaseModel):
     tenants_file: Path | None = None
     # Only behind a proxy that sets it: otherwise a client could pick another tenant.
     trust_forwarded_host: bool = False
+    # Proxies in front of the gateway that append to X-Forwarded-For. The client is the
+    # rightmost hop they did not write; 0 (no proxy) uses the connection's address.
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
     # Withdrawals: the routing fee the gateway may spend, held from the balance up front.
     withdrawal_fee_limit_bps: int = Field(default=50, ge=0, le=10_000)
     withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
@@ -132,10 +139,22 @@ class GatewayConfig(BaseModel):
     # Paid downloads need a few per file, so this only stops a client flooding the node.
     invoice_burst: int = Field(default=200, ge=1)
     invoice_rate_per_s: float = Field(default=20.0, gt=0)
+    # New accounts (or signup invoices) per client, and per tenant: a burst, then a rate.
+    signup_client_burst: int = Field(default=60, ge=1)
+    signup_client_rate_per_s: float = Field(default=0.1, gt=0)
+    signup_tenant_burst: int = Field(default=600, ge=1)
+    signup_tenant_rate_per_s: float = Field(default=1.0, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
     # The longest a long-poll (GET /v1/vault/changes?wait=S) is held open.
     long_poll_max_s: int = Field(default=55, ge=1, le=300)
+    # Slow clients: a connection must send a complete request head within this (also the
+    # idle keep-alive limit), and a request body must arrive whole within that.
+    header_timeout_s: float = Field(default=15.0, gt=0, le=3_600)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3_600)
+    # Bytes of request bodies held in memory at once (a chunk is up to 16 MiB); a request
+    # whose body does not fit → 503.
+    max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

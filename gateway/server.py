@@ -14,7 +14,12 @@ from gateway.config import GatewayConfig
 @asynccontextmanager
 async def serve(config: GatewayConfig) -> AsyncIterator[str]:
     """Serves the gateway on config.host:config.port until the block ends; yields its URL."""
-    runner = web.AppRunner(create_app(config), handle_signals=False)
+    runner = web.AppRunner(
+        create_app(config),
+        handle_signals=False,
+        # aiohttp closes a connection that has not sent a whole request head by then.
+        keepalive_timeout=config.header_timeout_s,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

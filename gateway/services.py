@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from gateway.billing.settlement import Settlement
+from gateway.billing.signup import Signups
 from gateway.billing.tokens import TokenService
 from gateway.billing.withdrawals import Withdrawals
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, TenantSettings
+from gateway.http.cache import AnswerCache
+from gateway.http.clientaddr import client_address as forwarded_client
+from gateway.http.clientaddr import rate_key
 from gateway.http.middleware import TENANT
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
@@ -20,6 +25,7 @@ from gateway.persistence.files import FileStore
 from gateway.tenants.nodes import LightningNodes
 from gateway.tenants.registry import TenantRegistry
 from ipfs.store import BlockStore
+from lightning.models import Invoice
 
 
 @dataclass
@@ -36,6 +42,13 @@ class Services:
     withdrawals: Withdrawals
     unpinner: Unpinner
     invoice_limiter: RateLimiter
+    signups: Signups
+    signup_client_limiter: RateLimiter
+    signup_tenant_limiter: RateLimiter
+    # At most one LND (and kubo) health check a second, whoever asks.
+    health: AnswerCache[str, dict[str, Any]]
+    # Invoice states by payment hash: settled ones kept for good; concurrent asks share.
+    invoice_states: AnswerCache[bytes, Invoice]
     clock: Clock = system_clock
 
 
@@ -52,11 +65,19 @@ def tenant_of(request: web.Request) -> TenantSettings:
 
 
 def client_address(request: web.Request) -> str:
-    """The caller's IP; behind a trusted proxy, the first X-Forwarded-For hop."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if services(request).config.trust_forwarded_host and forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.remote or "unknown"
+    """The caller's IP: the connection's, or behind `trusted_proxies` proxies the
+    rightmost X-Forwarded-For hop they did not write (the ones left of it are the
+    client's own say)."""
+    return forwarded_client(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        services(request).config.trusted_proxies,
+    )
+
+
+def client_key(request: web.Request) -> str:
+    """Who a rate limit counts: the client's address, IPv6 by its /64."""
+    return rate_key(client_address(request))
 
 
 def price_default(request: web.Request) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "HOLD_PREFIX",
     "KIND_CHUNK_SALE",
     "KIND_PLAN_PURCHASE",
+    "KIND_SIGNUP",
     "KIND_WITHDRAWAL_HOLD",
     "KIND_WITHDRAWAL_RELEASE",
     "KIND_WITHDRAWAL_SETTLE",
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_BPS",
     "OPERATOR_FEES",
     "OPERATOR_PLANS",
+    "OPERATOR_SIGNUPS",
     "USER_PREFIX",
     "Entry",
     "InsufficientFunds",
@@ -32,6 +34,7 @@ __all__ = [
     "chunk_sale",
     "fee_reserve_msat",
     "plan_purchase",
+    "signup_payment",
     "tenant_house_accounts",
     "user_account",
     "withdrawal_hold",
@@ -43,9 +46,13 @@ __all__ = [
 LIGHTNING = "external:lightning"
 OPERATOR_FEES = "operator:fees"
 OPERATOR_PLANS = "operator:plans"
+OPERATOR_SIGNUPS = "operator:signups"
+# The accounts each tenant has its own copy of (for_tenant appends ":<tenant>").
+_HOUSE_ACCOUNTS = (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS, OPERATOR_SIGNUPS)
 
 KIND_CHUNK_SALE = "chunk_sale"
 KIND_PLAN_PURCHASE = "plan_purchase"
+KIND_SIGNUP = "signup"
 KIND_WITHDRAWAL_HOLD = "withdrawal_hold"
 KIND_WITHDRAWAL_SETTLE = "withdrawal_settle"
 KIND_WITHDRAWAL_RELEASE = "withdrawal_release"
@@ -188,6 +195,13 @@ def plan_purchase(payment_hash_hex: str, amount_msat: int) -> Transaction:
     )
 
 
+def signup_payment(payment_hash_hex: str, amount_msat: int) -> Transaction:
+    """A paid signup invoice (the tenant's price for opening an account): the operator's."""
+    reference = _payment_hash(payment_hash_hex)
+    _positive("amount_msat", amount_msat)
+    return _tx(KIND_SIGNUP, reference, (LIGHTNING, -amount_msat), (OPERATOR_SIGNUPS, amount_msat))
+
+
 def _held(
     withdrawal_id: str, account_id: str, amount_msat: int, fee_reserve_msat: int
 ) -> tuple[str, str, int]:
@@ -273,7 +287,7 @@ def tenant_house_accounts(tenant_id: str) -> tuple[str, ...]:
     its users' and their withdrawal holds, they are the tenant's books, which sum to zero
     on their own."""
     _identifier("tenant_id", tenant_id)
-    return tuple(f"{account}:{tenant_id}" for account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS))
+    return tuple(f"{account}:{tenant_id}" for account in _HOUSE_ACCOUNTS)
 
 
 def for_tenant(tx: Transaction, tenant_id: str) -> Transaction:
@@ -283,7 +297,7 @@ def for_tenant(tx: Transaction, tenant_id: str) -> Transaction:
     _identifier("tenant_id", tenant_id)
 
     def scoped(account: str) -> str:
-        if account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS):
+        if account in _HOUSE_ACCOUNTS:
             return f"{account}:{tenant_id}"
         return account
 

@@ -89,6 +89,8 @@ class Problem(BaseModel):
 class ComponentHealth(BaseModel):
     model_config = ConfigDict(extra="allow")
     ok: bool
+    # A failed check says only what kind of failure: never the dependency's message.
+    error: Literal["unreachable", "timeout", "error"] | None = None
 
 
 class Health(BaseModel):
@@ -196,6 +198,7 @@ class TenantReport(BaseModel):
     accounts: list[Usage]
     fees_msat: int
     plans_msat: int
+    signups_msat: int = Field(description="paid signups (the tenant's signup_price_msat)")
     ledger_sum_msat: int = Field(
         description="the sum of the tenant's balances (users, holds, its operator and"
         " outside-world accounts): 0 when its books stand on their own"

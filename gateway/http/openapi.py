@@ -31,14 +31,15 @@ _STATUS_TEXT = {
     405: "Method not allowed",
     409: "Conflicts with what is stored",
     410: "Deleted by its owner",
+    408: "The request body did not arrive whole in time (the connection is closed)",
     413: "Body too large",
     415: "Unsupported media type",
     421: "The Host names no tenant of this deployment",
     422: "Well-formed but invalid",
-    429: "Too many requests from this client (Retry-After)",
+    429: "Too many requests from this client, or new accounts for this service (Retry-After)",
     502: "A dependency answered wrongly",
-    503: "A dependency is down (Retry-After)",
-    507: "Over quota",
+    503: "A dependency is down, or too many request bodies are being received (Retry-After)",
+    507: "Over quota, or the service's free tier as a whole is full",
 }
 # Problems any operation may answer.
 _ALWAYS = (400, 405, 413, 415, 421, 429, 502, 503)
@@ -131,9 +132,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "createAccount",
         "post",
         "/v1/accounts",
-        "Create an account; its API key is shown once",
+        "Create an account; its API key is shown once (a tenant may charge for it: L402)",
         {201: m.AccountCreated},
-        (402, 507),
+        (402, 403, 409, 507),
+        auth=("l402",),
+        auth_optional=True,
     ),
     Operation(
         "getAccount",
@@ -357,7 +360,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(code)] = {"description": "OK", "content": _content(what)}
         if op.links:
             responses[str(code)]["links"] = op.links
-    for code in sorted({*op.problems, *_ALWAYS} - set(op.ok)):
+    # Any request with a body may be too slow to arrive (gateway.http.bodies).
+    slow_body = (408,) if op.body is not None else ()
+    for code in sorted({*op.problems, *_ALWAYS, *slow_body} - set(op.ok)):
         responses[str(code)] = _problem(code)
     out: dict[str, Any] = {
         "operationId": op.operation_id,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.http.problems import Problem, bad_request, gone, not_found
 from gateway.persistence.files import FileRecord
-from gateway.services import client_address, services, tenant_of
+from gateway.services import client_key, services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
 
@@ -95,7 +95,7 @@ def check_chunk_index(record: FileRecord, index: int) -> int:
 
 def spend_invoice_allowance(request: web.Request) -> None:
     """429 if this client has asked for too many new invoices lately."""
-    wait = services(request).invoice_limiter.take(client_address(request), time.monotonic())
+    wait = services(request).invoice_limiter.take(client_key(request), time.monotonic())
     if wait > 0:
         raise Problem(
             429,
@@ -105,3 +105,22 @@ def spend_invoice_allowance(request: web.Request) -> None:
             "pay the ones you have or retry later",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+
+
+def spend_signup_allowance(request: web.Request) -> None:
+    """429 if this client, or everyone on this tenant together, opened (or asked to pay
+    for) accounts faster than the gateway allows."""
+    s, now = services(request), time.monotonic()
+    for limiter, key, who in (
+        (s.signup_client_limiter, client_key(request), "this client"),
+        (s.signup_tenant_limiter, tenant_of(request).id, "this service"),
+    ):
+        wait = limiter.take(key, now)
+        if wait > 0:
+            raise Problem(
+                429,
+                "too-many-signups",
+                "Too many new accounts",
+                f"{who} opened accounts faster than the gateway allows; retry later",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )

@@ -1,11 +1,17 @@
 """Token buckets per client, for what costs the operator (invoices on its node).
 
 Pure: the caller passes the time. Downloads themselves are never limited; only minting
-new invoices is, so a client looping on 402 cannot flood the Lightning node.
+new invoices (and creating accounts) is, so a client looping on 402 cannot flood the
+Lightning node.
+
+The table holds at most `max_clients` buckets, least recently used evicted first, in
+O(1) per call: a flood of distinct addresses costs the flooder, not a table scan. An
+evicted client starts again with a full bucket, as a new one would.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -22,23 +28,23 @@ class RateLimiter:
         self.rate = rate_per_s
         self.burst = burst
         self._max_clients = max_clients
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, client: str, now: float) -> float:
         """0.0 if the client may go ahead (one token spent), else seconds until it may."""
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= self._max_clients:
-                self._forget_full(now)
+                self._buckets.popitem(last=False)
             bucket = self._buckets[client] = _Bucket(float(self.burst), now)
+        else:
+            self._buckets.move_to_end(client)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return 0.0
         return (1 - bucket.tokens) / self.rate
-
-    def _forget_full(self, now: float) -> None:
-        """Drops clients whose bucket has refilled: they are indistinguishable from new."""
-        full_after = self.burst / self.rate
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.updated < full_after}

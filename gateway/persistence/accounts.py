@@ -7,6 +7,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import aiosqlite
+
 from gateway.persistence.database import Database
 
 API_KEY_PREFIX = "bck_"
@@ -23,21 +25,27 @@ def hash_api_key(api_key: str) -> bytes:
     return hashlib.sha256(api_key.encode()).digest()
 
 
+async def insert_account(
+    conn: aiosqlite.Connection, tenant_id: str, now: int | None = None
+) -> tuple[Account, str]:
+    """A new account and its API key, inside the caller's transaction."""
+    account_id = "acct_" + secrets.token_hex(8)
+    api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
+        (account_id, tenant_id, hash_api_key(api_key), int(time.time()) if now is None else now),
+    )
+    return Account(account_id, tenant_id, 0), api_key
+
+
 class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def create(self, tenant_id: str) -> tuple[Account, str]:
         """A new account and its API key (returned once, never stored)."""
-        account_id = "acct_" + secrets.token_hex(8)
-        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (account_id, tenant_id, hash_api_key(api_key), int(time.time())),
-            )
-        return Account(account_id, tenant_id, 0), api_key
+            return await insert_account(conn, tenant_id)
 
     async def by_api_key(self, api_key: str) -> Account | None:
         # Looking up by the hash of a 256-bit random key leaks nothing through timing.

@@ -11,6 +11,7 @@ import aiosqlite
 from gateway.billing.quota import check_reservation
 from gateway.persistence import pins
 from gateway.persistence.database import Database
+from gateway.persistence.free_tier import check_free_tier
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
 
@@ -95,10 +96,15 @@ class FileStore:
         owner_id: str,
         limit_bytes: int,
         tenant_id: str,
+        free_tier_cap: int | None = None,
+        now: int | None = None,
     ) -> tuple[FileRecord, bool]:
         """Creates the file and reserves its whole size against the owner's quota, in one
         transaction, so parallel uploads can never overshoot; or returns the existing
-        identical file (created=False). Raises quota.OverQuota or FileConflict."""
+        identical file (created=False). With `free_tier_cap` (the owner is on the free
+        tier) the tenant's free tier as a whole must have room too, counting the accounts
+        with no plan active at `now`. Raises quota.OverQuota, free_tier.FreeTierFull or
+        FileConflict."""
         file_id = encode_file_id(header.file_id)
         header_json = _header_json(header)
         size = stored_size(header, manifest)
@@ -123,6 +129,9 @@ class FileStore:
                     account = await cur.fetchone()
                 assert account is not None, "owner must exist"
                 check_reservation(int(account[0]), size, limit_bytes)
+                if free_tier_cap is not None:
+                    at = int(time.time()) if now is None else now
+                    await check_free_tier(conn, tenant_id, size, free_tier_cap, at)
                 await conn.execute(
                     "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
                     (size, owner_id),

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
+import re
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,15 +18,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.app import create_app
 from gateway.billing.pricing import MAX_INVOICE_MSAT
-from gateway.config import GatewayConfig
+from gateway.billing.quota import Plan
+from gateway.config import Brand, GatewayConfig, TenantSettings
+from gateway.http.handlers.pages import STATIC_DIR
+from gateway.server import serve
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
-from regtest.network import Network, wait_until
+from regtest.network import LndNode, Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
 from tests.conftest import gateway_config
@@ -141,17 +148,18 @@ def _awaiting(awaitable: object, qualname: str) -> bool:
     return False
 
 
-def suspended_in(qualname: str) -> bool:
-    """Some task of this event loop (the in-process gateway's included) is inside a call
-    of `qualname`: how a test knows a request reached a given step, without sleeping."""
-    return any(_awaiting(task.get_coro(), qualname) for task in asyncio.all_tasks())
+def suspended_in(qualname: str, tasks: int = 1) -> bool:
+    """At least `tasks` tasks of this event loop (the in-process gateway's included) are
+    inside a call of `qualname`: how a test knows requests reached a given step, without
+    sleeping."""
+    return sum(_awaiting(t.get_coro(), qualname) for t in asyncio.all_tasks()) >= tasks
 
 
-async def reaches(qualname: str) -> None:
+async def reaches(qualname: str, tasks: int = 1) -> None:
     async def there() -> bool:
-        return suspended_in(qualname)
+        return suspended_in(qualname, tasks)
 
-    await wait_until(f"a request to reach {qualname}", there, 10, every_s=0.01)
+    await wait_until(f"{tasks} request(s) to reach {qualname}", there, 10, every_s=0.01)
 
 
 async def invoice_stream_open(lnd_url: str) -> bool:
@@ -461,3 +469,406 @@ async def test_9_ranges_are_capped_at_the_largest_invoice_lnd_creates(
         body = await r.json(content_type=None)
     assert_problem(r.status, body, 402)
     assert body["count"] == 50 and body["amount_msat"] == 50 * price
+
+
+# --- 4. abuse limits -------------------------------------------------------------------
+
+
+async def open_account(
+    session: aiohttp.ClientSession, gateway: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, object], CIMultiDictProxy[str]]:
+    async with session.post(f"{gateway}/v1/accounts", headers=headers or {}) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers
+
+
+def forwarded(*hops: str) -> dict[str, str]:
+    return {"X-Forwarded-For": ", ".join(hops)}
+
+
+async def test_4_signups_are_limited_per_client_behind_trusted_proxies(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network,
+        tmp_path,
+        trusted_proxies=1,
+        signup_client_burst=2,
+        signup_client_rate_per_s=0.001,
+    )
+    async with running(config) as (url, _):
+        # The proxy (this test's connection) appends the client, 203.0.113.7; whatever the
+        # client itself put in front changes nothing.
+        statuses = []
+        for i in range(3):
+            status, body, headers = await open_account(
+                session, url, forwarded(f"6.6.6.{i}", "203.0.113.7")
+            )
+            statuses.append(status)
+        assert statuses == [201, 201, 429]
+        assert_problem(status, body, 429)
+        assert str(body["type"]).endswith("too-many-signups")
+        assert int(str(headers["Retry-After"])) >= 1
+        # IPv6 clients are grouped by /64: rotating inside it buys nothing.
+        statuses = []
+        for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"):
+            status, _, _ = await open_account(session, url, forwarded("6.6.6.6", host))
+            statuses.append(status)
+        assert statuses == [201, 201, 429]
+        status, _, _ = await open_account(session, url, forwarded("2001:db8:1:3::1"))
+        assert status == 201
+
+
+async def test_4_without_trusted_proxies_forwarded_for_changes_nothing(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network, tmp_path, signup_client_burst=2, signup_client_rate_per_s=0.001
+    )
+    async with running(config) as (url, _):
+        statuses = [
+            (await open_account(session, url, forwarded(f"198.51.100.{i}")))[0] for i in range(3)
+        ]
+        assert statuses == [201, 201, 429]
+
+
+async def test_4_signups_are_limited_per_tenant(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        network, tmp_path, trusted_proxies=1, signup_tenant_burst=3, signup_tenant_rate_per_s=0.001
+    )
+    async with running(config) as (url, _):
+        statuses: list[int] = []
+        body: dict[str, object] = {}
+        for i in range(4):
+            status, body, _ = await open_account(session, url, forwarded(f"192.0.2.{i}"))
+            statuses.append(status)
+        assert statuses == [201, 201, 201, 429]
+        assert "this service" in str(body["detail"])
+
+
+async def test_4_a_tenant_can_charge_for_signup_over_lightning(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    tenant = TenantSettings(signup_price_msat=5_000)
+    operator = "op-" + "o" * 40
+    config = gateway_config(network, tmp_path, tenants=[tenant], operator_token=operator)
+    async with running(config) as (url, _):
+        status, challenge, headers = await open_account(session, url)
+        assert_problem(status, challenge, 402)
+        assert challenge["amount_msat"] == 5_000
+        assert [v.split(" ", 1)[0] for v in headers.getall("WWW-Authenticate")] == ["LSAT", "L402"]
+        macaroon, invoice = str(challenge["macaroon"]), str(challenge["invoice"])
+
+        # Unpaid (a made-up preimage): refused with a fresh challenge.
+        status, body, _ = await open_account(
+            session, url, {"Authorization": f"L402 {macaroon}:{'00' * 32}"}
+        )
+        assert_problem(status, body, 402)
+        assert "token refused" in str(body["detail"])
+
+        payment = await network.node("payer").client.pay_invoice(invoice, 1_000)
+        assert payment.amount_msat == 5_000
+        paid = {"Authorization": f"L402 {macaroon}:{payment.preimage.hex()}"}
+        status, account, _ = await open_account(session, url, paid)
+        assert status == 201, account
+        api_key = str(account["api_key"])
+        async with session.get(f"{url}/v1/account", headers=bearer(api_key)) as resp:
+            assert resp.status == 200
+        # One payment, one account.
+        status, body, _ = await open_account(session, url, paid)
+        assert_problem(status, body, 409)
+        assert str(body["type"]).endswith("signup-token-used")
+        # Booked as the tenant's signup takings, inside its own books (they sum to zero).
+        async with session.get(f"{url}/v1/operator/report", headers=bearer(operator)) as resp:
+            assert resp.status == 200
+            report = (await resp.json())["tenants"][0]
+        assert report["signups_msat"] == 5_000
+        assert report["ledger_sum_msat"] == 0
+
+        # A paid chunk token does not open an account.
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096, api_key=api_key)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            chunk_challenge = await resp.json()
+        chunk_payment = await network.node("payer").client.pay_invoice(
+            chunk_challenge["invoice"], 1_000
+        )
+        status, body, _ = await open_account(
+            session,
+            url,
+            {"Authorization": f"L402 {chunk_challenge['macaroon']}:{chunk_payment.preimage.hex()}"},
+        )
+        assert_problem(status, body, 402)
+        assert "not for opening an account" in str(body["detail"])
+
+
+async def test_4_a_tenants_free_tier_has_a_total_cap(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    plan = Plan(id="tiny", name="Tiny", quota_bytes=10**9, duration_s=3_600, price_msat=10_000)
+    tenant = TenantSettings(free_tier_total_bytes=50_000, plans=[plan])
+    async with running(gateway_config(network, tmp_path, tenants=[tenant])) as (url, _):
+        _, first = await create_account(session, url)
+        _, second = await create_account(session, url)
+        _, buyer = await create_account(session, url)
+        first_file, _ = await create_file(session, url, first, 30_000)
+
+        async def new_file(api_key: str, size: int) -> tuple[int, dict[str, object]]:
+            enc = FileEncryptor(new_file_key(), new_file_id(), size)
+            body = {"header": enc.header.to_json_dict(), "manifest": b64url_encode(b"m" * 40)}
+            async with session.post(f"{url}/v1/files", json=body, headers=bearer(api_key)) as r:
+                return r.status, await r.json(content_type=None)
+
+        # Within the second account's own quota, but the free tier as a whole is full.
+        status, body = await new_file(second, 30_000)
+        assert_problem(status, body, 507)
+        assert str(body["type"]).endswith("free-tier-full")
+        # Room comes back when free-tier bytes are freed.
+        async with session.delete(f"{url}/v1/files/{first_file}", headers=bearer(first)) as r:
+            assert r.status == 200
+        assert (await new_file(second, 30_000))[0] == 201
+        assert (await new_file(buyer, 30_000))[0] == 507
+        # A plan holder pays for its space: the free tier's cap does not apply.
+        async with session.post(
+            f"{url}/v1/account/plans", json={"plan_id": "tiny"}, headers=bearer(buyer)
+        ) as resp:
+            assert resp.status == 201
+            invoice = (await resp.json())["invoice"]
+        await network.node("payer").client.pay_invoice(invoice, 1_000)
+
+        async def on_plan() -> bool:
+            async with session.get(f"{url}/v1/account", headers=bearer(buyer)) as resp:
+                return any(p["active"] for p in (await resp.json())["plans"])
+
+        await wait_until("the plan to be booked", on_plan, 15, every_s=0.1)
+        assert (await new_file(buyer, 30_000))[0] == 201
+
+
+async def test_4_health_asks_lnd_once_a_second_and_a_settled_preimage_never_again(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with lnd_behind_proxy(network, tmp_path) as (url, _, lnd):
+        said = lnd.sent
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+        one_call = lnd.sent - said
+        assert one_call > 0
+        said = lnd.sent
+        answers = await asyncio.gather(*(session.get(f"{url}/v1/health") for _ in range(20)))
+        assert [r.status for r in answers] == [200] * 20
+        for r in answers:
+            r.release()
+        # At most one more check, should a second have passed meanwhile.
+        assert lnd.sent - said <= one_call, "every health request called LND"
+
+        _, key = await create_account(session, url)
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096, api_key=key)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            challenge = await resp.json()
+
+        async def ask() -> tuple[int, dict[str, object]]:
+            async with session.post(
+                f"{url}/v1/l402/preimage", json={"macaroon": challenge["macaroon"]}
+            ) as resp:
+                return resp.status, await resp.json()
+
+        assert (await ask())[0] == 202
+        payment = await network.node("payer").client.pay_invoice(challenge["invoice"], 1_000)
+
+        async def settled() -> bool:
+            return (await ask())[0] == 200
+
+        await wait_until("the preimage to be handed out", settled, 15, every_s=0.2)
+        said = lnd.sent
+        for status, body in await asyncio.gather(*(ask() for _ in range(20))):
+            assert status == 200 and body["preimage"] == payment.preimage.hex()
+        assert lnd.sent == said, "a settled invoice was looked up again"
+
+
+# --- 10. slow clients, buffered bodies, health, CSP, the README's macaroon ------------
+
+
+async def raw_request(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_10_a_slow_request_head_is_cut_off(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, header_timeout_s=1)
+    async with serve(config) as url:
+        reader, writer = await raw_request(config.port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            # The server hangs up without an answer once the head is overdue.
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        finally:
+            writer.close()
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+
+
+async def test_10_a_slow_request_body_is_408(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path, body_timeout_s=1)
+    async with serve(config) as url:
+        _, key = await create_account(session, url)
+        head = (
+            "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 1000\r\n\r\n"
+        )
+        reader, writer = await raw_request(config.port, head.encode() + b'{"header": ')
+        try:
+            head_in = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = int(re.search(rb"Content-Length: (\d+)", head_in).group(1))  # type: ignore[union-attr]
+            body = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        assert head_in.startswith(b"HTTP/1.1 408"), head_in
+        assert b"Connection: close" in head_in
+        assert body["type"].endswith("body-timeout")
+
+
+async def test_10_concurrently_buffered_bodies_are_capped(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    # Room for two 32 KiB bodies; a third request's body does not fit.
+    config = gateway_config(network, tmp_path, max_buffered_body_bytes=64 * 1024, body_timeout_s=60)
+    async with running(config) as (url, _):
+        _, key = await create_account(session, url)
+        head = (
+            "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 32768\r\n\r\n"
+        ).encode()
+        slow = [await raw_request(config.port, head + b"{") for _ in range(2)]
+        await reaches("BaseRequest.read", tasks=2)  # both hold a slot, reading
+        try:
+            async with session.post(f"{url}/v1/files", json={}, headers=bearer(key)) as resp:
+                body = await resp.json(content_type=None)
+                assert_problem(resp.status, body, 503)
+                assert str(body["type"]).endswith("too-many-uploads")
+                assert int(resp.headers["Retry-After"]) >= 1
+            async with session.get(f"{url}/v1/health") as resp:  # no body: not limited
+                assert resp.status == 200
+            # One slow body completes: its slot is free again.
+            reader, writer = slow.pop()
+            writer.write(b'"x": 1}'.ljust(32767))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
+            assert answer.startswith(b"HTTP/1.1 400")
+            writer.close()
+            async with session.post(f"{url}/v1/files", json={}, headers=bearer(key)) as resp:
+                assert resp.status == 400  # read and judged, not turned away
+        finally:
+            for _, writer in slow:
+                writer.close()
+
+
+async def test_10_health_does_not_reveal_internal_urls(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    lnd_proxy = TcpProxy("127.0.0.1", network.node("gateway").rest_port)
+    kubo_proxy = TcpProxy("127.0.0.1", int(kubo_url(network).rsplit(":", 1)[1]))
+    await lnd_proxy.start()
+    await kubo_proxy.start()
+    base = gateway_config(network, tmp_path)
+    config = base.model_copy(
+        update={
+            "kubo_api_url": f"http://127.0.0.1:{kubo_proxy.port}",
+            "lnd": base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"}),
+        }
+    )
+    try:
+        await lnd_proxy.cut()
+        await kubo_proxy.cut()
+        async with serve(config) as url, session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 503
+            text = await resp.text()
+        body = json.loads(text)
+        assert body["lnd"] == {"ok": False, "error": "unreachable"}
+        assert body["kubo"] == {"ok": False, "error": "unreachable"}
+        for secret in ("127.0.0.1", str(lnd_proxy.port), str(kubo_proxy.port), "http", "/v1/"):
+            assert secret not in text.replace(str(body.get("type")), ""), secret
+    finally:
+        await lnd_proxy.cut()
+        await kubo_proxy.cut()
+
+
+async def test_10_the_csp_allows_the_tenants_own_logo(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    if not (STATIC_DIR / "upload.js").is_file():
+        pytest.fail("the web app is not built: `make web` builds it into gateway/static")
+    tenants = [
+        TenantSettings(
+            id="acme",
+            hostnames=["acme.localhost"],
+            brand=Brand(logo_url="https://cdn.acme.example:8443/brand/logo.svg"),
+        ),
+        TenantSettings(id="plain", hostnames=["*"]),
+    ]
+    async with running(gateway_config(network, tmp_path, tenants=tenants)) as (url, _):
+        async with session.get(f"{url}/", headers={"Host": "acme.localhost"}) as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            page = await resp.text()
+        img_src = next(d for d in csp.split(";") if d.strip().startswith("img-src")).split()
+        assert "https://cdn.acme.example:8443" in img_src
+        assert 'src="https://cdn.acme.example:8443/brand/logo.svg"' in page
+        async with session.get(f"{url}/") as resp:
+            assert "acme" not in resp.headers["Content-Security-Policy"]
+
+
+async def bake_macaroon(node: LndNode, permissions: list[str]) -> bytes:
+    """A macaroon with exactly these entity:action permissions, baked by the node."""
+    ctx = ssl.create_default_context(cafile=str(node.tls_cert))
+    ctx.check_hostname = False
+    body = {
+        "permissions": [{"entity": p.split(":")[0], "action": p.split(":")[1]} for p in permissions]
+    }
+    headers = {"Grpc-Metadata-macaroon": node.admin_macaroon.read_bytes().hex()}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{node.rest_url}/v1/macaroon", json=body, headers=headers, ssl=ctx) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return bytes.fromhex((await resp.json())["macaroon"])
+
+
+async def test_10_the_readmes_macaroon_can_do_everything_the_gateway_does(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"lncli bakemacaroon ((?:[a-z]+:[a-z]+ ?)+)", readme)
+    assert match is not None, "the README no longer says which macaroon to bake"
+    permissions = match.group(1).split()
+    macaroon = tmp_path / "gateway.macaroon"
+    macaroon.write_bytes(await bake_macaroon(network.node("gateway"), permissions))
+    base = gateway_config(network, tmp_path / "gw")
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"macaroon": macaroon})})
+    payer = network.node("payer").client
+    async with serve(config) as url:
+        async with session.get(f"{url}/v1/health") as resp:  # info:read
+            assert resp.status == 200
+        # A sale: invoice created (invoices:write), paid, looked up (invoices:read).
+        up = await upload_raw(session, url, random_bytes(100), price_msat=20_000, chunk_size=4096)
+        chunk = f"{url}/v1/files/{up.file_id}/chunks/0"
+        async with session.get(chunk) as resp:
+            assert resp.status == 402
+            challenge = await resp.json()
+        payment = await payer.pay_invoice(challenge["invoice"], 1_000)
+        async with session.post(
+            f"{url}/v1/l402/preimage", json={"macaroon": challenge["macaroon"]}
+        ) as resp:
+            assert resp.status == 200
+        token = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+        async with session.get(chunk, headers=token) as resp:
+            assert resp.status == 200
+        # A withdrawal of the earnings: decode, send and track (offchain:read/write).
+        invoice = await payer.create_invoice(10_000, "earnings")
+        status, body = await withdraw(session, url, up.api_key, invoice.bolt11, "readme-0001")
+        assert status == 200, body
+        assert body["state"] == "succeeded"

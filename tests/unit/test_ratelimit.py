@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from gateway.http.ratelimit import RateLimiter
@@ -20,12 +22,38 @@ def test_never_more_than_burst_after_idle() -> None:
     assert allowed.count(0.0) == 2
 
 
-def test_memory_is_bounded_and_refilled_clients_are_forgotten() -> None:
-    limiter = RateLimiter(rate_per_s=1, burst=1, max_clients=10)
-    for i in range(10):
-        limiter.take(f"c{i}", 0.0)
-    limiter.take("late", 100.0)  # everyone else has long refilled
-    assert len(limiter._buckets) == 1
+def test_memory_is_bounded_even_when_no_bucket_has_refilled() -> None:
+    # Distinct clients all at once (a flood of addresses): none is full again yet, and
+    # the table still never grows past its bound.
+    limiter = RateLimiter(rate_per_s=1, burst=1, max_clients=1_000)
+    for i in range(20_000):
+        assert limiter.take(f"c{i}", 0.0) == 0.0
+        assert len(limiter) <= 1_000
+    assert len(limiter) == 1_000
+
+
+def test_the_least_recently_used_client_is_evicted() -> None:
+    limiter = RateLimiter(rate_per_s=0.001, burst=1, max_clients=2)
+    limiter.take("a", 0.0)
+    limiter.take("b", 0.0)
+    assert limiter.take("a", 0.0) > 0  # a is used again: b is now the oldest
+    limiter.take("c", 0.0)  # evicts b
+    assert limiter.take("a", 0.0) > 0  # a kept its empty bucket
+    assert limiter.take("b", 0.0) == 0.0  # b was forgotten: a fresh bucket
+
+
+def test_eviction_is_constant_time() -> None:
+    """A full table of 200 000 clients: each new client costs the same as in a small one
+    (the old eviction rebuilt the whole table on every new client)."""
+    big = RateLimiter(rate_per_s=1, burst=5, max_clients=200_000)
+    for i in range(200_000):
+        big.take(f"c{i}", 0.0)
+    started = time.perf_counter()
+    for i in range(20_000):
+        big.take(f"new{i}", 0.0)
+    elapsed = time.perf_counter() - started
+    assert len(big) == 200_000
+    assert elapsed < 1.0, f"20 000 evictions took {elapsed:.2f} s"
 
 
 def test_bad_settings_are_refused() -> None:

@@ -6,15 +6,18 @@ from typing import Any
 
 from aiohttp import web
 
+import l402
 from gateway.billing import ledger
 from gateway.billing.plans import sell_plan
 from gateway.billing.quota import SECONDS_PER_DAY, byte_seconds
+from gateway.billing.signup import SignupRefused
 from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
 from gateway.http.auth import require_account, require_operator
 from gateway.http.models import BuyPlanBody, WithdrawBody
-from gateway.http.params import json_model, spend_invoice_allowance
+from gateway.http.params import json_model, spend_invoice_allowance, spend_signup_allowance
 from gateway.http.problems import Problem, bad_request, not_found
+from gateway.persistence.accounts import Account
 from gateway.persistence.ledger import balance, tenant_sum, totals
 from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
@@ -23,7 +26,12 @@ from lightning.bolt11 import check_invoice, invoice_amount_msat
 
 async def create_account(request: web.Request) -> web.Response:
     s = services(request)
-    account, api_key = await s.accounts.create(tenant_of(request).id)
+    tenant = tenant_of(request)
+    if tenant.signup_price_msat > 0:
+        account, api_key = await _paid_signup(request, s, tenant)
+    else:
+        spend_signup_allowance(request)
+        account, api_key = await s.accounts.create(tenant.id)
     return web.json_response(
         {
             "account_id": account.id,
@@ -33,6 +41,65 @@ async def create_account(request: web.Request) -> web.Response:
         },
         status=201,
         headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _paid_signup(
+    request: web.Request, s: Services, tenant: TenantSettings
+) -> tuple[Account, str]:
+    """The account a paid signup token opens, or 402 with an invoice for one."""
+    credentials = [
+        v
+        for v in request.headers.getall("Authorization", [])
+        if not v.lower().startswith("bearer ")
+    ]
+    if not credentials:
+        raise await _signup_required(
+            request,
+            s,
+            tenant,
+            "Opening an account here costs a payment: pay the invoice, then POST again "
+            "with Authorization: L402 <macaroon>:<preimage>.",
+        )
+    try:
+        payment_hash = s.signups.verify(credentials, tenant.id)
+    except l402.L402Error as exc:
+        raise await _signup_required(request, s, tenant, f"token refused: {exc}") from None
+    try:
+        return await s.signups.redeem(payment_hash, tenant.id)
+    except SignupRefused as exc:
+        raise Problem(exc.status, exc.slug, "Signup refused", str(exc)) from exc
+
+
+async def _signup_required(
+    request: web.Request, s: Services, tenant: TenantSettings, detail: str
+) -> Problem:
+    spend_signup_allowance(request)
+    spend_invoice_allowance(request)
+    node = s.nodes.settings_for(tenant)
+    challenge = await s.signups.challenge(
+        tenant.id,
+        tenant.display_name,
+        tenant.signup_price_msat,
+        s.nodes.client(node),
+        node.invoice_expiry_s,
+    )
+    return Problem(
+        402,
+        "payment-required",
+        "Payment required",
+        detail,
+        headers={"Cache-Control": "no-store"},
+        extra={
+            "amount_msat": challenge.amount_msat,
+            "valid_until": challenge.valid_until,
+            "invoice": challenge.bolt11,
+            "macaroon": challenge.macaroon_b64,
+        },
+        extra_headers=[
+            ("WWW-Authenticate", value)
+            for value in l402.format_challenge(challenge.macaroon_b64, challenge.bolt11)
+        ],
     )
 
 
@@ -194,6 +261,7 @@ async def operator_report(request: web.Request) -> web.Response:
                 "plans_msat": await balance(s.db, f"{ledger.OPERATOR_PLANS}:{tenant.id}"),
                 # Zero: each tenant's books stand on their own.
                 "ledger_sum_msat": await tenant_sum(s.db, tenant.id),
+                "signups_msat": await balance(s.db, f"{ledger.OPERATOR_SIGNUPS}:{tenant.id}"),
             }
         )
     entries_sum, balances_sum = await totals(s.db)

@@ -12,6 +12,7 @@ from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
 from gateway.http.problems import Problem, bad_request, conflict, gone
 from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
+from gateway.persistence.free_tier import FreeTierFull, on_free_tier
 from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
 from storage.crypto import (
@@ -66,13 +67,25 @@ async def create_file(request: web.Request) -> web.Response:
         raise bad_request("manifest too large")
     tenant = tenant_of(request)
     price = price_default(request) if body.price_msat is None else body.price_msat
-    limit = await limit_bytes(s.db, tenant, account.id, int(s.clock()))
+    now = int(s.clock())
+    limit = await limit_bytes(s.db, tenant, account.id, now)
+    cap = tenant.free_tier_total_bytes
+    if cap is not None and not await on_free_tier(s.db, account.id, now):
+        cap = None  # plan holders pay for their space
     try:
         record, created = await s.files.create(
-            header, manifest, price, account.id, limit, tenant.id
+            header, manifest, price, account.id, limit, tenant.id, cap, now
         )
     except FileConflict as exc:
         raise conflict(str(exc), "file-exists") from exc
+    except FreeTierFull as exc:
+        raise Problem(
+            507,
+            "free-tier-full",
+            "Free storage used up",
+            str(exc),
+            extra={"upgrade": 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}'},
+        ) from exc
     except OverQuota as exc:
         raise Problem(
             507,

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.services import Services, services
-from ipfs.errors import IpfsError
-from lightning.errors import LightningError
+from ipfs.errors import IpfsError, IpfsUnavailable
+from lightning.errors import LightningError, LightningUnavailable
+
+log = logging.getLogger("bitcache.health")
 
 _CHECK_TIMEOUT_S = 3.0
+
+
+def _failure(what: str, exc: Exception) -> dict[str, Any]:
+    """A failed check as the public sees it: what kind of failure, never the dependency's
+    message (it names internal URLs); that goes to the log."""
+    log.warning("health: %s check failed: %s", what, exc)
+    if isinstance(exc, TimeoutError):
+        return {"ok": False, "error": "timeout"}
+    if isinstance(exc, LightningUnavailable | IpfsUnavailable):
+        return {"ok": False, "error": "unreachable"}
+    return {"ok": False, "error": "error"}
 
 
 async def _lnd(s: Services) -> dict[str, Any]:
@@ -20,7 +34,7 @@ async def _lnd(s: Services) -> dict[str, Any]:
     try:
         info = await asyncio.wait_for(s.nodes.client(s.config.lnd).get_info(), _CHECK_TIMEOUT_S)
     except (LightningError, TimeoutError) as exc:
-        return {"ok": False, "error": str(exc) or "timeout"}
+        return _failure("LND", exc)
     return {"ok": True, "alias": info.alias, "synced_to_chain": info.synced_to_chain}
 
 
@@ -28,13 +42,20 @@ async def _kubo(s: Services) -> dict[str, Any]:
     try:
         version = await asyncio.wait_for(s.ipfs.version(), _CHECK_TIMEOUT_S)
     except (IpfsError, TimeoutError) as exc:
-        return {"ok": False, "error": str(exc) or "timeout"}
+        return _failure("kubo", exc)
     return {"ok": True, "version": version}
+
+
+async def _checks(s: Services) -> dict[str, Any]:
+    lnd, kubo = await asyncio.gather(_lnd(s), _kubo(s))
+    return {"lnd": lnd, "kubo": kubo}
 
 
 async def health(request: web.Request) -> web.Response:
     s = services(request)
-    lnd, kubo = await asyncio.gather(_lnd(s), _kubo(s))
+    # Free and unauthenticated: whoever asks, LND and kubo are asked at most once a second.
+    checks = await s.health.get("health", lambda: _checks(s))
+    lnd, kubo = checks["lnd"], checks["kubo"]
     ok = lnd["ok"] and kubo["ok"]
     body = {
         "status": "ok" if ok else "degraded",

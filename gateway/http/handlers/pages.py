@@ -5,6 +5,8 @@ all encryption in the browser. Share links land on /f/{id}; the key stays in the
 from __future__ import annotations
 
 import html
+import re
+import urllib.parse
 from pathlib import Path
 
 from aiohttp import web
@@ -16,12 +18,40 @@ from gateway.services import tenant_of
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
-# Scripts only from this origin; libsodium needs WebAssembly; QR codes are data: images.
+# Scripts only from this origin; libsodium needs WebAssembly; QR codes are data: images;
+# the tenant's logo may live elsewhere (its origin is added to img-src).
 _CSP = (
     "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' "
-    "'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+    "'unsafe-inline'; img-src 'self' data: blob:{logo}; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+# What an origin in a CSP source list may contain: nothing that ends or splits it.
+_ORIGIN_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def logo_origin(logo_url: str | None) -> str | None:
+    """The http(s) origin of an absolute logo URL, or None (relative: 'self' covers it;
+    anything else is not allowed to load)."""
+    if not logo_url:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(logo_url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.username is not None:
+        return None
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if not _ORIGIN_HOST.fullmatch(host):
+        return None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def content_security_policy(tenant: TenantSettings) -> str:
+    origin = logo_origin(tenant.brand.logo_url)
+    return _CSP.format(logo=f" {origin}" if origin else "")
 
 
 def _shell(tenant: TenantSettings, title: str, script: str, attrs: str = "") -> web.Response:
@@ -51,7 +81,7 @@ JavaScript.</noscript></main>
         text=body,
         content_type="text/html",
         headers={
-            "Content-Security-Policy": _CSP,
+            "Content-Security-Policy": content_security_policy(tenant),
             # The share page's URL holds the key in its fragment: never leak it onward.
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",

@@ -16,8 +16,19 @@ from gateway.http.models import PreimageBody
 from gateway.http.params import json_model
 from gateway.http.problems import Problem, not_found
 from gateway.persistence.invoices import tenant_of_invoice
+from gateway.persistence.signups import tenant_of_signup
 from gateway.services import services, tenant_of
-from lightning.models import InvoiceState
+from lightning.models import Invoice, InvoiceState
+
+
+def _proven(invoice: Invoice, payment_hash: bytes) -> bool:
+    """Settled, with the preimage that hashes to the payment hash."""
+    proof = invoice.preimage
+    return (
+        invoice.state == InvoiceState.SETTLED
+        and proof is not None
+        and hashlib.sha256(proof).digest() == payment_hash
+    )
 
 
 async def preimage(request: web.Request) -> web.Response:
@@ -27,16 +38,22 @@ async def preimage(request: web.Request) -> web.Response:
         payment_hash = s.tokens.holder_payment_hash(body.macaroon)
     except l402.L402Error as exc:
         raise Problem(403, "not-our-token", "Not a token of this gateway", str(exc)) from exc
-    if await tenant_of_invoice(s.db, payment_hash) != tenant_of(request).id:
+    tenant_id = await tenant_of_invoice(s.db, payment_hash) or await tenant_of_signup(
+        s.db, payment_hash
+    )
+    if tenant_id != tenant_of(request).id:
         raise not_found("no invoice for this token here")
-    invoice = await s.nodes.for_tenant(tenant_of(request)).lookup_invoice(payment_hash)
+    node = s.nodes.for_tenant(tenant_of(request))
+    # Pages poll this about once a second: concurrent polls share one LND call, and a
+    # settled invoice with its proof (the preimage cannot change) is never looked up again.
+    invoice = await s.invoice_states.get(
+        payment_hash,
+        lambda: node.lookup_invoice(payment_hash),
+        final=lambda found: _proven(found, payment_hash),
+    )
     # The node's word is not proof (a tenant runs its own node): the preimage is.
     proof = invoice.preimage
-    if (
-        invoice.state != InvoiceState.SETTLED
-        or proof is None
-        or hashlib.sha256(proof).digest() != payment_hash
-    ):
+    if proof is None or not _proven(invoice, payment_hash):
         return web.json_response(
             {"state": str(invoice.state), "detail": "not paid yet"},
             status=202,
