@@ -56,20 +56,44 @@ class Database:
         return conn
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        """Applies every migration not yet recorded in schema_migrations, in order.
+
+        Each applied migration is recorded by number, so one merged after a higher-numbered
+        one (branches land in any order) is still applied; user_version, which older
+        databases used alone, stays the highest number applied.
+        """
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
-        current = int(row[0]) if row else 0
+        legacy_version = int(row[0]) if row else 0
+        async with conn.execute("SELECT version FROM schema_migrations") as cur:
+            applied = {int(r[0]) async for r in cur}
+        if not applied and legacy_version:
+            # Made by the user_version-only runner, which applied everything up to it.
+            await conn.executemany(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)",
+                [(v, n) for v, n, _ in migrations() if v <= legacy_version],
+            )
+            applied = {v for v, _, _ in migrations() if v <= legacy_version}
         for version, name, sql in migrations():
-            if version <= current:
+            if version in applied:
                 continue
+            highest = max(version, legacy_version, *applied)
             try:
                 await conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+                    f"BEGIN IMMEDIATE;\n{sql}\n"
+                    f"INSERT INTO schema_migrations (version, name, applied_at)"
+                    f" VALUES ({version}, '{name}', CAST(strftime('%s', 'now') AS INTEGER));\n"
+                    f"PRAGMA user_version = {highest};\nCOMMIT;"
                 )
             except Exception as exc:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
                 raise RuntimeError(f"database migration {name} failed: {exc}") from exc
+            applied.add(version)
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
