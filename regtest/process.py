@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 from pathlib import Path
@@ -20,11 +21,47 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 now (another network may take it later)."""
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The bottom of the kernel's range for outgoing connections' local ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a process that will listen on it shortly.
+
+    Picked below the kernel's ephemeral range: a port from bind(0) comes from that range,
+    and any outgoing connection on the machine (there are many: libp2p dials, LND to
+    btcd) can take it before our process binds it ("address already in use", seen).
+    A port is never handed out twice by this process.
+    """
+    high = _ephemeral_low() - 1
+    if high > _LOWEST_PORT + 1_000:
+        for _ in range(200):
+            port = random.randint(_LOWEST_PORT, high)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    with socket.socket() as sock:  # no room below the range: fall back to the OS's pick
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 class ManagedProcess:

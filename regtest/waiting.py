@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 
 from lightning.errors import LightningError
 from regtest.process import ManagedProcess
+
+T = TypeVar("T")
 
 
 class NetworkError(RuntimeError):
@@ -52,3 +55,22 @@ async def wait_process_ready(
 
 class _Exited(Exception):
     """Not caught by wait_until's polling, so an exited process ends the wait at once."""
+
+
+async def all_or_none(*coros: Coroutine[Any, Any, T]) -> list[T]:
+    """Runs coroutines concurrently; if one fails, cancels the others (asyncio.gather
+    would leave them running, starting nodes after the network was torn down) and
+    raises that first error as it is (TaskGroup would wrap it in an ExceptionGroup)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    raise error
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from regtest.cluster import _localise, json_values
 from regtest.kubo import KuboNode
 from regtest.lnd_admin import GATEWAY_PERMISSIONS
 from regtest.network import router_fee_msat
-from regtest.process import ManagedProcess
+from regtest.process import ManagedProcess, free_port
+from regtest.waiting import NetworkError, all_or_none
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +87,34 @@ def test_router_fee_is_lnds_formula() -> None:
     assert router_fee_msat(999) == 1_500
     assert router_fee_msat(1_000) == 1_501
     assert router_fee_msat(2_345_678) == 1_500 + 2_345
+
+
+def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(10_000 <= p < low for p in ports)
+
+
+async def test_all_or_none_cancels_the_rest_and_raises_the_first_error() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    async def fails() -> int:
+        raise NetworkError("lnd exited early")
+
+    with pytest.raises(NetworkError, match="exited early"):
+        await asyncio.wait_for(all_or_none(slow(), fails()), 5)
+    assert cancelled.is_set()
+
+    async def value(v: int) -> int:
+        return v
+
+    assert await all_or_none(value(1), value(2)) == [1, 2]
