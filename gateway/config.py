@@ -138,6 +138,8 @@ class GatewayConfig(BaseModel):
     long_poll_max_s: int = Field(default=55, ge=1, le=300)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
+    # GET /metrics (Prometheus) without credentials; otherwise it needs operator_token.
+    metrics_public: bool = False
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> GatewayConfig:
