@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.billing.metered import MeteredSettlement
+from gateway.billing.stream_lease import StreamLease
 from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
@@ -108,7 +109,9 @@ def create_app(
             clock,
         )
         unpinner = Unpinner(db, store)
-        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
+        # The lease is measured in real seconds, whatever clock the money paths are given.
+        lease = StreamLease(db, config.stream_lease_s, report=metrics.following)
+        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s, lease)
         app[SERVICES] = Services(
             config,
             db,

@@ -140,6 +140,10 @@ class GatewayConfig(BaseModel):
     retry_after_s: int = Field(default=5, ge=1, le=600)
     # GET /metrics (Prometheus) without credentials; otherwise it needs operator_token.
     metrics_public: bool = False
+    # Several gateway processes on one database: one follows each LND node's invoice
+    # stream, under a lease renewed every third of this; when its holder dies, another
+    # process takes the stream over within this long (plus a third).
+    stream_lease_s: float = Field(default=10, ge=1, le=600)
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> GatewayConfig:

@@ -2,7 +2,8 @@
 
 An InvoiceWatcher reconciles every invoice we still think open, then follows the node's
 live stream from the last settle index booked, and reconnects forever. The WatcherPool
-runs one per distinct node in use by any tenant, starting new ones as tenants appear.
+runs one per distinct node in use by any tenant, starting new ones as tenants appear; with
+a StreamLease, only in the one process that holds the node's lease (stream_lease.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway.billing.settlement import Settlement
+from gateway.billing.stream_lease import StreamLease
 from gateway.persistence import invoices
 from gateway.persistence.database import Database
 from gateway.tenants.nodes import LightningNodes
@@ -86,12 +89,14 @@ class WatcherPool:
         tenants: TenantRegistry,
         nodes: LightningNodes,
         retry_after_s: int,
+        lease: StreamLease | None = None,
     ) -> None:
         self._settlement = settlement
         self._db = db
         self._tenants = tenants
         self._nodes = nodes
         self._retry_after_s = retry_after_s
+        self._lease = lease
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def _tenant_ids(self, url: str) -> list[str]:
@@ -111,7 +116,15 @@ class WatcherPool:
                 functools.partial(self._tenant_ids, url),
                 self._retry_after_s,
             )
-            self._tasks[url] = asyncio.create_task(watcher.run(), name=f"invoices {url}")
+            self._tasks[url] = asyncio.create_task(
+                self._follow(url, watcher), name=f"invoices {url}"
+            )
+
+    def _follow(self, key: str, watcher: InvoiceWatcher) -> Coroutine[Any, Any, None]:
+        """The node's stream; with a lease, only while this process holds the node's."""
+        if self._lease is None:
+            return watcher.run()
+        return self._lease.follow(key, watcher.run)
 
     async def stop(self) -> None:
         for task in self._tasks.values():
