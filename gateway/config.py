@@ -144,6 +144,10 @@ class GatewayConfig(BaseModel):
     # stream, under a lease renewed every third of this; when its holder dies, another
     # process takes the stream over within this long (plus a third).
     stream_lease_s: float = Field(default=10, ge=1, le=600)
+    # On SIGTERM: refuse new connections, then let requests in flight (downloads) finish
+    # for up to this long before exiting. A long-poll holds on until then too. Not 0:
+    # aiohttp reads a zero timeout as none at all.
+    shutdown_timeout_s: float = Field(default=30, gt=0, le=3_600)
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> GatewayConfig:

@@ -13,8 +13,13 @@ from gateway.config import GatewayConfig
 
 @asynccontextmanager
 async def serve(config: GatewayConfig) -> AsyncIterator[str]:
-    """Serves the gateway on config.host:config.port until the block ends; yields its URL."""
-    runner = web.AppRunner(create_app(config), handle_signals=False)
+    """Serves the gateway on config.host:config.port until the block ends; yields its URL.
+
+    Leaving the block refuses new connections at once, then waits up to
+    ``config.shutdown_timeout_s`` for the requests in flight before the app is cleaned up."""
+    runner = web.AppRunner(
+        create_app(config), handle_signals=False, shutdown_timeout=config.shutdown_timeout_s
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

@@ -3,6 +3,9 @@
 - Two processes on one SQLite file: exactly one follows LND's invoice stream (it holds
   the lease); after kill -9 of that one, the other takes the stream over within a few
   seconds, and an invoice paid while nobody followed is booked exactly once.
+- SIGTERM: new connections are refused at once, a slow download in flight still gets
+  every byte, and the process exits 0, having handed its stream lease on. Given no time
+  to drain, the same download is cut short: the test can tell the difference.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -25,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import GatewayConfig
 from regtest.network import Network, wait_until
 from regtest.process import ManagedProcess
-from storage.crypto import MIN_CHUNK_SIZE
+from storage.crypto import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from tests.conftest import gateway_config
 from tests.support import bearer, random_bytes, upload_raw
 
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LEASE_S = 5.0  # renewed every 5/3 s; a dead holder's lease is taken within 5 + 5/3 s
 PRICE_MSAT = 5_000
+TAIL = 64 * 1024
 
 
 class GatewayProcess:
@@ -185,3 +190,90 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
 
 async def _is(value: Any, expected: float) -> bool:
     return bool(await value == expected)
+
+
+async def _refused(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("shutdown_timeout_s", "drained"), [(30.0, True), (0.1, False)], ids=["drain", "no-drain"]
+)
+async def test_sigterm_lets_a_slow_download_finish(
+    network: Network,
+    tmp_path: Path,
+    processes: list[GatewayProcess],
+    shutdown_timeout_s: float,
+    drained: bool,
+) -> None:
+    config = gateway_config(network, tmp_path / "gw", shutdown_timeout_s=shutdown_timeout_s)
+    gw = GatewayProcess(config, "gw")
+    processes.append(gw)
+    await gw.start()
+    # One free chunk of the largest size: far more than the kernel's socket buffers hold
+    # (4 MiB at most here), so the gateway is still sending it while the client waits.
+    async with aiohttp.ClientSession() as session:
+        up = await upload_raw(
+            session, gw.url, random_bytes(MAX_CHUNK_SIZE), 0, chunk_size=MAX_CHUNK_SIZE
+        )
+    expected = up.sealed[0]
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (config.host, config.port))
+        request = (
+            f"GET /v1/files/{up.file_id}/chunks/0 HTTP/1.1\r\n"
+            f"Host: {config.host}:{config.port}\r\nConnection: close\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await loop.sock_recv(sock, 4096)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert f"Content-Length: {len(expected)}".encode() in head
+
+        signalled_at = time.monotonic()
+        os.kill(gw.pid, signal.SIGTERM)
+        await wait_until(
+            "new connections to be refused",
+            lambda: _refused(config.host, config.port),
+            10,
+            every_s=0.05,
+        )
+        if drained:
+            assert gw.process.running(), "exited before the download in flight was sent"
+
+        async def receive(until: int) -> None:
+            nonlocal body
+            while len(body) < until:
+                try:
+                    part = await loop.sock_recv(sock, 1 << 16)
+                except ConnectionResetError:
+                    return
+                if not part:
+                    return
+                body += part
+
+        # All but the last 64 KiB, the gateway still running all the while: it waits
+        # for a download in flight (this one takes seconds through its small window).
+        await receive(len(expected) - TAIL)
+        if drained:
+            assert gw.process.running(), "exited before the download in flight was sent"
+        await receive(len(expected) + 1)
+    code = await gw.exit_code(timeout_s=shutdown_timeout_s + 15)
+    stopped_s = time.monotonic() - signalled_at
+    print(f"\nSIGTERM to exit ({shutdown_timeout_s:g} s allowed): {stopped_s:.1f} s")
+    assert code == 0
+    if drained:
+        assert body == expected  # every byte, and the right ones
+    else:
+        assert len(body) < len(expected)  # cut: without the drain this download fails
+    # A clean stop hands the invoice-stream lease on at once.
+    assert read_db(config.database_path, "SELECT COUNT(*) FROM stream_leases") == [(0,)]
