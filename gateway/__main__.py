@@ -1,4 +1,10 @@
-"""`python -m gateway --config gateway.json` runs the gateway."""
+"""`python -m gateway --config gateway.json` runs the gateway until SIGTERM or SIGINT.
+
+On either signal aiohttp's graceful shutdown closes the listening socket at once (new
+connections are refused) and lets the requests in flight finish, a download to its last
+byte, for up to `shutdown_timeout_s`; then the app stops its background work and hands its
+invoice-stream leases to the other processes, and the process exits 0.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import ConfigError, load_config
 
+log = logging.getLogger("bitcache.gateway")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
@@ -23,10 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    app = create_app(config)
+
+    async def draining(_app: web.Application) -> None:
+        log.info(
+            "stopping: new connections refused, draining requests in flight (up to %g s)",
+            config.shutdown_timeout_s,
+        )
+
+    app.on_shutdown.append(draining)  # runs once the listening socket is closed
     web.run_app(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
+        shutdown_timeout=config.shutdown_timeout_s,
         # aiohttp closes a connection that has not sent a whole request head by then.
         keepalive_timeout=config.header_timeout_s,
     )

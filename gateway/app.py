@@ -1,7 +1,8 @@
 """The composition root: builds the gateway's aiohttp application from one GatewayConfig.
 
 The one place that chooses implementations: LND's REST API for Lightning, kubo for IPFS,
-the system clock. Tests may pass others (a FakeNode connector, their own clock).
+the system clock. Tests may pass others (a FakeNode connector, their own clock). The
+production clients report their calls to the app's metrics.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.billing.settlement import Settlement
+from gateway.billing.metered import MeteredSettlement
 from gateway.billing.signup import Signups
+from gateway.billing.stream_lease import StreamLease
 from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
+from gateway.http import metrics as http_metrics
 from gateway.http.bodies import body_middleware
 from gateway.http.cache import AnswerCache
 from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
@@ -26,14 +29,16 @@ from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
+from gateway.metrics import Metrics
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
-from gateway.tenants.nodes import LightningNodes, lnd_rest
+from gateway.tenants.nodes import LightningNodes
 from gateway.tenants.registry import TenantRegistry
 from ipfs.kubo import KuboClient
 from ipfs.store import BlockStore
+from lightning.lnd import LndRestClient
 from lightning.node import LightningNode
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 
@@ -57,15 +62,30 @@ async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> N
 def create_app(
     config: GatewayConfig,
     *,
-    connect: Callable[[LndSettings], LightningNode] = lnd_rest,
-    block_store: Callable[[str], BlockStore] = KuboClient,
+    connect: Callable[[LndSettings], LightningNode] | None = None,
+    block_store: Callable[[str], BlockStore] | None = None,
     clock: Clock = system_clock,
 ) -> web.Application:
     """The gateway. ``connect`` makes a Lightning node's client from its settings,
-    ``block_store`` the IPFS store from ``config.kubo_api_url``."""
+    ``block_store`` the IPFS store from ``config.kubo_api_url``; by default LND's REST
+    API and kubo, both reporting to the app's metrics."""
     tenants = TenantRegistry(config)
+    metrics = Metrics()  # this app's own registry: tests run many apps in one process
+
+    def lnd(settings: LndSettings) -> LightningNode:
+        return LndRestClient(
+            settings.rest_url,
+            settings.tls_cert,
+            settings.macaroon,
+            observe=metrics.lnd_observer(settings.rest_url),
+        )
+
+    def kubo(api_url: str) -> BlockStore:
+        return KuboClient(api_url, observe=metrics.ipfs_observer())
+
     app = web.Application(
         middlewares=[
+            http_metrics.metrics_middleware(metrics),
             problem_middleware(config.retry_after_s),
             tenant_middleware(tenants.for_host, config.trust_forwarded_host),
             body_middleware(
@@ -81,9 +101,9 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_path)
         await db.open()
-        nodes = LightningNodes(config.lnd, connect)
-        store = block_store(config.kubo_api_url)
-        settlement = Settlement(db, tenants, clock)
+        nodes = LightningNodes(config.lnd, connect or lnd)
+        store = (block_store or kubo)(config.kubo_api_url)
+        settlement = MeteredSettlement(db, tenants, metrics, clock)
         secret = load_or_create_secret(config.token_secret_path)
         tokens = TokenService(
             secret,
@@ -101,7 +121,9 @@ def create_app(
             clock,
         )
         unpinner = Unpinner(db, store)
-        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
+        # The lease is measured in real seconds, whatever clock the money paths are given.
+        lease = StreamLease(db, config.stream_lease_s, report=metrics.following)
+        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s, lease)
         app[SERVICES] = Services(
             config,
             db,
@@ -148,6 +170,8 @@ def create_app(
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[http_metrics.METRICS] = metrics
+    app.router.add_get(http_metrics.PATH, http_metrics.serve(metrics))  # not under /v1
     app[vault.NOTIFIER] = vault.VaultNotifier()
     app.router.add_get("/v1/vault", vault.get_vault)
     app.router.add_get("/v1/vault/keys/{name}", vault.get_key)

@@ -157,6 +157,16 @@ class GatewayConfig(BaseModel):
     max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
+    # GET /metrics (Prometheus) without credentials; otherwise it needs operator_token.
+    metrics_public: bool = False
+    # Several gateway processes on one database: one follows each LND node's invoice
+    # stream, under a lease renewed every third of this; when its holder dies, another
+    # process takes the stream over within this long (plus a third).
+    stream_lease_s: float = Field(default=10, ge=1, le=600)
+    # On SIGTERM: refuse new connections, then let requests in flight (downloads) finish
+    # for up to this long before exiting. A long-poll holds on until then too. Not 0:
+    # aiohttp reads a zero timeout as none at all.
+    shutdown_timeout_s: float = Field(default=30, gt=0, le=3_600)
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> GatewayConfig:

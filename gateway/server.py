@@ -13,10 +13,14 @@ from gateway.config import GatewayConfig
 
 @asynccontextmanager
 async def serve(config: GatewayConfig) -> AsyncIterator[str]:
-    """Serves the gateway on config.host:config.port until the block ends; yields its URL."""
+    """Serves the gateway on config.host:config.port until the block ends; yields its URL.
+
+    Leaving the block refuses new connections at once, then waits up to
+    ``config.shutdown_timeout_s`` for the requests in flight before the app is cleaned up."""
     runner = web.AppRunner(
         create_app(config),
         handle_signals=False,
+        shutdown_timeout=config.shutdown_timeout_s,
         # aiohttp closes a connection that has not sent a whole request head by then.
         keepalive_timeout=config.header_timeout_s,
     )

@@ -14,16 +14,23 @@ import aiohttp
 
 from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
 from ipfs.store import BlockStore
+from rest.observe import CallObserver, observed
 from rest.session import LazySession
 
 __all__ = ["KuboClient"]
 
 
 class KuboClient:
-    """One kubo node's RPC API. Use as an async context manager, or call close()."""
+    """One kubo node's RPC API. Use as an async context manager, or call close().
 
-    def __init__(self, api_url: str, timeout_s: float = 60.0) -> None:
+    ``observe``, when given, hears of every call (the RPC command, seconds, ok); a ``cat``
+    is timed until its last byte."""
+
+    def __init__(
+        self, api_url: str, timeout_s: float = 60.0, observe: CallObserver | None = None
+    ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._observe = observe
         self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
 
     async def __aenter__(self) -> KuboClient:
@@ -37,6 +44,12 @@ class KuboClient:
 
     async def _post_json(
         self, command: str, params: dict[str, str], data: aiohttp.FormData | None = None
+    ) -> dict[str, Any]:
+        with observed(self._observe, command, (IpfsError,)):
+            return await self._post_json_once(command, params, data)
+
+    async def _post_json_once(
+        self, command: str, params: dict[str, str], data: aiohttp.FormData | None
     ) -> dict[str, Any]:
         session = self._http.get()
         try:
@@ -64,6 +77,11 @@ class KuboClient:
         return b"".join([part async for part in self.cat_stream(cid)])
 
     async def cat_stream(self, cid: str, block: int = 256 * 1024) -> AsyncIterator[bytes]:
+        with observed(self._observe, "cat", (IpfsError,)):
+            async for part in self._cat_stream_once(cid, block):
+                yield part
+
+    async def _cat_stream_once(self, cid: str, block: int) -> AsyncIterator[bytes]:
         session = self._http.get()
         try:
             async with session.post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as resp:

@@ -26,6 +26,7 @@ from lightning.models import (
     PaymentStatus,
 )
 from lightning.node import LightningNode
+from rest.observe import CallObserver, call_name, observed
 from rest.session import LazySession, pinned_tls
 
 _STATES = {
@@ -79,7 +80,10 @@ def invoice_from_json(data: Mapping[str, Any]) -> Invoice:
 
 
 class LndRestClient:
-    """One LND node's REST API. Use as an async context manager, or call close()."""
+    """One LND node's REST API. Use as an async context manager, or call close().
+
+    ``observe``, when given, hears of every call (``GET /v1/invoice``, seconds, ok): a
+    stream is one call, timed until it ends."""
 
     def __init__(
         self,
@@ -87,8 +91,10 @@ class LndRestClient:
         tls_cert: Path | str,
         macaroon: Path | str | bytes,
         timeout: float = 30.0,
+        observe: CallObserver | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._observe = observe
         self._tls_cert = Path(tls_cert)
         self._macaroon = macaroon
         self._http = LazySession(
@@ -133,6 +139,16 @@ class LndRestClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        with observed(self._observe, call_name(method, path), (LightningError,)):
+            return await self._request_once(method, path, body, params)
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
         session = self._ensure_session()
         try:
             async with session.request(
@@ -160,6 +176,18 @@ class LndRestClient:
         total_s: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yields the `result` objects of a REST server-streaming call (JSON lines)."""
+        with observed(self._observe, call_name(method, path), (LightningError,)):
+            async for item in self._stream_once(method, path, body, params, total_s):
+                yield item
+
+    async def _stream_once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        total_s: float | None,
+    ) -> AsyncIterator[dict[str, Any]]:
         session = self._ensure_session()
         t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=None)
         try:

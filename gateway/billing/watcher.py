@@ -3,7 +3,8 @@
 An InvoiceWatcher reconciles every invoice we still think open, then follows the node's
 live stream from the last settle index booked, and reconnects forever. The WatcherPool
 runs one per distinct connection (URL and credentials) in use by any tenant, starting new
-ones as tenants appear.
+ones as tenants appear; with a StreamLease, only in the one process that holds the
+connection's lease (stream_lease.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from gateway.billing.settlement import Reporter, Settlement
+from gateway.billing.stream_lease import StreamLease
 from gateway.persistence import invoices
 from gateway.persistence.database import Database
 from gateway.tenants.nodes import LightningNodes, connection_key
@@ -111,12 +114,14 @@ class WatcherPool:
         tenants: TenantRegistry,
         nodes: LightningNodes,
         retry_after_s: int,
+        lease: StreamLease | None = None,
     ) -> None:
         self._settlement = settlement
         self._db = db
         self._tenants = tenants
         self._nodes = nodes
         self._retry_after_s = retry_after_s
+        self._lease = lease
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def _tenant_ids(self, key: str) -> list[str]:
@@ -142,7 +147,15 @@ class WatcherPool:
                 key,
                 functools.partial(self._nodes.node_id, settings),
             )
-            self._tasks[key] = asyncio.create_task(watcher.run(), name=f"invoices {key}")
+            self._tasks[key] = asyncio.create_task(
+                self._follow(key, watcher), name=f"invoices {key}"
+            )
+
+    def _follow(self, key: str, watcher: InvoiceWatcher) -> Coroutine[Any, Any, None]:
+        """The node's stream; with a lease, only while this process holds the node's."""
+        if self._lease is None:
+            return watcher.run()
+        return self._lease.follow(key, watcher.run)
 
     async def stop(self) -> None:
         for task in self._tasks.values():

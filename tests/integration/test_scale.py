@@ -1,0 +1,279 @@
+"""Gateway processes as production runs them (`python -m gateway --config …`), on regtest.
+
+- Two processes on one SQLite file: exactly one follows LND's invoice stream (it holds
+  the lease); after kill -9 of that one, the other takes the stream over within a few
+  seconds, and an invoice paid while nobody followed is booked exactly once.
+- SIGTERM: new connections are refused at once, a slow download in flight still gets
+  every byte, and the process exits 0, having handed its stream lease on. Given no time
+  to drain, the same download is cut short: the test can tell the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config import GatewayConfig
+from regtest.network import Network, wait_until
+from regtest.process import ManagedProcess
+from storage.crypto import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from tests.conftest import gateway_config
+from tests.support import bearer, random_bytes, upload_raw
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LEASE_S = 5.0  # renewed every 5/3 s; a dead holder's lease is taken within 5 + 5/3 s
+PRICE_MSAT = 5_000
+TAIL = 64 * 1024
+
+
+class GatewayProcess:
+    """`python -m gateway --config <file>` with this checkout's code."""
+
+    def __init__(self, config: GatewayConfig, name: str) -> None:
+        self.config = config
+        self.url = f"http://{config.host}:{config.port}"
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = config.data_dir / f"{name}.json"
+        data = config.model_dump(mode="json", exclude_none=True)
+        self.config_path.write_text(json.dumps(data, indent=2))
+        self.process = ManagedProcess(
+            name,
+            [sys.executable, "-m", "gateway", "--config", str(self.config_path)],
+            config.data_dir / f"{name}.log",
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        await self.process.start()
+
+        async def healthy() -> bool:
+            if not self.process.running():
+                raise AssertionError(f"gateway exited:\n{self.process.log_tail()}")
+            async with aiohttp.ClientSession() as s, s.get(f"{self.url}/v1/health") as r:
+                return r.status == 200
+
+        await wait_until(f"{self.url} to answer", healthy, 60, every_s=0.1)
+
+    async def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        assert self.process.proc is not None
+        await self.process.proc.wait()
+
+    async def exit_code(self, timeout_s: float) -> int:
+        assert self.process.proc is not None
+        return await asyncio.wait_for(self.process.proc.wait(), timeout_s)
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        return {
+            (m.name, tuple(sorted(m.labels.items()))): m.value
+            for family in text_string_to_metric_families(text)
+            for m in family.samples
+        }
+
+    async def following(self, node: str) -> float | None:
+        """1 or 0 once this process has checked the node's lease; None before."""
+        return (await self.metrics()).get(("bitcache_invoice_stream_following", (("node", node),)))
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[GatewayProcess]]:
+    """Every gateway process a test starts, stopped at its end whatever happens."""
+    started: list[GatewayProcess] = []
+    try:
+        yield started
+    finally:
+        for gateway in started:
+            await gateway.process.stop(grace_s=5)
+
+
+def read_db(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Reads the gateways' SQLite file from outside, as an operator would."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return list(conn.execute(sql, params))
+
+
+async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_9(
+    network: Network, tmp_path: Path, processes: list[GatewayProcess]
+) -> None:
+    shared = tmp_path / "shared"  # one database and one token secret for both processes
+    settings: dict[str, Any] = {"stream_lease_s": LEASE_S, "metrics_public": True}
+    a = GatewayProcess(gateway_config(network, shared, **settings), "a")
+    b = GatewayProcess(gateway_config(network, shared, **settings), "b")
+    node = a.config.lnd.rest_url
+    db = a.config.database_path
+    processes += [a, b]
+    await a.start()  # first alone: it creates the database
+    await wait_until("a to follow the stream", lambda: _is(a.following(node), 1), 30)
+    await b.start()
+    await wait_until("b to find the lease taken", lambda: _is(b.following(node), 0), 30)
+    [(holder,)] = read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
+    assert f":{a.pid}:" in holder
+
+    async with aiohttp.ClientSession() as session:
+        # An invoice from b, the process not following the stream.
+        up = await upload_raw(
+            session, b.url, random_bytes(2 * MIN_CHUNK_SIZE), PRICE_MSAT, MIN_CHUNK_SIZE
+        )
+        async with session.get(f"{b.url}/v1/files/{up.file_id}/chunks/0?count=2") as resp:
+            assert resp.status == 402
+            challenge = await resp.json()
+        killed_at = time.monotonic()
+        await a.kill()
+        # Paid while nobody follows the stream, and never presented to a gateway: only
+        # the stream (or the reconcile of its new follower) can book it.
+        payer = network.node("payer").client
+        payment = await payer.pay_invoice(challenge["invoice"], fee_limit_msat=10_000)
+        assert await b.following(node) == 0, "paid too slowly: b had already taken over"
+        await wait_until("b to take the stream over", lambda: _is(b.following(node), 1), 30)
+        takeover_s = time.monotonic() - killed_at
+        reference = payment.payment_hash.hex()
+
+        async def booked() -> bool:
+            return bool(
+                read_db(db, "SELECT 1 FROM ledger_transactions WHERE reference = ?", reference)
+            )
+
+        await wait_until("the payment to be booked", booked, 30)
+        async with session.get(f"{b.url}/v1/account", headers=bearer(up.api_key)) as resp:
+            usage = await resp.json()
+
+    print(f"\nstream takeover after kill -9: {takeover_s:.1f} s (lease {LEASE_S:g} s)")
+    assert takeover_s < LEASE_S + LEASE_S / 3 + 3  # expiry + one renewal period + slack
+    [(holder,)] = read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
+    assert f":{b.pid}:" in holder
+    # Booked exactly once: one ledger transaction, one sale of two chunks, earnings once.
+    assert read_db(
+        db, "SELECT kind, COUNT(*) FROM ledger_transactions WHERE reference = ?", reference
+    ) == [("chunk_sale", 1)]
+    assert read_db(
+        db, "SELECT state FROM invoices WHERE payment_hash = ?", payment.payment_hash
+    ) == [("settled",)]
+    fee = challenge["amount_msat"] * 1_000 // 10_000  # the default tenant's 10 %
+    assert usage["totals"]["chunks_sold"] == 2
+    assert usage["balance_msat"] == challenge["amount_msat"] - fee
+    # b's metrics saw it: the settlement it booked, and its calls to real LND and kubo.
+    samples = await b.metrics()
+    tenant = (("kind", "chunks"), ("tenant", "default"))
+    assert samples[("bitcache_invoices_settled_total", tenant)] == 1
+    assert samples[("bitcache_earned_msat_total", tenant)] == challenge["amount_msat"]
+    assert samples[("bitcache_invoices_created_total", tenant)] == 1
+    lnd = (("call", "POST /v1/invoices"), ("node", node))
+    assert samples[("bitcache_lnd_call_duration_seconds_count", lnd)] == 1
+    assert samples[("bitcache_ipfs_call_duration_seconds_count", (("call", "add"),))] == 2
+    assert samples[("bitcache_bytes_stored_total", (("tenant", "default"),))] == sum(
+        map(len, up.sealed)
+    )
+
+
+async def _is(value: Any, expected: float) -> bool:
+    return bool(await value == expected)
+
+
+async def _refused(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("shutdown_timeout_s", "drained"), [(30.0, True), (0.1, False)], ids=["drain", "no-drain"]
+)
+async def test_sigterm_lets_a_slow_download_finish(
+    network: Network,
+    tmp_path: Path,
+    processes: list[GatewayProcess],
+    shutdown_timeout_s: float,
+    drained: bool,
+) -> None:
+    config = gateway_config(network, tmp_path / "gw", shutdown_timeout_s=shutdown_timeout_s)
+    gw = GatewayProcess(config, "gw")
+    processes.append(gw)
+    await gw.start()
+    # One free chunk of the largest size: far more than the kernel's socket buffers hold
+    # (4 MiB at most here), so the gateway is still sending it while the client waits.
+    async with aiohttp.ClientSession() as session:
+        up = await upload_raw(
+            session, gw.url, random_bytes(MAX_CHUNK_SIZE), 0, chunk_size=MAX_CHUNK_SIZE
+        )
+    expected = up.sealed[0]
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (config.host, config.port))
+        request = (
+            f"GET /v1/files/{up.file_id}/chunks/0 HTTP/1.1\r\n"
+            f"Host: {config.host}:{config.port}\r\nConnection: close\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await loop.sock_recv(sock, 4096)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert f"Content-Length: {len(expected)}".encode() in head
+
+        signalled_at = time.monotonic()
+        os.kill(gw.pid, signal.SIGTERM)
+        await wait_until(
+            "new connections to be refused",
+            lambda: _refused(config.host, config.port),
+            10,
+            every_s=0.05,
+        )
+        if drained:
+            assert gw.process.running(), "exited before the download in flight was sent"
+
+        async def receive(until: int) -> None:
+            nonlocal body
+            while len(body) < until:
+                try:
+                    part = await loop.sock_recv(sock, 1 << 16)
+                except ConnectionResetError:
+                    return
+                if not part:
+                    return
+                body += part
+
+        # All but the last 64 KiB, the gateway still running all the while: it waits
+        # for a download in flight (this one takes seconds through its small window).
+        await receive(len(expected) - TAIL)
+        if drained:
+            assert gw.process.running(), "exited before the download in flight was sent"
+        await receive(len(expected) + 1)
+    code = await gw.exit_code(timeout_s=shutdown_timeout_s + 15)
+    stopped_s = time.monotonic() - signalled_at
+    print(f"\nSIGTERM to exit ({shutdown_timeout_s:g} s allowed): {stopped_s:.1f} s")
+    assert code == 0
+    if drained:
+        assert body == expected  # every byte, and the right ones
+    else:
+        assert len(body) < len(expected)  # cut: without the drain this download fails
+    # A clean stop hands the invoice-stream lease on at once.
+    assert read_db(config.database_path, "SELECT COUNT(*) FROM stream_leases") == [(0,)]
