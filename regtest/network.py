@@ -378,13 +378,15 @@ class Network:
 
     async def wait_synced(self, timeout_s: float = 60, nudge_every_s: float = 0) -> None:
         """Waits until every LND node is synced to btcd's tip. With nudge_every_s, mines a
-        block that often while some node lags. Once in about ten loaded starts, a node
-        was still unsynced a minute after up()'s btcd restart (cause not pinned down;
-        lnd reconnects to btcd with a growing back-off); a new block gives it a fresh
-        tip to catch up to, and a failure names the nodes behind."""
+        block that often while some node lags, and restarts a node that stays at the tip
+        but unsynced: under load, lnd's wallet can lose the reply to the rescan it asked
+        for while up()'s btcd restart dropped its connection ("Received unexpected reply:
+        null" in its log) and then waits for it forever; a fresh lnd process asks again.
+        A failure names the nodes behind."""
         height = await self.block_count()
         behind: dict[str, str] = {}
         last_nudge = time.monotonic()
+        stuck_since: dict[str, float] = {}
 
         async def synced() -> bool:
             nonlocal height, last_nudge
@@ -398,12 +400,33 @@ class Network:
                 if not info.synced_to_chain or info.block_height < height:
                     behind[name] = f"height {info.block_height}/{height}"
                     behind[name] += "" if info.synced_to_chain else ", not synced"
+                at_tip_unsynced = info.block_height >= height and not info.synced_to_chain
+                if not (at_tip_unsynced and nudge_every_s):
+                    stuck_since.pop(name, None)
+                elif time.monotonic() - stuck_since.setdefault(name, time.monotonic()) > 3 * (
+                    nudge_every_s
+                ):
+                    self._log(f"lnd {name} is at the tip but not synced: restarting it")
+                    stuck_since.pop(name)
+                    await self._restart_lnd_process(name)
             return not behind
 
         try:
             await wait_until("lnd nodes to sync to the chain", synced, timeout_s)
         except NetworkError as exc:
             raise NetworkError(f"{exc}; behind: {behind}") from None
+
+    async def _restart_lnd_process(self, name: str) -> None:
+        """The same lnd (data directory, ports, wallet) in a fresh process."""
+        node = self.node(name)
+        await node.process.stop()
+        await node.process.start()
+
+        async def rest_ready() -> bool:
+            await node.client.get_info()
+            return True
+
+        await self._wait(node.process, f"lnd {name} after a restart", rest_ready, 60)
 
     async def _request_channel(self, opener: str, peer: str) -> str:
         """Asks `opener` to fund a channel to `peer`; returns the funding txid."""
