@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig
+from gateway.tenants.nodes import connection_key
 from regtest.network import Network, wait_until
 from regtest.process import ManagedProcess
 from storage.crypto import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
@@ -122,7 +123,7 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
     settings: dict[str, Any] = {"stream_lease_s": LEASE_S, "metrics_public": True}
     a = GatewayProcess(gateway_config(network, shared, **settings), "a")
     b = GatewayProcess(gateway_config(network, shared, **settings), "b")
-    node = a.config.lnd.rest_url
+    node = connection_key(a.config.lnd)  # what the lease and its metric are keyed by
     db = a.config.database_path
     processes += [a, b]
     await a.start()  # first alone: it creates the database
@@ -180,7 +181,7 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
     assert samples[("bitcache_invoices_settled_total", tenant)] == 1
     assert samples[("bitcache_earned_msat_total", tenant)] == challenge["amount_msat"]
     assert samples[("bitcache_invoices_created_total", tenant)] == 1
-    lnd = (("call", "POST /v1/invoices"), ("node", node))
+    lnd = (("call", "POST /v1/invoices"), ("node", a.config.lnd.rest_url))
     assert samples[("bitcache_lnd_call_duration_seconds_count", lnd)] == 1
     assert samples[("bitcache_ipfs_call_duration_seconds_count", (("call", "add"),))] == 2
     assert samples[("bitcache_bytes_stored_total", (("tenant", "default"),))] == sum(
