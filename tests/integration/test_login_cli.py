@@ -93,7 +93,7 @@ async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path
         assert legacy_hash is None and proof_hash is not None
 
         # The restored plan and quota, through the command.
-        code, out, err = await bitcache("account", "usage", "--config", str(client_cfg), stdin="")
+        code, out, err = await bitcache("account", "--config", str(client_cfg), "usage", stdin="")
         assert code == 0, err
         usage = json.loads(out)
         assert usage["free_quota_bytes"] == QUOTA
@@ -112,12 +112,12 @@ async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path
         other_cfg.write_text(sandbox_client_config(network, url).model_dump_json())
         code, out, err = await bitcache(
             "account",
+            "--config",
+            str(other_cfg),
             "create",
             "--username",
             "Bob",
             "--password-stdin",
-            "--config",
-            str(other_cfg),
             stdin="bob's password\n",
         )
         assert code == 0, err
