@@ -27,11 +27,17 @@ from client.api import BitcacheClient
 from client.config import ClientConfig
 from client.errors import ClientError
 from gateway.app import create_app
+from gateway.billing import ledger
+from gateway.billing.signup import Signups
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.identity.import_source import tenant_policies
+from gateway.persistence import logins
+from gateway.persistence.accounts import insert_account
 from gateway.persistence.database import Database
+from gateway.persistence.ledger import balance
 from gateway.persistence.legacy_import import ImportOptions, run_import
-from lightning.fake import FakeNode
+from gateway.persistence.logins import NewLogin, UsernameTaken, attach
+from lightning.fake import FakeNetwork, FakeNode
 
 PASSWORD = "correct horse battery staple"
 FUTURE = int(time.time()) + 90 * 86_400
@@ -350,3 +356,39 @@ async def test_a_new_account_with_a_username_logs_in_by_proof(gw: Gateway) -> No
     # No body at all is still a plain account.
     async with gw.session.post(gw.url + "/v1/accounts") as resp:
         assert resp.status == 201
+
+
+async def test_a_paid_signup_with_a_taken_username_opens_nothing_and_keeps_the_payment(
+    tmp_path: Path,
+) -> None:
+    """Signups.redeem with a username: a taken one rolls the account (and its booking) back,
+    so the same payment can open the account under another name."""
+    network = FakeNetwork()
+    node, payer = FakeNode(network, "gateway"), FakeNode(network, "payer")
+    db = Database(tmp_path / "gateway.sqlite3")
+    await db.open()
+    try:
+        signups = Signups(db, os.urandom(32), 600)
+        async with db.transaction() as conn:
+            taken, _ = await insert_account(conn, "acme")
+            await attach(conn, "acme", taken.id, NewLogin("Carol", "carol", b"s" * 16, b"h" * 32))
+        challenge = await signups.challenge("acme", "Acme", 5_000, node, 600)
+        payment = await payer.pay_invoice(challenge.bolt11, fee_limit_msat=1_000)
+        payment_hash = signups.verify(
+            [f"L402 {challenge.macaroon_b64}:{payment.preimage.hex()}"], "acme"
+        )
+        with pytest.raises(UsernameTaken):
+            await signups.redeem(
+                payment_hash, "acme", NewLogin("CAROL", "carol", b"t" * 16, b"i" * 32)
+            )
+        assert len(await db.fetch_all("SELECT id FROM accounts")) == 1
+        assert await balance(db, f"{ledger.OPERATOR_SIGNUPS}:acme") == 0
+        account, _ = await signups.redeem(
+            payment_hash, "acme", NewLogin("Dave", "dave", b"u" * 16, b"j" * 32)
+        )
+        found = await logins.find(db, "acme", "dave")
+        assert found is not None and found.account_id == account.id
+        assert (found.login_salt, found.proof_hash) == (b"u" * 16, b"j" * 32)
+        assert await balance(db, f"{ledger.OPERATOR_SIGNUPS}:acme") == 5_000
+    finally:
+        await db.close()

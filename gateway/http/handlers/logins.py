@@ -69,6 +69,17 @@ def _spend_login_allowance(request: web.Request, s: Services, user_key: str) -> 
             )
 
 
+def _legacy(record: logins.LoginRecord | None) -> legacy_hashes.LegacyHash | None:
+    """The account's old-service hash, if it still has one. Records were validated at
+    import; one that no longer parses (edited by hand) is treated as no record."""
+    if record is None or record.legacy_record is None:
+        return None
+    try:
+        return legacy_hashes.parse(record.legacy_record)
+    except legacy_hashes.InvalidHash:
+        return None
+
+
 def _failed() -> Problem:
     return Problem(401, "login-failed", "Login failed", _FAILED)
 
@@ -89,8 +100,7 @@ async def login(request: web.Request) -> web.Response:
         async with s.db.transaction() as conn:
             api_key = await logins.issue_key(conn, record.account_id, now)
     else:
-        legacy = record.legacy_record if record is not None else None
-        parsed = legacy_hashes.parse(legacy) if legacy is not None else None
+        parsed = _legacy(record)
         # bcrypt and argon2 release the GIL: the loop keeps serving while one is checked.
         ok = await asyncio.to_thread(rules.check_legacy_password, parsed, body.password)
         if not ok or record is None:
