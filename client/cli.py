@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from client import account
+from client import account, login
 from client.api import BitcacheClient, DownloadResult, FileInfo
 from client.config import ClientConfig, default_config_path, load_config, save_config
 from client.errors import ClientError, ConfigError
@@ -137,13 +138,46 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    """From stdin (first line) with --password-stdin, else a prompt that does not echo."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+    if not password:
+        raise ClientError("the password is empty")
+    return password
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    path = Path(args.config).expanduser() if args.config else None
+    password = _read_password(args)
+
+    async def run() -> Any:
+        async with BitcacheClient(cfg.model_copy(update={"api_key": None})) as client:
+            return await login.login(client, args.username, password)
+
+    result = asyncio.run(run())
+    save_config(cfg.model_copy(update={"api_key": result["api_key"]}), path)
+    print(
+        f"logged in to account {result['account_id']}; its new API key is saved in "
+        f"{path or default_config_path()}"
+    )
+    return 0
+
+
 def _cmd_account(args: argparse.Namespace) -> int:
     cfg = _config(args)
     path = Path(args.config).expanduser() if args.config else None
+    username = getattr(args, "username", None)
+    password = _read_password(args) if username else None
 
     async def run() -> Any:
         async with BitcacheClient(cfg) as client:
             if args.action == "create":
+                if username and password:
+                    return await login.create(client, username, password)
                 return await account.create(client)
             if args.action == "usage":
                 return await account.usage(client)
@@ -194,7 +228,11 @@ def _parser() -> argparse.ArgumentParser:
     acct = sub.add_parser("account", parents=[common], help="your account on the gateway")
     acct.add_argument("--gateway", metavar="URL", help="gateway (default from the config)")
     acct_sub = acct.add_subparsers(dest="action", required=True, metavar="ACTION")
-    acct_sub.add_parser("create", help="create an account and save its API key")
+    create = acct_sub.add_parser("create", help="create an account and save its API key")
+    create.add_argument("--username", metavar="NAME", help="a username to log in with later")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     acct_sub.add_parser("usage", help="storage used, quota, plans, earnings")
     acct_sub.add_parser("plans", help="the plans on sale")
     buy = acct_sub.add_parser("buy", help="buy a plan with your Lightning node")
@@ -202,6 +240,16 @@ def _parser() -> argparse.ArgumentParser:
     wd = acct_sub.add_parser("withdraw", help="withdraw earnings to your Lightning node")
     wd.add_argument("amount_sat", metavar="SATS")
     acct.set_defaults(handler=_cmd_account)
+
+    log_in = sub.add_parser(
+        "login", parents=[common], help="log in with a username; saves a new API key"
+    )
+    log_in.add_argument("username", metavar="USERNAME")
+    log_in.add_argument("--gateway", metavar="URL", help="gateway (default from the config)")
+    log_in.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    log_in.set_defaults(handler=_cmd_login)
 
     box = sub.add_parser("sandbox", parents=[common], help="run a local regtest sandbox")
     box.add_argument("--port", type=int, default=8402, help="gateway port (default 8402)")

@@ -24,10 +24,11 @@ from gateway.config import GatewayConfig, LndSettings
 from gateway.http import metrics as http_metrics
 from gateway.http.bodies import body_middleware
 from gateway.http.cache import AnswerCache
-from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
+from gateway.http.handlers import accounts, chunks, files, health, logins, pages, preimage, vault
 from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
+from gateway.identity import login
 from gateway.maintenance.unpinner import Unpinner
 from gateway.metrics import Metrics
 from gateway.persistence.accounts import AccountStore
@@ -147,6 +148,11 @@ def create_app(
             health=AnswerCache(ttl_s=1.0),
             # Unpaid answers are not reused (a page polls right after paying), only shared.
             invoice_states=AnswerCache(ttl_s=0.0),
+            login_client_limiter=RateLimiter(
+                config.login_client_rate_per_s, config.login_client_burst
+            ),
+            login_user_limiter=RateLimiter(config.login_user_rate_per_s, config.login_user_burst),
+            login_salt_key=login.salt_key(secret),
             clock=clock,
         )
         maintenance = asyncio.create_task(
@@ -189,6 +195,8 @@ def create_app(
     app.router.add_delete("/v1/files/{file_id}", files.delete_file)
     app.router.add_post("/v1/accounts", accounts.create_account)
     app.router.add_get("/v1/account", accounts.get_usage)
+    app.router.add_post("/v1/login/salt", logins.login_salt)
+    app.router.add_post("/v1/login", logins.login)
     app.router.add_get("/v1/plans", accounts.list_plans)
     app.router.add_post("/v1/account/plans", accounts.buy_plan)
     app.router.add_post("/v1/account/withdrawals", accounts.withdraw)

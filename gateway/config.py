@@ -144,6 +144,12 @@ class GatewayConfig(BaseModel):
     signup_client_rate_per_s: float = Field(default=0.1, gt=0)
     signup_tenant_burst: int = Field(default=600, ge=1)
     signup_tenant_rate_per_s: float = Field(default=1.0, gt=0)
+    # Login attempts (POST /v1/login) per client and per username: a burst, then a rate.
+    # A username's bucket is what stops a password being guessed from many addresses.
+    login_client_burst: int = Field(default=30, ge=1)
+    login_client_rate_per_s: float = Field(default=0.2, gt=0)
+    login_user_burst: int = Field(default=10, ge=1)
+    login_user_rate_per_s: float = Field(default=1 / 60, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
     # The longest a long-poll (GET /v1/vault/changes?wait=S) is held open.

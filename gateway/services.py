@@ -49,6 +49,11 @@ class Services:
     health: AnswerCache[str, dict[str, Any]]
     # Invoice states by payment hash: settled ones kept for good; concurrent asks share.
     invoice_states: AnswerCache[bytes, Invoice]
+    # Login attempts per client address and per (tenant, normalised username).
+    login_client_limiter: RateLimiter
+    login_user_limiter: RateLimiter
+    # Keys the login salt of names with none of their own (identity/login.py).
+    login_salt_key: bytes
     clock: Clock = system_clock
 
 

@@ -27,6 +27,7 @@ from gateway.persistence import signups
 from gateway.persistence.accounts import Account, insert_account
 from gateway.persistence.database import Database
 from gateway.persistence.ledger import book
+from gateway.persistence.logins import NewLogin, attach
 from l402.identifier import TOKEN_ID_LEN, TOKEN_ID_VERSION
 from l402.macaroon import add_caveat, mint, to_base64, verify_signature
 from l402.mint import root_key
@@ -143,11 +144,16 @@ class Signups:
         check_signup_caveats(caveats, tenant_id, int(self._clock()))
         return token.payment_hash
 
-    async def redeem(self, payment_hash: bytes, tenant_id: str) -> tuple[Account, str]:
-        """Opens the account this payment bought, books the payment; once per payment."""
+    async def redeem(
+        self, payment_hash: bytes, tenant_id: str, new_login: NewLogin | None = None
+    ) -> tuple[Account, str]:
+        """Opens the account this payment bought, books the payment; once per payment.
+        With `new_login`, the account gets that username (UsernameTaken: nothing opened)."""
         now = int(self._clock())
         async with self._db.transaction() as conn:
             account, api_key = await insert_account(conn, tenant_id, now)
+            if new_login is not None:
+                await attach(conn, tenant_id, account.id, new_login)
             amount = await signups.claim(conn, payment_hash, tenant_id, account.id, now)
             if amount is None:  # raising rolls the new account back
                 if await signups.issued(conn, payment_hash, tenant_id):

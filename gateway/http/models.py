@@ -40,6 +40,58 @@ class WithdrawBody(BaseModel):
     invoice: str = Field(min_length=20, max_length=4096, description="BOLT 11 with an amount")
 
 
+# Logins (docs/api.md "Login"): hex, so a proof or salt is never mistaken for text.
+_USERNAME = Field(min_length=1, max_length=128)
+_PROOF = Field(pattern=r"^[0-9a-fA-F]{64}$", description="argon2id(password, salt), 32 bytes hex")
+
+
+class CreateAccountBody(BaseModel):
+    """POST /v1/accounts (all optional): a username, with the client-made login salt and the
+    proof derived under it, lets the account log in later."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    proof: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    login_salt: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{32}$", description="16 random bytes, hex"
+    )
+
+
+class LoginSaltBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = _USERNAME
+
+
+class LoginKdf(BaseModel):
+    name: Literal["argon2id"]
+    opslimit: int
+    memlimit: int
+
+
+class LoginSalt(BaseModel):
+    salt: str = Field(description="16 bytes, hex")
+    kdf: LoginKdf
+    proof_bytes: int
+
+
+class LoginBody(BaseModel):
+    """POST /v1/login: `proof` alone; or, at a restored account's first login, `password`
+    (checked against the old service's hash) with the new `proof` that replaces it."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str = _USERNAME
+    proof: str = _PROOF
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
+class LoggedIn(BaseModel):
+    account_id: str
+    api_key: str
+    tenant: str
+    upgraded: bool = Field(description="the old service's password hash was just replaced")
+    note: str
+
+
 class PreimageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     macaroon: str = Field(min_length=10, max_length=64 * 1024)
@@ -130,6 +182,7 @@ class AccountCreated(BaseModel):
     account_id: str
     api_key: str
     tenant: str
+    username: str | None = None
     note: str
 
 

@@ -87,6 +87,7 @@ class Operation:
     auth: tuple[str, ...] = ()
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth_optional: bool = False
+    body_required: bool = True
 
 
 FILE_ID = Param("file_id", "path", {"type": "string", "pattern": "^[a-z2-7]{26}$"})
@@ -134,9 +135,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/accounts",
         "Create an account; its API key is shown once (a tenant may charge for it: L402)",
         {201: m.AccountCreated},
-        (402, 403, 409, 507),
+        (402, 403, 409, 422, 507),
+        body=m.CreateAccountBody,
+        body_required=False,
         auth=("l402",),
         auth_optional=True,
+    ),
+    Operation(
+        "loginSalt",
+        "post",
+        "/v1/login/salt",
+        "A username's login salt and argon2id cost (an unknown name gets one alike)",
+        {200: m.LoginSalt},
+        body=m.LoginSaltBody,
+    ),
+    Operation(
+        "login",
+        "post",
+        "/v1/login",
+        "Username + proof (a restored account's first login: + password) → a new API key",
+        {200: m.LoggedIn},
+        (401, 422),
+        body=m.LoginBody,
     ),
     Operation(
         "getAccount",
@@ -371,7 +391,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "responses": responses,
     }
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": _content(op.body)}
+        out["requestBody"] = {"required": op.body_required, "content": _content(op.body)}
     if op.auth:
         # An empty requirement first means "or no credentials at all".
         anonymous: list[dict[str, list[str]]] = [{}] if op.auth_optional else []

@@ -49,9 +49,13 @@ class AccountStore:
 
     async def by_api_key(self, api_key: str) -> Account | None:
         # Looking up by the hash of a 256-bit random key leaks nothing through timing.
+        # The key the account was made with, or one a login issued (login_keys).
+        key_hash = hash_api_key(api_key)
         row = await self.db.fetch_one(
-            "SELECT id, tenant_id, used_bytes FROM accounts WHERE api_key_hash = ?",
-            (hash_api_key(api_key),),
+            "SELECT id, tenant_id, used_bytes FROM accounts WHERE api_key_hash = ?"
+            " UNION ALL SELECT a.id, a.tenant_id, a.used_bytes FROM login_keys k"
+            " JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? LIMIT 1",
+            (key_hash, key_hash),
         )
         return Account(row[0], row[1], int(row[2])) if row else None
 

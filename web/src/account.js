@@ -1,7 +1,8 @@
 // The account page (/account): storage used against the quota, plans to buy over Lightning,
 // earnings from sold chunks and withdrawals to the user's own Lightning invoice.
 
-import { ApiError, call, callJson, getApiKey, sleep } from "./api.js";
+import { ApiError, call, callJson, getApiKey, setApiKey, sleep } from "./api.js";
+import { login } from "./login.js";
 import { invoiceAmountMsat } from "./bolt11.js";
 import {
   apiKeyPanel,
@@ -25,6 +26,43 @@ const WITHDRAW_POLL_MS = 2000;
 const WITHDRAW_POLL_LIMIT_MS = 5 * 60 * 1000;
 
 let usage = null;
+
+/** The login form: username + password → a new API key for this browser. */
+function loginCard() {
+  const username = el("input", { id: "login-username", type: "text", autocomplete: "username", spellcheck: "false", testid: "login-username" });
+  const password = el("input", { id: "login-password", type: "password", autocomplete: "current-password", testid: "login-password" });
+  const button = el("button", { type: "submit", id: "login-button", class: "primary", text: "Log in", testid: "login-button" });
+  const submit = async (event) => {
+    event.preventDefault();
+    const name = username.value.trim();
+    if (!name || !password.value) return setStatus("Enter your username and password.", "error");
+    button.disabled = true;
+    setStatus("Logging in… (deriving your login key takes a moment)", "busy");
+    try {
+      const result = await login(name, password.value);
+      setApiKey(result.api_key);
+      const keyInput = document.getElementById("api-key");
+      if (keyInput) keyInput.value = result.api_key;
+      password.value = "";
+      setStatus("Logged in. A new API key is stored in this browser.", "ok");
+      await refresh();
+    } catch (err) {
+      setStatus(err instanceof ApiError && err.status === 401 ? "Wrong username or password." : errorText(err), "error");
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return el(
+    "form",
+    { class: "card stack", id: "login-card", on: { submit } },
+    el("h2", { text: "Log in" }),
+    el("label", { for: "login-username", text: "Username" }),
+    username,
+    el("label", { for: "login-password", text: "Password" }),
+    password,
+    el("div", { class: "row" }, button, el("span", { class: "muted", text: "Also for accounts from the old service." })),
+  );
+}
 let plans = [];
 let planWatch = null; // AbortController of the current plan purchase
 
@@ -305,6 +343,7 @@ function main() {
   );
   app.replaceChildren(
     apiKeyPanel(() => refresh()),
+    loginCard(),
     statusLine(),
     el("section", { class: "card", id: "usage-card" }),
     el(

@@ -14,29 +14,74 @@ from gateway.billing.signup import SignupRefused
 from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
 from gateway.http.auth import require_account, require_operator
-from gateway.http.models import BuyPlanBody, WithdrawBody
+from gateway.http.models import BuyPlanBody, CreateAccountBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance, spend_signup_allowance
 from gateway.http.problems import Problem, bad_request, not_found
-from gateway.persistence.accounts import Account
+from gateway.identity import login, usernames
+from gateway.persistence.accounts import Account, insert_account
 from gateway.persistence.ledger import balance, tenant_sum, totals
+from gateway.persistence.logins import NewLogin, UsernameTaken, attach
 from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
 from lightning.bolt11 import check_invoice, invoice_amount_msat
 
 
+async def _new_login(request: web.Request) -> NewLogin | None:
+    """The optional username, login salt and proof of a new account (all three or none)."""
+    if not request.body_exists or not (await request.read()).strip():
+        return None
+    body = await json_model(request, CreateAccountBody)
+    given = [body.username is not None, body.proof is not None, body.login_salt is not None]
+    if not any(given):
+        return None
+    if not all(given):
+        raise Problem(
+            422,
+            "incomplete-login",
+            "Incomplete login",
+            "send username, login_salt and proof together (or none of them)",
+        )
+    assert body.username and body.proof and body.login_salt
+    try:
+        usernames.check(body.username)
+    except usernames.InvalidUsername as exc:
+        raise bad_request(str(exc), "bad-username") from exc
+    return NewLogin(
+        body.username,
+        usernames.normalize(body.username),
+        bytes.fromhex(body.login_salt),
+        login.proof_hash(bytes.fromhex(body.proof)),
+    )
+
+
+def _taken(new_login: NewLogin) -> Problem:
+    return Problem(
+        409, "username-taken", "Username taken", "another account here has this username"
+    )
+
+
 async def create_account(request: web.Request) -> web.Response:
     s = services(request)
     tenant = tenant_of(request)
-    if tenant.signup_price_msat > 0:
-        account, api_key = await _paid_signup(request, s, tenant)
-    else:
-        spend_signup_allowance(request)
-        account, api_key = await s.accounts.create(tenant.id)
+    new_login = await _new_login(request)
+    try:
+        if tenant.signup_price_msat > 0:
+            account, api_key = await _paid_signup(request, s, tenant, new_login)
+        else:
+            spend_signup_allowance(request)
+            async with s.db.transaction() as conn:
+                account, api_key = await insert_account(conn, tenant.id)
+                if new_login is not None:
+                    await attach(conn, tenant.id, account.id, new_login)
+    except UsernameTaken:
+        assert new_login is not None
+        raise _taken(new_login) from None
     return web.json_response(
         {
             "account_id": account.id,
             "api_key": api_key,
             "tenant": account.tenant_id,
+            "username": new_login.username if new_login else None,
             "note": "Store the API key now: it is shown only once.",
         },
         status=201,
@@ -45,7 +90,7 @@ async def create_account(request: web.Request) -> web.Response:
 
 
 async def _paid_signup(
-    request: web.Request, s: Services, tenant: TenantSettings
+    request: web.Request, s: Services, tenant: TenantSettings, new_login: NewLogin | None
 ) -> tuple[Account, str]:
     """The account a paid signup token opens, or 402 with an invoice for one."""
     credentials = [
@@ -66,7 +111,7 @@ async def _paid_signup(
     except l402.L402Error as exc:
         raise await _signup_required(request, s, tenant, f"token refused: {exc}") from None
     try:
-        return await s.signups.redeem(payment_hash, tenant.id)
+        return await s.signups.redeem(payment_hash, tenant.id, new_login)
     except SignupRefused as exc:
         raise Problem(exc.status, exc.slug, "Signup refused", str(exc)) from exc
 
