@@ -140,7 +140,12 @@ class LndRestClient:
                         raise LightningUnavailable(f"LND {path}: {message}")
                     raise LightningError(f"LND {path}: {message}")
                 return dict(data)
-        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+        except (
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            ssl.SSLError,
+        ) as exc:
             raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
         except json.JSONDecodeError as exc:
             raise LightningError(f"LND {path}: answer is not JSON") from exc
@@ -172,12 +177,20 @@ class LndRestClient:
                 async for line in resp.content:
                     if not line.strip():
                         continue
-                    item = json.loads(line)
+                    try:
+                        item = json.loads(line)
+                    except ValueError as exc:  # a line cut short, or not JSON at all
+                        raise LightningError(f"LND {path}: a stream message is not JSON") from exc
                     if "error" in item:
                         err = item["error"]
                         raise LightningError(f"LND {path}: {err.get('message', err)}")
                     yield dict(item.get("result", item))
-        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+        except (
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,  # the connection dropped in the middle of a message
+            ssl.SSLError,
+        ) as exc:
             raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
 
     # --- node -----------------------------------------------------------------------
@@ -218,6 +231,31 @@ class LndRestClient:
         async for item in self._stream("GET", "/v1/invoices/subscribe", params=params):
             yield invoice_from_json(item)
 
+    # --- hold invoices (invoicesrpc): paid, but settled or canceled by the payee later ---
+
+    async def add_hold_invoice(
+        self, payment_hash: bytes, amount_msat: int, memo: str, expiry_s: int = 3600
+    ) -> str:
+        """A hold invoice for `payment_hash`; returns its BOLT11. A payment to it stays in
+        flight (ACCEPTED here) until settle_invoice() or cancel_invoice()."""
+        data = await self._request(
+            "POST",
+            "/v2/invoices/hodl",
+            {
+                "hash": _b64(payment_hash),
+                "value_msat": str(amount_msat),
+                "memo": memo,
+                "expiry": str(expiry_s),
+            },
+        )
+        return str(data["payment_request"])
+
+    async def settle_invoice(self, preimage: bytes) -> None:
+        await self._request("POST", "/v2/invoices/settle", {"preimage": _b64(preimage)})
+
+    async def cancel_invoice(self, payment_hash: bytes) -> None:
+        await self._request("POST", "/v2/invoices/cancel", {"payment_hash": _b64(payment_hash)})
+
     # --- payments -------------------------------------------------------------------
 
     async def pay_invoice(self, bolt11: str, fee_limit_msat: int, timeout_s: int = 60) -> Payment:
@@ -252,14 +290,16 @@ class LndRestClient:
             expires_at=_int(data.get("timestamp")) + _int(data.get("expiry")),
         )
 
-    async def track_payment(self, payment_hash: bytes) -> PaymentStatus:
-        """The final or current state of an outgoing payment; UNKNOWN if never initiated."""
+    async def track_payment(self, payment_hash: bytes, wait: bool = False) -> PaymentStatus:
+        """The current state of an outgoing payment ("in_flight" at once for one still
+        under way), or with `wait` its final state; "unknown" if never initiated."""
         try:
             async for update in self._stream(
                 "GET",
                 f"/v2/router/track/{payment_hash.hex()}",
-                params={"no_inflight_updates": "true"},
-                total_s=30,
+                # Without in-flight updates the stream says nothing until the payment ends.
+                params={"no_inflight_updates": "true" if wait else "false"},
+                total_s=150 if wait else 30,
             ):
                 status = str(update.get("status"))
                 if status == "SUCCEEDED":

@@ -21,13 +21,17 @@ from gateway.billing.quota import Subscription, extend
 from gateway.persistence.database import Database
 from gateway.persistence.ledger import book
 from gateway.tenants.registry import LightningNodes, TenantRegistry
-from lightning.errors import LightningError
+from lightning.errors import LightningError, LightningUnavailable
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState
 
 log = logging.getLogger("bitcache.settlement")
 
 _SETTLE_INDEX_KEY = "lnd_settle_index"
+# Reconnecting to LND: the first retry comes quickly (a cut stream is usually back at
+# once), later ones back off up to the configured retry_after_s.
+_BACKOFF_FIRST_S = 0.25
+_BACKOFF_RESET_S = 30.0
 
 
 class Settlement:
@@ -180,7 +184,13 @@ class InvoiceWatcher:
         )
         booked = 0
         for row in rows:
-            invoice = await self._lnd.lookup_invoice(bytes(row[0]))
+            try:
+                invoice = await self._lnd.lookup_invoice(bytes(row[0]))
+            except LightningUnavailable:
+                raise
+            except LightningError as exc:  # one odd invoice must not stop the rest
+                log.warning("cannot look up invoice %s: %s", bytes(row[0]).hex(), exc)
+                continue
             if invoice.state == InvoiceState.SETTLED:
                 booked += await self._settlement.book(
                     invoice.payment_hash, invoice.settle_index or None, self._node
@@ -190,7 +200,13 @@ class InvoiceWatcher:
         return booked
 
     async def run(self) -> None:
+        """Never returns: any failure (a stream cut mid-message, a bad line, a database
+        error while booking) is logged and retried with back-off. Nothing is lost
+        meanwhile: the stream resumes from the last settle index booked, which is stored
+        in the same transaction as the booking, so an invoice not booked is replayed."""
+        delay = _BACKOFF_FIRST_S
         while True:
+            started = time.monotonic()
             try:
                 booked = await self.reconcile()
                 if booked:
@@ -201,9 +217,16 @@ class InvoiceWatcher:
                         await self._settlement.book(
                             invoice.payment_hash, invoice.settle_index or None, self._node
                         )
+                    delay = _BACKOFF_FIRST_S  # the stream works: a later cut retries fast
+                log.info("invoice stream of %s ended; reconnecting", self._lnd.url)
             except LightningError as exc:
                 log.warning("invoice stream of %s interrupted (%s); retrying", self._lnd.url, exc)
-            await asyncio.sleep(self._retry_after_s)
+            except Exception:  # the watcher is the retry: it must outlive any error
+                log.exception("invoice watcher of %s failed; retrying", self._lnd.url)
+            if time.monotonic() - started > _BACKOFF_RESET_S:
+                delay = _BACKOFF_FIRST_S
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max(float(self._retry_after_s), _BACKOFF_FIRST_S))
 
 
 class WatcherPool:
@@ -229,11 +252,17 @@ class WatcherPool:
         return [t.id for t in self._tenants.tenants if self._nodes.settings_for(t).rest_url == url]
 
     async def ensure(self) -> None:
+        """Starts a watcher for every node in use, and restarts one whose task ended: a
+        watcher should never end, but if one does (a bug, a cancellation from outside),
+        the node's invoices must still be followed."""
         for tenant in self._tenants.tenants:
             settings = self._nodes.settings_for(tenant)
             url = settings.rest_url
-            if url in self._tasks:
+            task = self._tasks.get(url)
+            if task is not None and not task.done():
                 continue
+            if task is not None:
+                log.error("invoice watcher of %s had ended (%s); restarting it", url, _ending(task))
             watcher = InvoiceWatcher(
                 self._settlement,
                 self._db,
@@ -248,3 +277,11 @@ class WatcherPool:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+
+
+def _ending(task: asyncio.Task[None]) -> str:
+    """How a finished task ended, for the log."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return "returned" if exc is None else f"{type(exc).__name__}: {exc}"
