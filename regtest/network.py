@@ -303,6 +303,36 @@ class Network:
 
         await self._wait(node.process, f"lnd {name}", rest_ready, 60)
 
+    async def restart_node(self, name: str, crash: bool = True) -> None:
+        """Stops one LND node (SIGKILL if `crash`, else cleanly) and starts it again on the
+        same data directory and ports; returns once payments flow both ways again."""
+        node = self.node(name)
+        if crash:
+            await node.process.kill()
+        else:
+            await node.process.stop()
+        await self.start_node(name)
+
+    async def stop_node(self, name: str) -> None:
+        """Stops one LND node cleanly, leaving it down until start_node()."""
+        await self.node(name).process.stop()
+
+    async def start_node(self, name: str) -> None:
+        """Starts a stopped node again (same data directory, ports and wallet)."""
+        node = self.node(name)
+        await node.process.start()
+
+        async def rest_ready() -> bool:
+            info = await node.client.get_info()
+            return info.synced_to_chain and info.num_active_channels > 0
+
+        await self._wait(node.process, f"lnd {name} after a restart", rest_ready, 90)
+        for other in self.nodes:
+            if other != name:
+                await self._wait_payable(other, name)
+                await self._wait_payable(name, other)
+        await self.wait_idle()
+
     async def wait_synced(self, timeout_s: float = 60) -> None:
         height = await self.block_count()
 

@@ -67,6 +67,15 @@ class ManagedProcess:
         except OSError:
             return ""
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no clean shutdown at all."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
     async def stop(self, grace_s: float = 10.0) -> None:
         proc = self.proc
         if proc is None or proc.returncode is not None:

@@ -91,18 +91,40 @@ def random_bytes(n: int) -> bytes:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops it, `restore()` brings it back
-    on the same port — a dependency going down and coming back, without touching it."""
+    """Forwards 127.0.0.1:<port> to a target, with the faults a network can have, without
+    touching either end:
+
+    - `cut()` drops every connection and stops listening; `restore()` listens again on
+      the same port (a dependency going down and coming back);
+    - `cut_mid_message()` forwards only the first half of the next piece of data the
+      target sends on any connection, then closes that connection: a stream broken in the
+      middle of a message;
+    - `stall()` holds all data in both directions with the connections open, until
+      `resume()` (a hung peer, a full network queue);
+    - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.delay_s = 0.0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._cut_next: asyncio.Future[int] | None = None
+        self.accepted = 0  # connections accepted so far
+
+    @property
+    def url_netloc(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        await self.cut()
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -116,7 +138,22 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
+    def cut_mid_message(self) -> asyncio.Future[int]:
+        """Arms the cut; the future resolves (to the bytes let through) once it happened."""
+        self._cut_next = asyncio.get_running_loop().create_future()
+        return self._cut_next
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def slow(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -124,12 +161,29 @@ class TcpProxy:
             return
         self._conns.update((writer, up_writer))
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        def close_both() -> None:
+            for w in (writer, up_writer):
+                w.close()
+
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_target: bool
+        ) -> None:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
+                    await self._flowing.wait()
+                    cut = self._cut_next
+                    if from_target and cut is not None and not cut.done():
+                        half = max(1, len(data) // 2)
+                        dst.write(data[:half])
+                        await dst.drain()
+                        cut.set_result(half)
+                        close_both()
+                        return
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
         self._conns.difference_update((writer, up_writer))
