@@ -59,7 +59,12 @@ def create_app(config: GatewayConfig) -> web.Application:
             load_or_create_secret(config.token_secret_path), db, settlement, config.token_ttl_s
         )
         withdrawals = Withdrawals(
-            db, nodes, tenants, config.withdrawal_fee_limit_bps, config.withdrawal_min_fee_msat
+            db,
+            nodes,
+            tenants,
+            config.withdrawal_fee_limit_bps,
+            config.withdrawal_min_fee_msat,
+            config.withdrawal_answer_within_s,
         )
         unpinner = Unpinner(db, kubo)
         watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
@@ -93,6 +98,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             await watchers.stop()
+            await withdrawals.close()
             await kubo.close()
             await nodes.close()
             await db.close()

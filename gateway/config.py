@@ -124,6 +124,8 @@ class GatewayConfig(BaseModel):
     # Withdrawals: the routing fee the gateway may spend, held from the balance up front.
     withdrawal_fee_limit_bps: int = Field(default=50, ge=0, le=10_000)
     withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
+    # A withdrawal still in flight after this long is answered 202 (pending) and followed on.
+    withdrawal_answer_within_s: float = Field(default=20, gt=0, le=300)
     # Bearer token for the operator report; no report endpoint when unset.
     operator_token: SecretStr | None = None
     # New invoices (402 challenges, plan purchases) per client IP: a burst, then a rate.

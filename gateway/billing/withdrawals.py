@@ -11,6 +11,8 @@ the payment and finishes it exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import secrets
 import sqlite3
@@ -26,6 +28,15 @@ from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
 from lightning.lnd import LndRestClient
 
 log = logging.getLogger("bitcache.withdrawals")
+
+# Several gateway processes may share one database, and any of them may reconcile a
+# withdrawal another is paying. LND knows a payment only once the payer's request reaches
+# it, so "LND never heard of it" is final only when no process can still send it: the
+# payer never starts a payment later than SEND_DEADLINE_S after recording it, and its
+# request gives up after PAY_TIMEOUT_S (+30 s of HTTP slack in LndRestClient).
+SEND_DEADLINE_S = 30
+PAY_TIMEOUT_S = 60
+UNKNOWN_FINAL_AFTER_S = SEND_DEADLINE_S + PAY_TIMEOUT_S + 30 + 60
 
 
 class WithdrawalRefused(Exception):
@@ -85,13 +96,23 @@ class Withdrawals:
         tenants: TenantRegistry,
         fee_limit_bps: int,
         min_fee_msat: int,
+        answer_within_s: float = 20.0,
     ) -> None:
         self._db = db
         self._nodes = nodes
         self._tenants = tenants
         self._fee_limit_bps = fee_limit_bps
         self._min_fee_msat = min_fee_msat
-        self._paying: set[str] = set()  # ids this process is paying right now
+        # A payment still in flight after this long is answered 202 and followed on.
+        self._answer_within_s = answer_within_s
+        self._paying: dict[str, asyncio.Task[None]] = {}  # ids this process is paying now
+
+    async def close(self) -> None:
+        """Stops following payments still in flight; reconcile() finishes them later."""
+        tasks = list(self._paying.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def get(self, account_id: str, withdrawal_id: str) -> Withdrawal | None:
         row = await self._db.fetch_one(
@@ -172,9 +193,42 @@ class Withdrawals:
     async def _pay(
         self, lnd: LndRestClient, withdrawal_id: str, bolt11: str, reserve: int
     ) -> Withdrawal:
-        self._paying.add(withdrawal_id)
+        """Pays, and answers with the outcome, or 'pending' if the payment is still in
+        flight after answer_within_s (it is then followed to its end in the background)."""
+        task = asyncio.create_task(
+            self._pay_and_finish(lnd, withdrawal_id, bolt11, reserve),
+            name=f"withdrawal {withdrawal_id}",
+        )
+        self._paying[withdrawal_id] = task
+        task.add_done_callback(functools.partial(self._paid, withdrawal_id))
+        # wait() never cancels the task: a caller going away does not abandon the payment.
+        await asyncio.wait([task], timeout=self._answer_within_s)
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ?", (withdrawal_id,)
+        )
+        assert row is not None
+        return _from_row(row)
+
+    def _paid(self, withdrawal_id: str, task: asyncio.Task[None]) -> None:
+        self._paying.pop(withdrawal_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Left pending: reconcile() finishes it from what LND knows.
+            log.error("withdrawal %s: %r", withdrawal_id, task.exception())
+
+    async def _pay_and_finish(
+        self, lnd: LndRestClient, withdrawal_id: str, bolt11: str, reserve: int
+    ) -> None:
+        row = await self._db.fetch_one(
+            "SELECT created_at FROM withdrawals WHERE id = ?", (withdrawal_id,)
+        )
+        assert row is not None
+        if time.time() > int(row[0]) + SEND_DEADLINE_S:
+            # Too late to send: another process's reconcile may already count on this
+            # payment never happening (see UNKNOWN_FINAL_AFTER_S).
+            await self._finish(withdrawal_id, None, "not sent in time")
+            return
         try:
-            payment = await lnd.pay_invoice(bolt11, fee_limit_msat=reserve)
+            payment = await lnd.pay_invoice(bolt11, fee_limit_msat=reserve, timeout_s=PAY_TIMEOUT_S)
         except PaymentFailed as exc:
             await self._finish(withdrawal_id, None, str(exc))
         except LightningError as exc:
@@ -183,13 +237,6 @@ class Withdrawals:
             log.warning("withdrawal %s outcome unknown: %s", withdrawal_id, exc)
         else:
             await self._finish(withdrawal_id, payment.fee_msat, None)
-        finally:
-            self._paying.discard(withdrawal_id)
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM withdrawals WHERE id = ?", (withdrawal_id,)
-        )
-        assert row is not None
-        return _from_row(row)
 
     async def _finish(self, withdrawal_id: str, fee_paid: int | None, failure: str | None) -> None:
         """Settles (fee_paid given) or releases the hold, exactly once."""
@@ -214,7 +261,8 @@ class Withdrawals:
     async def reconcile(self) -> int:
         """Finishes pending withdrawals from what LND knows; returns how many it finished."""
         rows = await self._db.fetch_all(
-            "SELECT id, payment_hash, tenant_id FROM withdrawals WHERE state = 'pending'"
+            "SELECT id, payment_hash, tenant_id, created_at FROM withdrawals"
+            " WHERE state = 'pending'"
         )
         finished = 0
         for row in rows:
@@ -222,14 +270,20 @@ class Withdrawals:
             if withdrawal_id in self._paying:
                 continue
             lnd = self._nodes.for_tenant(self._tenants.get(row[2]))
-            status = await lnd.track_payment(payment_hash)
+            try:
+                status = await lnd.track_payment(payment_hash)
+            except LightningError as exc:  # this one later; the others now
+                log.warning("withdrawal %s: cannot ask LND yet: %s", withdrawal_id, exc)
+                continue
             if status.state == "succeeded":
                 await self._finish(withdrawal_id, status.fee_msat, None)
-            elif status.state in ("failed", "unknown"):
-                # 'unknown': LND records a payment before sending any HTLC, so a payment
-                # it has never heard of was never sent.
-                await self._finish(withdrawal_id, None, f"payment {status.state}")
+            elif status.state == "failed":
+                await self._finish(withdrawal_id, None, "payment failed")
+            elif status.state == "unknown" and time.time() > int(row[3]) + UNKNOWN_FINAL_AFTER_S:
+                # LND records a payment before sending any HTLC, and no process can send
+                # this one any more: it was never sent.
+                await self._finish(withdrawal_id, None, "payment never sent")
             else:
-                continue
+                continue  # in flight, or possibly about to be sent by another process
             finished += 1
         return finished
