@@ -67,7 +67,9 @@ def create_app(config: GatewayConfig) -> web.Application:
             config.withdrawal_answer_within_s,
         )
         unpinner = Unpinner(db, kubo)
-        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s)
+        watchers = WatcherPool(
+            settlement, db, tenants, nodes, config.retry_after_s, config.lnd_stream_idle_s
+        )
         app[SERVICES] = Services(
             config,
             db,

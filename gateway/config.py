@@ -134,6 +134,9 @@ class GatewayConfig(BaseModel):
     invoice_rate_per_s: float = Field(default=20.0, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
+    # LND's invoice stream is renewed after this long without a message: a connection
+    # that died silently (half-open, a TLS record cut short) would otherwise wait forever.
+    lnd_stream_idle_s: float = Field(default=60, ge=1, le=3_600)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

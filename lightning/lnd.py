@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
+from lightning.errors import LightningError, LightningUnavailable, PaymentFailed, StreamIdle
 from lightning.models import (
     DecodedInvoice,
     Invoice,
@@ -157,10 +157,12 @@ class LndRestClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         total_s: float | None = None,
+        idle_s: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yields the `result` objects of a REST server-streaming call (JSON lines)."""
+        """Yields the `result` objects of a REST server-streaming call (JSON lines);
+        StreamIdle if nothing (not even the response headers) comes for `idle_s`."""
         session = self._ensure_session()
-        t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=None)
+        t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=idle_s)
         try:
             async with session.request(
                 method,
@@ -185,6 +187,8 @@ class LndRestClient:
                         err = item["error"]
                         raise LightningError(f"LND {path}: {err.get('message', err)}")
                     yield dict(item.get("result", item))
+        except aiohttp.SocketTimeoutError as exc:
+            raise StreamIdle(f"LND {path}: nothing for {idle_s} s") from exc
         except (
             TimeoutError,
             aiohttp.ClientConnectionError,
@@ -224,11 +228,14 @@ class LndRestClient:
         return invoice_from_json(await self._request("GET", f"/v1/invoice/{payment_hash.hex()}"))
 
     async def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
-        """Every invoice added or settled after the given indexes, then live updates."""
+        """Every invoice added or settled after the given indexes, then live updates;
+        StreamIdle after `idle_s` without a message (LND sends none on an idle node)."""
         params = {"add_index": str(add_index), "settle_index": str(settle_index)}
-        async for item in self._stream("GET", "/v1/invoices/subscribe", params=params):
+        async for item in self._stream(
+            "GET", "/v1/invoices/subscribe", params=params, idle_s=idle_s
+        ):
             yield invoice_from_json(item)
 
     # --- hold invoices (invoicesrpc): paid, but settled or canceled by the payee later ---

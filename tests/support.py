@@ -97,8 +97,8 @@ class TcpProxy:
     - `cut()` drops every connection and stops listening; `restore()` listens again on
       the same port (a dependency going down and coming back);
     - `cut_mid_message()` forwards only the first half of the next piece of data the
-      target sends on any connection, then closes that connection: a stream broken in the
-      middle of a message;
+      target sends on a connection already carrying data (past its TLS handshake), then
+      closes that connection: a stream broken in the middle of a message;
     - `stall()` holds all data in both directions with the connections open, until
       `resume()` (a hung peer, a full network queue);
     - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
@@ -113,11 +113,9 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._cut_next: asyncio.Future[int] | None = None
+        self._cuttable: set[asyncio.StreamWriter] = set()  # chosen when the cut is armed
+        self._received: dict[asyncio.StreamWriter, int] = {}  # bytes from the target
         self.accepted = 0  # connections accepted so far
-
-    @property
-    def url_netloc(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -140,8 +138,13 @@ class TcpProxy:
 
     def cut_mid_message(self) -> asyncio.Future[int]:
         """Arms the cut; the future resolves (to the bytes let through) once it happened."""
+        self._cuttable = {w for w, n in self._received.items() if n > 0}
         self._cut_next = asyncio.get_running_loop().create_future()
         return self._cut_next
+
+    def received(self) -> list[int]:
+        """Bytes each open connection has received from the target so far."""
+        return list(self._received.values())
 
     def stall(self) -> None:
         self._flowing.clear()
@@ -160,6 +163,7 @@ class TcpProxy:
             writer.close()
             return
         self._conns.update((writer, up_writer))
+        self._received[writer] = 0
 
         def close_both() -> None:
             for w in (writer, up_writer):
@@ -174,16 +178,20 @@ class TcpProxy:
                         await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
                     await self._flowing.wait()
                     cut = self._cut_next
-                    if from_target and cut is not None and not cut.done():
+                    if from_target and cut is not None and not cut.done() and dst in self._cuttable:
                         half = max(1, len(data) // 2)
                         dst.write(data[:half])
                         await dst.drain()
                         cut.set_result(half)
                         close_both()
                         return
+                    if from_target:
+                        self._received[dst] = self._received.get(dst, 0) + len(data)
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
         self._conns.difference_update((writer, up_writer))
+        self._received.pop(writer, None)
+        self._cuttable.discard(writer)

@@ -21,7 +21,7 @@ from gateway.billing.quota import Subscription, extend
 from gateway.persistence.database import Database
 from gateway.persistence.ledger import book
 from gateway.tenants.registry import LightningNodes, TenantRegistry
-from lightning.errors import LightningError, LightningUnavailable
+from lightning.errors import LightningError, LightningUnavailable, StreamIdle
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState
 
@@ -165,6 +165,7 @@ class InvoiceWatcher:
         lnd: LndRestClient,
         tenant_ids: Callable[[], list[str]],
         retry_after_s: int,
+        idle_s: float = 60.0,
     ) -> None:
         self._settlement = settlement
         self._db = db
@@ -172,6 +173,7 @@ class InvoiceWatcher:
         self._node = ":" + lnd.url
         self._tenant_ids = tenant_ids
         self._retry_after_s = retry_after_s
+        self._idle_s = idle_s
 
     async def reconcile(self) -> int:
         tenants = self._tenant_ids()
@@ -205,20 +207,36 @@ class InvoiceWatcher:
         meanwhile: the stream resumes from the last settle index booked, which is stored
         in the same transaction as the booking, so an invoice not booked is replayed."""
         delay = _BACKOFF_FIRST_S
+        reconcile = True
         while True:
             started = time.monotonic()
             try:
-                booked = await self.reconcile()
-                if booked:
-                    log.info("reconciled %d invoice(s) settled while we were away", booked)
+                if reconcile:
+                    booked = await self.reconcile()
+                    if booked:
+                        log.info("reconciled %d invoice(s) settled while we were away", booked)
+                reconcile = True
                 start = await self._settlement.settle_index(self._node)
-                async for invoice in self._lnd.subscribe_invoices(settle_index=start):
+                async for invoice in self._lnd.subscribe_invoices(
+                    settle_index=start, idle_s=self._idle_s
+                ):
                     if invoice.state == InvoiceState.SETTLED:
                         await self._settlement.book(
                             invoice.payment_hash, invoice.settle_index or None, self._node
                         )
                     delay = _BACKOFF_FIRST_S  # the stream works: a later cut retries fast
                 log.info("invoice stream of %s ended; reconnecting", self._lnd.url)
+            except StreamIdle:
+                # A connection that died without either end knowing (half-open, or a TLS
+                # record cut short before the first message) looks idle forever: renew
+                # it now and then. Resuming from the settle index misses nothing, so no
+                # reconcile is needed.
+                log.debug(
+                    "invoice stream of %s idle for %s s; renewing", self._lnd.url, self._idle_s
+                )
+                reconcile = False
+                delay = _BACKOFF_FIRST_S
+                continue
             except LightningError as exc:
                 log.warning("invoice stream of %s interrupted (%s); retrying", self._lnd.url, exc)
             except Exception:  # the watcher is the retry: it must outlive any error
@@ -240,12 +258,14 @@ class WatcherPool:
         tenants: TenantRegistry,
         nodes: LightningNodes,
         retry_after_s: int,
+        idle_s: float = 60.0,
     ) -> None:
         self._settlement = settlement
         self._db = db
         self._tenants = tenants
         self._nodes = nodes
         self._retry_after_s = retry_after_s
+        self._idle_s = idle_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def _tenant_ids(self, url: str) -> list[str]:
@@ -269,6 +289,7 @@ class WatcherPool:
                 self._nodes.client(settings),
                 functools.partial(self._tenant_ids, url),
                 self._retry_after_s,
+                self._idle_s,
             )
             self._tasks[url] = asyncio.create_task(watcher.run(), name=f"invoices {url}")
 

@@ -194,8 +194,7 @@ async def test_a_database_error_while_booking_is_retried(
         assert not task.done()
         assert lnd.connections == 2  # the failed booking was replayed from the index
         assert any(
-            "failed; retrying" in r.getMessage() and r.exc_info is not None
-            for r in caplog.records
+            "failed; retrying" in r.getMessage() and r.exc_info is not None for r in caplog.records
         )
     finally:
         lnd.release.set()
