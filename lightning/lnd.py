@@ -303,7 +303,8 @@ class LndRestClient:
         try:
             async for update in self._stream(
                 "GET",
-                f"/v2/router/track/{payment_hash.hex()}",
+                # Bytes in a REST path are base64 (URL-safe): hex is read as 48 bytes.
+                f"/v2/router/track/{base64.urlsafe_b64encode(payment_hash).decode()}",
                 # Without in-flight updates the stream says nothing until the payment ends.
                 params={"no_inflight_updates": "true" if wait else "false"},
                 total_s=150 if wait else 30,
