@@ -42,9 +42,14 @@ class Database:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        try:
+            await self._writer.execute("PRAGMA journal_mode=WAL")
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except BaseException:
+            # An open connection's thread would keep the process alive after the error.
+            await self.close()
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
@@ -55,10 +60,14 @@ class Database:
         await conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
         return conn
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    @staticmethod
+    async def _user_version(conn: aiosqlite.Connection) -> int:
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
-        current = int(row[0]) if row else 0
+        return int(row[0]) if row else 0
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        current = await self._user_version(conn)
         for version, name, sql in migrations():
             if version <= current:
                 continue
@@ -69,6 +78,10 @@ class Database:
             except Exception as exc:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
+                # Several gateway processes may start on one new file: another one may
+                # have applied this migration while we waited for the write lock.
+                if await self._user_version(conn) >= version:
+                    continue
                 raise RuntimeError(f"database migration {name} failed: {exc}") from exc
 
     async def close(self) -> None:

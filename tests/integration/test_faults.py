@@ -28,6 +28,7 @@ from gateway.billing.quota import Plan
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.server import serve
 from regtest.network import Network, wait_until
+from storage.crypto import FileEncryptor, b64url_encode, new_file_id, new_file_key
 from tests.conftest import gateway_config
 from tests.gateway_process import GatewayProcess
 from tests.ledger_check import check_books, count_bookings
@@ -423,7 +424,7 @@ async def wait_state(
 
     async def reached() -> bool:
         found.update(await withdrawal(session, gw, key, withdrawal_id))
-        return found["state"] == state
+        return bool(found["state"] == state)
 
     await wait_until(f"withdrawal {withdrawal_id} to be {state}", reached, 30, every_s=0.2)
     return found
@@ -585,3 +586,104 @@ async def test_lnd_down_during_a_withdrawal(fault: str, network: Network, tmp_pa
         assert count_bookings(cfg.database_path, wid) == 2
         await books(cfg, network)
     await proxy.close()
+
+
+# --- 6. two gateway processes on one database ------------------------------------------------
+
+
+async def create_file(session: aiohttp.ClientSession, gw: str, key: str, size: int) -> int:
+    """POST /v1/files for a file of `size` bytes (nothing uploaded); the status."""
+    enc = FileEncryptor(new_file_key(), new_file_id(), size, CHUNK)
+    body = {"header": enc.header.to_json_dict(), "manifest": b64url_encode(b"m" * 60)}
+    async with session.post(f"{gw}/v1/files", json=body, headers=bearer(key)) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_two_gateway_processes_on_one_database_stay_exact(
+    network: Network, tmp_path: Path
+) -> None:
+    """Two `python -m gateway` processes on one SQLite file, started together (both
+    migrate the new file), every request spread over both: parallel uploads against one
+    quota never overshoot it, and 100 concurrent withdrawals pay out exactly what the
+    balance holds."""
+    shared = tmp_path / "shared"
+    a = GatewayProcess(config(network, shared, port=0), name="a")
+    b = GatewayProcess(config(network, shared, port=0), name="b")
+    await asyncio.gather(a.start(), b.start())
+    try:
+        both = [a.url, b.url]
+        async with aiohttp.ClientSession() as session:
+            _, key = await create_account(session, a.url)
+            statuses = await asyncio.gather(
+                *(create_file(session, both[i % 2], key, 9_000) for i in range(40))
+            )
+            per_file = 9_000 + 40 * 3 + 60  # plaintext, per-chunk overhead, manifest
+            fits = TENANT.free_quota_bytes // per_file
+            assert statuses.count(201) == fits and statuses.count(507) == 40 - fits
+            async with session.get(f"{b.url}/v1/account", headers=bearer(key)) as resp:
+                assert (await resp.json())["used_bytes"] == fits * per_file
+
+            key, earned = await earn(session, a.url, network, chunks=5)
+            assert earned == 45_000
+            # Three holds of 14 000 + 1 000 reserve take all of it; a fourth never fits,
+            # even after the first ones settle and give their reserve back.
+            amount = 14_000
+            payer = network.node("payer").client
+            invoices = [await payer.create_invoice(amount, f"race {i}") for i in range(100)]
+            results = await asyncio.gather(
+                *(
+                    withdraw(session, both[i % 2], key, inv.bolt11, f"race-{i:03d}-{key[-6:]}")
+                    for i, inv in enumerate(invoices)
+                )
+            )
+            codes = [status for status, _ in results]
+            assert codes.count(200) == 3 and codes.count(409) == 97, codes
+            paid = [
+                inv
+                for inv in invoices
+                if (await payer.lookup_invoice(inv.payment_hash)).state == "settled"
+            ]
+            assert len(paid) == 3
+            assert await balance(session, b.url, key) == earned - 3 * amount
+            report = await books(a.config, network)
+            assert report.count("withdrawal_settle") == 3
+            assert report.count("withdrawal_release") == 0
+            for gateway in (a, b):
+                assert "Traceback" not in gateway.log(), gateway.log()[-3000:]
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_one_process_never_releases_a_payout_the_other_is_sending(
+    network: Network, tmp_path: Path
+) -> None:
+    """Process `slow` reaches LND through a link that delays every message by 1.5 s, so
+    its payment reaches LND seconds after it recorded the withdrawal; process `quick`
+    reconciles five times a second meanwhile and hears from LND that no such payment
+    exists. It must not take that as final and release the hold: the payment is about
+    to happen."""
+    proxy = await lnd_proxy(network)
+    shared = tmp_path / "shared"
+    quick = GatewayProcess(config(network, shared, port=0, maintenance_interval_s=0.2), "quick")
+    await quick.start()
+    slow = GatewayProcess(config(network, shared, proxy.port, port=0), "slow")
+    await slow.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            key, earned = await earn(session, quick.url, network, chunks=3)
+            invoice = await network.node("payer").client.create_invoice(9_000, "slow payout")
+            proxy.slow(1.5)
+            status, body = await withdraw(
+                session, slow.url, key, invoice.bolt11, "slow-" + secrets.token_hex(4)
+            )
+            proxy.slow(0)
+            assert status == 200 and body["state"] == "succeeded", body
+            wid = body["withdrawal_id"]
+            assert await balance(session, quick.url, key) == earned - 9_000
+            assert count_bookings(shared / "gateway.sqlite3", wid) == 2  # hold, settle
+            report = await books(slow.config, network)
+            assert report.count("withdrawal_release") == 0
+    finally:
+        await asyncio.gather(quick.stop(), slow.stop())
+        await proxy.close()
