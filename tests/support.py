@@ -100,7 +100,9 @@ class TcpProxy:
       target sends on a connection already carrying data (past its TLS handshake), then
       closes that connection: a stream broken in the middle of a message;
     - `stall()` holds all data in both directions with the connections open, until
-      `resume()` (a hung peer, a full network queue);
+      `resume()` (a hung peer, a full network queue); `stall(replies_only=True)` lets
+      requests through to the target but holds its answers after a connection's first
+      piece of data, the TLS handshake (the request is acted on, the caller never hears);
     - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
     """
 
@@ -110,8 +112,10 @@ class TcpProxy:
         self.delay_s = 0.0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
-        self._flowing = asyncio.Event()
+        self._flowing = asyncio.Event()  # requests to the target
         self._flowing.set()
+        self._replying = asyncio.Event()  # answers from the target
+        self._replying.set()
         self._cut_next: asyncio.Future[int] | None = None
         self._cuttable: set[asyncio.StreamWriter] = set()  # chosen when the cut is armed
         self._received: dict[asyncio.StreamWriter, int] = {}  # bytes from the target
@@ -146,11 +150,14 @@ class TcpProxy:
         """Bytes each open connection has received from the target so far."""
         return list(self._received.values())
 
-    def stall(self) -> None:
-        self._flowing.clear()
+    def stall(self, replies_only: bool = False) -> None:
+        if not replies_only:
+            self._flowing.clear()
+        self._replying.clear()
 
     def resume(self) -> None:
         self._flowing.set()
+        self._replying.set()
 
     def slow(self, delay_s: float) -> None:
         self.delay_s = delay_s
@@ -176,7 +183,9 @@ class TcpProxy:
                 while data := await src.read(65536):
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
-                    await self._flowing.wait()
+                    await self._flowing.wait()  # a full stall holds everything
+                    if from_target and self._received.get(dst, 0) > 0:
+                        await self._replying.wait()
                     cut = self._cut_next
                     if from_target and cut is not None and not cut.done() and dst in self._cuttable:
                         half = max(1, len(data) // 2)

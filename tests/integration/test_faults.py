@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.api import BitcacheClient
 from gateway.billing.quota import Plan
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.server import serve
 from regtest.network import Network, wait_until
+from sandbox.run import sandbox_client_config
 from storage.crypto import FileEncryptor, b64url_encode, new_file_id, new_file_key
 from tests.conftest import gateway_config
 from tests.gateway_process import GatewayProcess
@@ -37,6 +40,7 @@ from tests.support import TcpProxy, bearer, create_account, random_bytes, upload
 pytestmark = pytest.mark.integration
 
 CHUNK = 4096
+MIB = 1 << 20
 PRICE = 1_000  # msat per chunk
 OPERATOR = "operator-" + secrets.token_hex(8)
 PLAN = Plan(id="pro", name="Pro", quota_bytes=10_000_000, duration_s=3600, price_msat=25_000)
@@ -687,3 +691,80 @@ async def test_one_process_never_releases_a_payout_the_other_is_sending(
     finally:
         await asyncio.gather(quick.stop(), slow.stop())
         await proxy.close()
+
+
+# --- 7. a paid download resumed after kill -9 of the client ----------------------------------
+
+
+async def test_a_paid_download_resumed_after_kill_9_of_the_client_pays_exactly_once(
+    network: Network, tmp_path: Path
+) -> None:
+    """`bitcache get` is killed (SIGKILL) while its payments have gone through but their
+    answers have not reached it (the link to its node holds the replies): the worst
+    moment, money gone and no preimage kept. Run again, it asks its node about the
+    offers it had recorded before paying, and pays nothing twice: the gateway's node
+    receives exactly price x chunks for the whole file."""
+    price = 3_000
+    cfg = config(network, tmp_path / "gw", default_price_msat=price, tenants=[TenantSettings()])
+    payer_link = TcpProxy("127.0.0.1", network.node("payer").rest_port)
+    await payer_link.start()
+    gateway_node = network.node("gateway").client
+    async with aiohttp.ClientSession() as session, serve(cfg) as gw:
+        _, key = await create_account(session, gw)
+        source = tmp_path / "film.bin"
+        source.write_bytes(os.urandom(9 * MIB + 5))  # 10 chunks of 1 MiB
+        async with BitcacheClient(sandbox_client_config(network, gw, key)) as client:
+            link = (await client.upload(source, progress=False)).to_url()
+        file_id = link.split("/f/")[1].split("#")[0]
+        downloader = sandbox_client_config(network, gw)
+        assert downloader.lnd is not None
+        lnd = downloader.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{payer_link.port}"})
+        down_cfg = tmp_path / "down.json"
+        down_cfg.write_text(downloader.model_copy(update={"lnd": lnd}).model_dump_json())
+        out = tmp_path / "copy.bin"
+        await network.wait_idle()
+        received_before, _ = await gateway_node.channel_balance_msat()
+
+        payer_link.stall(replies_only=True)
+        get = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "client.cli", "get", link, "-o", str(out),
+            "--config", str(down_cfg), "-q",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+
+        async def paid() -> bool:
+            return sold(cfg, file_id)[0] > 0
+
+        await wait_until("a payment to go through unheard", paid, 60, every_s=0.1)
+        get.kill()
+        await get.wait()
+        paid_unheard = sold(cfg, file_id)
+        assert not out.exists() and Path(f"{out}.part.json").exists()
+        payer_link.resume()
+
+        again = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "client.cli", "get", link, "-o", str(out),
+            "--config", str(down_cfg), "-q",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, stderr.decode()
+        assert out.read_bytes() == source.read_bytes()
+        chunks, msat = sold(cfg, file_id)
+        assert chunks == 10 and msat == price * 10, (paid_unheard, chunks, msat)
+        await network.wait_idle()
+        received_after, _ = await gateway_node.channel_balance_msat()
+        assert received_after - received_before == price * 10
+        await books(cfg, network)
+    await payer_link.close()
+
+
+def sold(cfg: GatewayConfig, file_id: str) -> tuple[int, int]:
+    """(chunks, msat) of the file's invoices that LND settled, as the gateway booked them."""
+    with sqlite3.connect(cfg.database_path) as conn:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(last_chunk - first_chunk + 1), 0), COALESCE(SUM(amount_msat), 0)"
+            " FROM invoices WHERE file_id = ? AND state = 'settled'",
+            (file_id,),
+        ).fetchone()
+    return int(row[0]), int(row[1])
