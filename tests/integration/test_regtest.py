@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from regtest.network import Network
+from regtest.network import Network, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,10 +80,11 @@ async def test_command_line_up_status_down(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        for _ in range(600):
-            if state.exists():
-                break
-            await asyncio.sleep(0.1)
+
+        async def written() -> bool:
+            return state.exists()
+
+        await wait_until("`regtest up` to write its state file", written, 60, every_s=0.1)
         details = json.loads(state.read_text())
         assert details["lnd"]["payer"]["rest_url"].startswith("https://127.0.0.1:")
         assert details["kubo"]["api_url"].startswith("http://127.0.0.1:")
