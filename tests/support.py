@@ -101,8 +101,9 @@ class TcpProxy:
       closes that connection: a stream broken in the middle of a message;
     - `stall()` holds all data in both directions with the connections open, until
       `resume()` (a hung peer, a full network queue); `stall(replies_only=True)` lets
-      requests through to the target but holds its answers after a connection's first
-      piece of data, the TLS handshake (the request is acted on, the caller never hears);
+      requests through to the target but holds its answers once the caller has sent
+      more than its first piece of data (a TLS ClientHello: the handshake completes, the
+      request is acted on, the caller never hears);
     - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
     """
 
@@ -119,6 +120,7 @@ class TcpProxy:
         self._cut_next: asyncio.Future[int] | None = None
         self._cuttable: set[asyncio.StreamWriter] = set()  # chosen when the cut is armed
         self._received: dict[asyncio.StreamWriter, int] = {}  # bytes from the target
+        self._sent: dict[asyncio.StreamWriter, int] = {}  # pieces of data to the target
         self.accepted = 0  # connections accepted so far
 
     async def start(self) -> None:
@@ -171,6 +173,7 @@ class TcpProxy:
             return
         self._conns.update((writer, up_writer))
         self._received[writer] = 0
+        self._sent[writer] = 0
 
         def close_both() -> None:
             for w in (writer, up_writer):
@@ -184,8 +187,10 @@ class TcpProxy:
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
                     await self._flowing.wait()  # a full stall holds everything
-                    if from_target and self._received.get(dst, 0) > 0:
+                    if from_target and self._sent.get(dst, 0) > 1:
                         await self._replying.wait()
+                    if not from_target:
+                        self._sent[writer] = self._sent.get(writer, 0) + 1
                     cut = self._cut_next
                     if from_target and cut is not None and not cut.done() and dst in self._cuttable:
                         half = max(1, len(data) // 2)
@@ -203,4 +208,5 @@ class TcpProxy:
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
         self._conns.difference_update((writer, up_writer))
         self._received.pop(writer, None)
+        self._sent.pop(writer, None)
         self._cuttable.discard(writer)

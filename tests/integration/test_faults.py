@@ -104,9 +104,15 @@ async def plan_and_chunk_invoices(
     )
     async with session.get(f"{gw}/v1/files/{up.file_id}/chunks/0?count=2") as resp:
         assert resp.status == 402
-        chunk = (await resp.json())["invoice"]
+        challenge = await resp.json()
+    chunk = challenge["invoice"]
+    CHALLENGES[chunk] = (up.file_id, challenge["macaroon"])
     payer = network.node("payer").client
     return [(b, (await payer.decode_invoice(b)).payment_hash) for b in (plan, chunk)]
+
+
+# chunk invoice → (file id, macaroon) of its challenge, for tests that use the token
+CHALLENGES: dict[str, tuple[str, str]] = {}
 
 
 async def pay(network: Network, invoices: list[tuple[str, bytes]]) -> None:
@@ -521,6 +527,31 @@ async def test_a_failed_withdrawal_releases_the_hold(
         assert report.count("withdrawal_release") == 1 and report.count("withdrawal_settle") == 0
 
 
+async def test_a_withdrawal_whose_requester_vanishes_is_still_finished_once(
+    network: Network, tmp_path: Path
+) -> None:
+    """The client that asked for a withdrawal goes away (killed, disconnected) while the
+    payment is in flight: the gateway follows the payment to its end all the same."""
+    cfg = config(network, tmp_path, withdrawal_answer_within_s=60)
+    async with aiohttp.ClientSession() as session, serve(cfg) as gw:
+        key, earned = await earn(session, gw, network, chunks=2)
+        held = await HeldInvoice(network, 6_000).create()
+        idem = "vanish-" + secrets.token_hex(4)
+        doomed = aiohttp.ClientSession()
+        request = asyncio.create_task(withdraw(doomed, gw, key, held.bolt11, idem))
+        await held.wait_accepted()
+        request.cancel()  # the client's connection goes with it
+        await asyncio.gather(request, return_exceptions=True)
+        await doomed.close()
+        await held.finish("paid")
+        status, body = await withdraw(session, gw, key, held.bolt11, idem)  # same key: same one
+        assert status in (200, 202)
+        await wait_state(session, gw, key, body["withdrawal_id"], "succeeded")
+        assert await balance(session, gw, key) == earned - 6_000
+        assert count_bookings(cfg.database_path, body["withdrawal_id"]) == 2
+        await books(cfg, network)
+
+
 @pytest.mark.parametrize("outcome", ["paid", "canceled"])
 async def test_kill_9_of_the_gateway_during_a_withdrawal(
     outcome: str, network: Network, tmp_path: Path
@@ -580,6 +611,17 @@ async def test_lnd_down_during_a_withdrawal(fault: str, network: Network, tmp_pa
         await held.finish("paid")  # the payee takes the money while LND is out of reach
         assert (await withdrawal(session, gw, key, wid))["state"] == "pending"
         assert await balance(session, gw, key) == earned - 8_000 - RESERVE
+        # Meanwhile uploads go on (they need no LND); whatever needs an invoice is a 503
+        # with Retry-After, and nothing is charged.
+        up = await upload_raw(
+            session, gw, random_bytes(CHUNK), price_msat=PRICE, chunk_size=CHUNK, api_key=key
+        )
+        async with session.get(f"{gw}/v1/files/{up.file_id}/chunks/0") as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        async with session.post(
+            f"{gw}/v1/account/plans", json={"plan_id": PLAN.id}, headers=bearer(key)
+        ) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         if fault == "connection cut":
             await proxy.restore()
         else:
@@ -768,3 +810,209 @@ def sold(cfg: GatewayConfig, file_id: str) -> tuple[int, int]:
             (file_id,),
         ).fetchone()
     return int(row[0]), int(row[1])
+
+
+# --- the rest of the matrix: gateway and client killed at each stage ----------------------------
+
+
+async def bitcache_cli(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`bitcache …` as its own process (so it can be killed), output collected."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=os.environ | env,
+    )  # fmt: skip
+
+
+def db_count(cfg: GatewayConfig, sql: str, *params: object) -> int:
+    with sqlite3.connect(cfg.database_path) as conn:
+        return int(conn.execute(sql, params).fetchone()[0])
+
+
+async def test_kill_9_of_the_gateway_with_payments_made_while_it_is_dead(
+    network: Network, tmp_path: Path
+) -> None:
+    """Plan and chunk invoices issued, the gateway process killed, both paid while it is
+    dead: after the restart both are booked once, and the chunk token still opens the
+    chunk (without booking the sale again)."""
+    gateway = GatewayProcess(config(network, tmp_path, port=0))
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            _, key = await create_account(session, gateway.url)
+            invoices = await plan_and_chunk_invoices(session, gateway.url, key, network)
+            file_id, macaroon = CHALLENGES[invoices[1][0]]
+            await gateway.kill()
+            payer = network.node("payer").client
+            preimages = [
+                (await payer.pay_invoice(bolt11, fee_limit_msat=1_000)).preimage
+                for bolt11, _ in invoices
+            ]
+            await gateway.start()
+            await wait_booked_once(gateway.config, invoices, timeout_s=15)
+            token = {"Authorization": f"L402 {macaroon}:{preimages[1].hex()}"}
+            async with session.get(
+                f"{gateway.url}/v1/files/{file_id}/chunks/1", headers=token
+            ) as resp:
+                assert resp.status == 200
+            assert count_bookings(gateway.config.database_path, invoices[1][1].hex()) == 1
+            async with session.get(f"{gateway.url}/v1/account", headers=bearer(key)) as resp:
+                assert (await resp.json())["limit_bytes"] == PLAN.quota_bytes
+            await books(gateway.config, network)
+    finally:
+        await gateway.stop()
+
+
+async def finish(proc: asyncio.subprocess.Process, *rerun: str, env: dict[str, str]) -> str:
+    """The output of `proc` if it succeeded, else of `bitcache *rerun` (a resume)."""
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    if proc.returncode != 0:
+        again = await bitcache_cli(*rerun, env=env)
+        out, err = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_kill_9_of_the_gateway_during_an_upload_and_a_paid_download(
+    network: Network, tmp_path: Path
+) -> None:
+    """`bitcache upload`, then `bitcache get`, each with the gateway process killed -9 and
+    restarted in the middle (kubo is slowed so that there is a middle). The client retries
+    or is run again and resumes: the quota counts the file once, and the gateway's node
+    receives exactly price x chunks for the download."""
+    assert network.kubo is not None
+    kubo = TcpProxy("127.0.0.1", int(network.kubo.api_url.rsplit(":", 1)[1]))
+    await kubo.start()
+    price = 2_000
+    cfg = config(
+        network,
+        tmp_path / "gw",
+        port=0,
+        default_price_msat=price,
+        tenants=[TenantSettings()],
+        kubo_api_url=f"http://127.0.0.1:{kubo.port}",
+    )
+    gateway = GatewayProcess(cfg)
+    await gateway.start()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    gateway_node = network.node("gateway").client
+    try:
+        async with aiohttp.ClientSession() as session:
+            _, key = await create_account(session, gateway.url)
+        up_cfg, down_cfg = tmp_path / "up.json", tmp_path / "down.json"
+        up_cfg.write_text(sandbox_client_config(network, gateway.url, key).model_dump_json())
+        down_cfg.write_text(sandbox_client_config(network, gateway.url).model_dump_json())
+        source = tmp_path / "big.bin"
+        source.write_bytes(os.urandom(10 * MIB + 3))  # 11 chunks
+
+        kubo.slow(0.2)
+        upload = ("upload", str(source), "--config", str(up_cfg), "-q")
+        proc = await bitcache_cli(*upload, env=env)
+
+        async def some_stored() -> bool:
+            return db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
+
+        await wait_until("part of the upload to be stored", some_stored, 60, every_s=0.05)
+        await gateway.kill()
+        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") < 11  # killed mid-upload
+        await gateway.start()
+        kubo.slow(0)
+        link = (await finish(proc, *upload, env=env)).strip()
+        assert db_count(cfg, "SELECT COUNT(*) FROM files WHERE state = 'complete'") == 1
+        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") == 11
+        used = db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
+        assert used == db_count(cfg, "SELECT SUM(stored_bytes) FROM files")  # counted once
+
+        file_id = link.split("/f/")[1].split("#")[0]
+        await network.wait_idle()
+        received_before, _ = await gateway_node.channel_balance_msat()
+        kubo.slow(0.2)
+        out = tmp_path / "copy.bin"
+        get = ("get", link, "-o", str(out), "--config", str(down_cfg), "-q")
+        proc = await bitcache_cli(*get, env=env)
+
+        async def some_sold() -> bool:
+            return sold(cfg, file_id)[0] > 0
+
+        await wait_until("part of the download to be paid", some_sold, 60, every_s=0.05)
+        await gateway.kill()
+        await gateway.start()
+        kubo.slow(0)
+        await finish(proc, *get, env=env)
+        assert out.read_bytes() == source.read_bytes()
+        assert sold(cfg, file_id) == (11, 11 * price)
+        await network.wait_idle()
+        received_after, _ = await gateway_node.channel_balance_msat()
+        assert received_after - received_before == 11 * price
+        await books(cfg, network)
+    finally:
+        await gateway.stop()
+        await kubo.close()
+
+
+async def test_kill_9_of_the_client_during_an_upload_and_a_plan_purchase(
+    network: Network, tmp_path: Path
+) -> None:
+    """`bitcache upload` killed mid-upload, run again: it resumes and the quota counts the
+    file once. `bitcache account buy` killed after its payment went through unheard: the
+    gateway credits the plan anyway (from its own node), once."""
+    assert network.kubo is not None
+    kubo = TcpProxy("127.0.0.1", int(network.kubo.api_url.rsplit(":", 1)[1]))
+    await kubo.start()
+    payer_link = TcpProxy("127.0.0.1", network.node("payer").rest_port)
+    await payer_link.start()
+    cfg = config(
+        network,
+        tmp_path / "gw",
+        tenants=[TenantSettings(plans=[PLAN])],
+        kubo_api_url=f"http://127.0.0.1:{kubo.port}",
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    async with aiohttp.ClientSession() as session, serve(cfg) as gw:
+        _, key = await create_account(session, gw)
+        client = sandbox_client_config(network, gw, key)
+        assert client.lnd is not None
+        lnd = client.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{payer_link.port}"})
+        up_cfg = tmp_path / "up.json"
+        up_cfg.write_text(client.model_copy(update={"lnd": lnd}).model_dump_json())
+        source = tmp_path / "big.bin"
+        source.write_bytes(os.urandom(8 * MIB + 1))  # 9 chunks
+
+        kubo.slow(0.2)
+        upload = ("upload", str(source), "--config", str(up_cfg), "-q")
+        proc = await bitcache_cli(*upload, env=env)
+
+        async def some_stored() -> bool:
+            return db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
+
+        await wait_until("part of the upload to be stored", some_stored, 60, every_s=0.05)
+        proc.kill()
+        await proc.wait()
+        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") < 9
+        kubo.slow(0)
+        again = await bitcache_cli(*upload, env=env)
+        _, err = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, err.decode()
+        assert db_count(cfg, "SELECT COUNT(*) FROM files") == 1  # the same file, resumed
+        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") == 9
+        used = db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
+        assert used == db_count(cfg, "SELECT SUM(stored_bytes) FROM files")
+
+        payer_link.stall(replies_only=True)
+        buy = await bitcache_cli("account", "--config", str(up_cfg), "buy", PLAN.id, env=env)
+
+        async def plan_paid() -> bool:
+            return db_count(cfg, "SELECT COUNT(*) FROM plan_invoices WHERE state = 'settled'") > 0
+
+        await wait_until("the plan to be paid (the client never hears)", plan_paid, 60, 0.05)
+        buy.kill()
+        await buy.wait()
+        payer_link.resume()
+        async with session.get(f"{gw}/v1/account", headers=bearer(key)) as resp:
+            usage = await resp.json()
+        assert [(p["plan_id"], p["active"]) for p in usage["plans"]] == [(PLAN.id, True)]
+        assert db_count(cfg, "SELECT COUNT(*) FROM subscriptions") == 1
+        report = await books(cfg, network)
+        assert report.count("plan_purchase") == 1
+    await kubo.close()
+    await payer_link.close()
