@@ -46,9 +46,10 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy storage l402 lightning ipfs gateway client sandbox regtest bench
+	$(VENV)/bin/mypy storage l402 rest lightning ipfs gateway client sandbox regtest bench
 
 bench: tools
+	$(PY) -m bench.crypto
 	$(PY) -m bench.download
 
 clean:

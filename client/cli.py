@@ -26,6 +26,7 @@ from client.config import ClientConfig, default_config_path, load_config, save_c
 from client.errors import ClientError, ConfigError
 from client.payer import format_msat
 from client.progress import format_bytes
+from client.sync import cli as sync_cli
 from storage.capability import ShareLink
 from storage.errors import StorageError
 
@@ -205,13 +206,17 @@ def _parser() -> argparse.ArgumentParser:
     box = sub.add_parser("sandbox", parents=[common], help="run a local regtest sandbox")
     box.add_argument("--port", type=int, default=8402, help="gateway port (default 8402)")
     box.set_defaults(handler=_cmd_sandbox)
+    sync_cli.add_commands(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    sync_handler = getattr(args, "sync_handler", None)
+    handler: Callable[[argparse.Namespace], int] = (
+        (lambda a: sync_handler(a, _config)) if sync_handler else args.handler
+    )
     try:
         return handler(args)
     except KeyboardInterrupt:

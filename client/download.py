@@ -31,7 +31,7 @@ from client.payer import Payer, check_invoice_amount, format_msat
 from client.progress import Progress
 from client.remote import _Remote
 from client.tasks import _run_all, _settle
-from l402.token import ChallengeError, Token, parse_challenge, token_scope
+from l402 import ChallengeError, Token, parse_challenge, token_scope
 from storage.crypto import plaintext_chunk_size, sealed_chunk_size
 
 log = logging.getLogger("bitcache.client")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import re
@@ -19,6 +17,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from client.errors import ClientError, GatewayError
+from storage.crypto import b64url_decode_any
+from storage.errors import FormatError
 
 log = logging.getLogger("bitcache.client")
 
@@ -155,13 +155,10 @@ async def _request(
 
 
 def _b64url_any(text: object, what: str) -> bytes:
-    if not isinstance(text, str) or not _B64URL_RE.fullmatch(text):
-        raise GatewayError(200, "Bad answer", f"{what} is not base64url")
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_decode_any(text, what)
+    except FormatError:
         raise GatewayError(200, "Bad answer", f"{what} is not base64url") from None
-    return data
 
 
 def _is_count(value: object) -> TypeGuard[int]:

@@ -14,7 +14,7 @@ from typing import Protocol
 from client.errors import PaymentError, PaymentRefused
 from lightning.bolt11 import invoice_amount_msat
 from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
-from lightning.lnd import LndRestClient
+from lightning.node import LightningNode
 
 __all__ = ["LndPayer", "Payer", "check_invoice_amount", "format_msat"]
 
@@ -59,9 +59,10 @@ def check_invoice_amount(bolt11: str, expected_msat: int) -> None:
 
 
 class LndPayer:
-    """Pays through an LND node's REST API, within a routing-fee limit per payment."""
+    """Pays through a Lightning node (LND's REST API in practice), within a routing-fee limit
+    per payment."""
 
-    def __init__(self, client: LndRestClient, max_fee_msat: int, timeout_s: int = 60) -> None:
+    def __init__(self, client: LightningNode, max_fee_msat: int, timeout_s: int = 60) -> None:
         self._client = client
         self._max_fee_msat = max_fee_msat
         self._timeout_s = timeout_s

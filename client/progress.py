@@ -1,7 +1,8 @@
-"""A dependency-free transfer progress display on stderr.
+"""The transfer progress display on stderr.
 
-On a terminal one line is redrawn (at most ~10 times a second); elsewhere (logs, CI) a line
-is printed at every 10 %, so the output stays readable.
+On a terminal, a `rich` progress bar (bytes, percentage, rate, ETA) redrawn at most ~10
+times a second and removed at the end; elsewhere (logs, CI, a pipe) a plain line at every
+10 %, so the output stays readable. Both end with one summary line.
 """
 
 from __future__ import annotations
@@ -10,6 +11,17 @@ import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
 
 __all__ = ["Progress", "format_bytes", "format_duration"]
 
@@ -61,13 +73,38 @@ class Progress:
         self._clock = clock
         self._start = clock()
         self._last_draw = float("-inf")
-        self._drawn_width = 0
         self._decile = self._percent() // 10
         self._closed = False
         try:
             self._tty = self._stream.isatty()
         except (AttributeError, ValueError):
             self._tty = False
+        self._bar: RichProgress | None = None
+        if self._tty and not quiet:
+            self._bar = self._start_bar()
+            if self._quiet:  # the terminal refused the first draw
+                self._bar = None
+
+    def _start_bar(self) -> RichProgress:
+        # Refreshed by update() (no background thread), timed by our clock; stdout and
+        # stderr are left alone so other output is not captured.
+        bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=self._stream),
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            get_time=self._clock,
+        )
+        self._task = bar.add_task(self._label, total=self.total or None, completed=self.done)
+        self._draw(bar.start)
+        return bar
 
     def _percent(self) -> int:
         return 100 if self.total == 0 else self.done * 100 // self.total
@@ -100,32 +137,35 @@ class Progress:
         self.done = min(self.total, self.done + max(0, n))
         if self._quiet or self._closed:
             return
-        if self._tty:
+        if self._bar is not None:
             now = self._clock()
+            self._bar.update(self._task, completed=self.done)
             if now - self._last_draw >= _REDRAW_INTERVAL_S or self.done == self.total:
                 self._last_draw = now
-                self._redraw()
+                self._draw(self._bar.refresh)
         else:
             decile = self._percent() // 10
             if decile > self._decile:
                 self._decile = decile
                 self._write(self._line() + "\n")
 
-    def _redraw(self) -> None:
-        line = self._line()
-        # Pad over the previous line's tail instead of using terminal escape codes.
-        self._write("\r" + line.ljust(self._drawn_width))
-        self._drawn_width = len(line)
+    def _draw(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (OSError, ValueError):
+            self._quiet = True  # the terminal went away: keep transferring, stop drawing
+            self._bar = None
 
     def close(self, ok: bool = True) -> None:
         """End the display; on success print a summary line."""
         if self._closed:
             return
         self._closed = True
+        if self._bar is not None:
+            self._draw(self._bar.stop)  # transient: the bar is erased
+            self._bar = None
         if self._quiet:
             return
-        if self._tty and self._drawn_width:
-            self._write("\r" + " " * self._drawn_width + "\r")
         if not ok:
             return
         elapsed = self._clock() - self._start

@@ -1,4 +1,8 @@
-"""Builds the gateway's aiohttp application from one GatewayConfig."""
+"""The composition root: builds the gateway's aiohttp application from one GatewayConfig.
+
+The one place that chooses implementations: LND's REST API for Lightning, kubo for IPFS,
+the system clock. Tests may pass others (a FakeNode connector, their own clock).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.billing.settlement import Settlement, WatcherPool
+from gateway.billing.settlement import Settlement
 from gateway.billing.tokens import TokenService, load_or_create_secret
+from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
-from gateway.config import GatewayConfig
-from gateway.http.handlers import accounts, chunks, files, health, pages, preimage
-from gateway.http.problems import problem_middleware
+from gateway.clock import Clock, system_clock
+from gateway.config import GatewayConfig, LndSettings
+from gateway.http.handlers import accounts, chunks, files, health, pages, preimage, vault
+from gateway.http.middleware import problem_middleware, tenant_middleware
+from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
-from gateway.tenants.registry import LightningNodes, TenantRegistry, tenant_middleware
+from gateway.tenants.nodes import LightningNodes, lnd_rest
+from gateway.tenants.registry import TenantRegistry
 from ipfs.kubo import KuboClient
+from ipfs.store import BlockStore
+from lightning.node import LightningNode
 from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE
 
 log = logging.getLogger("bitcache.gateway")
@@ -38,7 +48,15 @@ async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> N
         await asyncio.sleep(interval_s)
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def create_app(
+    config: GatewayConfig,
+    *,
+    connect: Callable[[LndSettings], LightningNode] = lnd_rest,
+    block_store: Callable[[str], BlockStore] = KuboClient,
+    clock: Clock = system_clock,
+) -> web.Application:
+    """The gateway. ``connect`` makes a Lightning node's client from its settings,
+    ``block_store`` the IPFS store from ``config.kubo_api_url``."""
     tenants = TenantRegistry(config)
     app = web.Application(
         middlewares=[
@@ -52,11 +70,15 @@ def create_app(config: GatewayConfig) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_path)
         await db.open()
-        nodes = LightningNodes(config.lnd)
-        kubo = KuboClient(config.kubo_api_url)
-        settlement = Settlement(db, tenants)
+        nodes = LightningNodes(config.lnd, connect)
+        store = block_store(config.kubo_api_url)
+        settlement = Settlement(db, tenants, clock)
         tokens = TokenService(
-            load_or_create_secret(config.token_secret_path), db, settlement, config.token_ttl_s
+            load_or_create_secret(config.token_secret_path),
+            db,
+            settlement,
+            config.token_ttl_s,
+            clock,
         )
         withdrawals = Withdrawals(
             db,
@@ -64,9 +86,10 @@ def create_app(config: GatewayConfig) -> web.Application:
             tenants,
             config.withdrawal_fee_limit_bps,
             config.withdrawal_min_fee_msat,
-            config.withdrawal_answer_within_s,
+            clock,
+            answer_within_s=config.withdrawal_answer_within_s,
         )
-        unpinner = Unpinner(db, kubo)
+        unpinner = Unpinner(db, store)
         watchers = WatcherPool(
             settlement, db, tenants, nodes, config.retry_after_s, config.lnd_stream_idle_s
         )
@@ -75,7 +98,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             db,
             FileStore(db),
             tokens,
-            kubo,
+            store,
             nodes,
             tenants,
             AccountStore(db),
@@ -83,6 +106,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             withdrawals,
             unpinner,
             RateLimiter(config.invoice_rate_per_s, config.invoice_burst),
+            clock,
         )
         maintenance = asyncio.create_task(
             _every(
@@ -101,12 +125,20 @@ def create_app(config: GatewayConfig) -> web.Application:
             await asyncio.gather(maintenance, return_exceptions=True)
             await watchers.stop()
             await withdrawals.close()
-            await kubo.close()
+            await store.close()
             await nodes.close()
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[vault.NOTIFIER] = vault.VaultNotifier()
+    app.router.add_get("/v1/vault", vault.get_vault)
+    app.router.add_get("/v1/vault/keys/{name}", vault.get_key)
+    app.router.add_put("/v1/vault/keys/{name}", vault.put_key)
+    app.router.add_delete("/v1/vault/keys/{name}", vault.delete_key)
+    app.router.add_get("/v1/vault/changes", vault.get_changes)
+    app.router.add_post("/v1/vault/objects", vault.write_objects)
     app.router.add_get("/v1/health", health.health)
+    app.router.add_get("/v1/openapi.json", serve_document)
     app.router.add_post("/v1/files", files.create_file)
     app.router.add_get("/v1/files/{file_id}", files.get_file)
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)

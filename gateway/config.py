@@ -86,6 +86,8 @@ class TenantSettings(BaseModel):
     # The operator's share of each chunk sale, in basis points (1000 = 10 %).
     operator_fee_bps: int = Field(default=1_000, ge=0, le=10_000)
     plans: list[Plan] = Field(default_factory=default_plans)
+    # Versions of each file a vault keeps (the newest N); older ones leave the tree.
+    vault_keep_versions: int = Field(default=10, ge=1, le=1000)
 
     def plan(self, plan_id: str) -> Plan | None:
         return next((p for p in self.plans if p.id == plan_id), None)
@@ -137,6 +139,8 @@ class GatewayConfig(BaseModel):
     # LND's invoice stream is renewed after this long without a message: a connection
     # that died silently (half-open, a TLS record cut short) would otherwise wait forever.
     lnd_stream_idle_s: float = Field(default=60, ge=1, le=3_600)
+    # The longest a long-poll (GET /v1/vault/changes?wait=S) is held open.
+    long_poll_max_s: int = Field(default=55, ge=1, le=300)
     # How long a 503 asks clients to wait before retrying.
     retry_after_s: int = Field(default=5, ge=1, le=600)
 

@@ -9,14 +9,17 @@ from aiohttp import web
 from gateway.billing.settlement import Settlement
 from gateway.billing.tokens import TokenService
 from gateway.billing.withdrawals import Withdrawals
+from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, TenantSettings
+from gateway.http.middleware import TENANT
 from gateway.http.ratelimit import RateLimiter
 from gateway.maintenance.unpinner import Unpinner
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileStore
-from gateway.tenants.registry import TENANT, LightningNodes, TenantRegistry
-from ipfs.kubo import KuboClient
+from gateway.tenants.nodes import LightningNodes
+from gateway.tenants.registry import TenantRegistry
+from ipfs.store import BlockStore
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Services:
     db: Database
     files: FileStore
     tokens: TokenService
-    kubo: KuboClient
+    ipfs: BlockStore
     nodes: LightningNodes
     tenants: TenantRegistry
     accounts: AccountStore
@@ -33,6 +36,7 @@ class Services:
     withdrawals: Withdrawals
     unpinner: Unpinner
     invoice_limiter: RateLimiter
+    clock: Clock = system_clock
 
 
 SERVICES = web.AppKey("services", Services)

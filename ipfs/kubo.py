@@ -1,4 +1,4 @@
-"""A small async client for kubo's RPC API (POST-only, /api/v0), on aiohttp.
+"""KuboClient: the BlockStore of one kubo node, through its RPC API (POST-only, /api/v0).
 
 Not ipfshttpclient: it refuses or warns on every kubo since 0.9. Only ciphertext ever
 passes through here.
@@ -12,24 +12,19 @@ from typing import Any
 
 import aiohttp
 
+from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
+from ipfs.store import BlockStore
+from rest.session import LazySession
 
-class KuboError(Exception):
-    """kubo answered with an error."""
-
-
-class KuboUnavailable(KuboError):
-    """kubo could not be reached or did not answer in time: retry later."""
-
-
-class KuboNotFound(KuboError):
-    """The CID is not available from this node."""
+__all__ = ["KuboClient"]
 
 
 class KuboClient:
+    """One kubo node's RPC API. Use as an async context manager, or call close()."""
+
     def __init__(self, api_url: str, timeout_s: float = 60.0) -> None:
         self.api_url = api_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
 
     async def __aenter__(self) -> KuboClient:
         return self
@@ -38,21 +33,12 @@ class KuboClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=64)
-            )
-        return self._session
+        await self._http.close()
 
     async def _post_json(
         self, command: str, params: dict[str, str], data: aiohttp.FormData | None = None
     ) -> dict[str, Any]:
-        session = self._ensure_session()
+        session = self._http.get()
         try:
             async with session.post(
                 f"{self.api_url}/api/v0/{command}", params=params, data=data
@@ -64,7 +50,7 @@ class KuboClient:
                 lines = [ln for ln in body.splitlines() if ln.strip()]
                 return dict(json.loads(lines[-1])) if lines else {}
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise KuboUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+            raise IpfsUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
 
     async def add(self, data: bytes, pin: bool = True) -> str:
         """Stores bytes as a UnixFS file (CIDv1, raw leaves) and returns its CID."""
@@ -78,7 +64,7 @@ class KuboClient:
         return b"".join([part async for part in self.cat_stream(cid)])
 
     async def cat_stream(self, cid: str, block: int = 256 * 1024) -> AsyncIterator[bytes]:
-        session = self._ensure_session()
+        session = self._http.get()
         try:
             async with session.post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as resp:
                 if resp.status != 200:
@@ -86,7 +72,10 @@ class KuboClient:
                 async for part in resp.content.iter_chunked(block):
                     yield part
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise KuboUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+            raise IpfsUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            # kubo started answering, then failed mid-stream (e.g. a block went missing).
+            raise IpfsError(f"kubo cat {cid}: stream broken: {exc!r}") from exc
 
     async def pin_add(self, cid: str) -> None:
         await self._post_json("pin/add", {"arg": cid})
@@ -94,7 +83,7 @@ class KuboClient:
     async def pin_rm(self, cid: str) -> None:
         try:
             await self._post_json("pin/rm", {"arg": cid})
-        except KuboError as exc:
+        except IpfsError as exc:
             if "not pinned" not in str(exc):
                 raise
 
@@ -107,13 +96,17 @@ class KuboClient:
         return str((await self._post_json("version", {})).get("Version", ""))
 
 
-def _error(command: str, status: int, body: bytes) -> KuboError:
+def _error(command: str, status: int, body: bytes) -> IpfsError:
     try:
         message = str(json.loads(body).get("Message", ""))
     except (ValueError, AttributeError):
         message = body[:200].decode(errors="replace")
     if status >= 502:
-        return KuboUnavailable(f"kubo {command}: HTTP {status} {message}")
+        return IpfsUnavailable(f"kubo {command}: HTTP {status} {message}")
     if "not found" in message or ("invalid" in message and "cid" in message.lower()):
-        return KuboNotFound(f"kubo {command}: {message}")
-    return KuboError(f"kubo {command}: HTTP {status} {message}")
+        return IpfsNotFound(f"kubo {command}: {message}")
+    return IpfsError(f"kubo {command}: HTTP {status} {message}")
+
+
+# Checked by mypy: kubo is a BlockStore.
+_: type[BlockStore] = KuboClient

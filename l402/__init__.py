@@ -1,8 +1,17 @@
 """L402 (formerly LSAT), both sides: Aperture-compatible macaroons, caveats, headers, tokens.
 
 Pure: no aiohttp, no database, no clock of its own. The gateway mints and verifies with it;
-the client reads challenges and presents paid tokens with it. The names most callers need
-are re-exported here, so ``import l402`` then ``l402.parse_authorization(...)`` works.
+the client reads challenges and presents paid tokens with it. One concept per module:
+
+- ``macaroon``: the macaroon V2 binary codec (go-macaroon compatible), HMAC chain
+- ``identifier``: the token identifier (version ‖ payment hash ‖ token id)
+- ``caveats``: the conditions a token carries, the server's check, the client's reading
+- ``headers``: ``WWW-Authenticate`` challenge and ``Authorization`` credentials
+- ``mint`` / ``verify``: the server's two jobs, with the root key derived from a secret
+- ``token``: the client's paid token
+- ``errors``: what can go wrong
+
+The names most callers need are re-exported here (``import l402; l402.parse_authorization``).
 """
 
 from l402.caveats import (
@@ -13,19 +22,30 @@ from l402.caveats import (
     SERVICE,
     AccessRequest,
     Caveat,
-    Credential,
-    L402Error,
-    TokenId,
-    TokenRejected,
+    TokenScope,
     build_caveats,
     check_caveats,
-    format_challenge,
-    identifier_of,
-    parse_authorization,
     parse_caveat,
+    token_scope,
+)
+from l402.errors import ChallengeError, L402Error, MacaroonError, TokenRejected
+from l402.headers import (
+    Challenge,
+    Credential,
+    format_challenge,
+    parse_authorization,
+    parse_challenge,
+)
+from l402.identifier import TokenId
+from l402.macaroon import Macaroon
+from l402.mint import mint_token, root_key
+from l402.token import Token
+from l402.verify import (
+    identifier_of,
+    issued_payment_hash,
+    verify_authorization,
     verify_credential,
 )
-from l402.macaroon import Macaroon, MacaroonError
 
 __all__ = [
     "COND_CHUNKS",
@@ -35,17 +55,27 @@ __all__ = [
     "SERVICE",
     "AccessRequest",
     "Caveat",
+    "Challenge",
+    "ChallengeError",
     "Credential",
     "L402Error",
     "Macaroon",
     "MacaroonError",
+    "Token",
     "TokenId",
     "TokenRejected",
+    "TokenScope",
     "build_caveats",
     "check_caveats",
     "format_challenge",
     "identifier_of",
+    "issued_payment_hash",
+    "mint_token",
     "parse_authorization",
     "parse_caveat",
+    "parse_challenge",
+    "root_key",
+    "token_scope",
+    "verify_authorization",
     "verify_credential",
 ]

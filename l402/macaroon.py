@@ -12,6 +12,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from l402.errors import MacaroonError
+
 __all__ = [
     "MAX_CAVEATS",
     "MAX_SIZE",
@@ -43,10 +45,6 @@ _KEY_GENERATOR = b"macaroons-key-generator"
 # Base64 text of a MAX_SIZE blob plus padding; checked before decoding anything.
 _MAX_B64_CHARS = (MAX_SIZE + 2) // 3 * 4
 _B64_RE = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
-
-
-class MacaroonError(ValueError):
-    """Malformed, unsupported or oversized macaroon."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PREFIXES", "invoice_amount_msat"]
+__all__ = [
+    "NETWORK_PREFIXES",
+    "PREFIXES",
+    "bech32_checksum",
+    "check_invoice",
+    "invoice_amount_msat",
+]
 
 # Longest first: "lnbcrt" must not be read as "lnbc" followed by an amount "rt...".
 PREFIXES = ("lnbcrt", "lntbs", "lnbc", "lntb", "lnsb")
@@ -24,6 +30,15 @@ _MSAT_PER_UNIT = {"": _MSAT_PER_BTC, "m": 100_000_000, "u": 100_000, "n": 100}
 # 'p' (pico-bitcoin) is a tenth of a millisatoshi, handled apart. 30 digits caps the work.
 _AMOUNT_RE = re.compile(r"([1-9][0-9]{0,29})([munp]?)")
 _URI_SCHEME = "lightning:"
+# The invoice prefix of each network, by the name LND reports in getinfo's `chains`.
+NETWORK_PREFIXES = {
+    "mainnet": "lnbc",
+    "testnet": "lntb",
+    "testnet4": "lntb",
+    "signet": "lntbs",
+    "regtest": "lnbcrt",
+    "simnet": "lnsb",
+}
 
 
 def _polymod(values: list[int]) -> int:
@@ -39,6 +54,13 @@ def _polymod(values: list[int]) -> int:
 
 def _hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def bech32_checksum(hrp: str, data: list[int]) -> list[int]:
+    """The six 5-bit checksum values that make ``hrp`` + ``data`` valid bech32 (BIP 173);
+    for writing test invoices (lightning/fake.py)."""
+    mod = _polymod([*_hrp_expand(hrp), *data, 0, 0, 0, 0, 0, 0]) ^ 1
+    return [(mod >> 5 * (5 - i)) & 31 for i in range(_CHECKSUM_CHARS)]
 
 
 def _human_readable_part(bolt11: str) -> str:
@@ -95,3 +117,24 @@ def invoice_amount_msat(bolt11: str) -> int | None:
             raise ValueError("invoice amount in pico-bitcoin is not a whole millisatoshi")
         return number // 10
     return number * _MSAT_PER_UNIT[multiplier]
+
+
+def check_invoice(bolt11: str, network: str, require_amount: bool) -> tuple[str, int | None]:
+    """Checks an invoice someone hands us before any Lightning node sees it: bech32
+    alphabet and checksum, the prefix of `network` (an LND network name), and a positive
+    amount when `require_amount`. Returns the invoice in canonical form (lower case, no
+    `lightning:` scheme) and its amount in msat; raises ValueError saying what is wrong."""
+    amount = invoice_amount_msat(bolt11)
+    text = bolt11.strip()
+    if text[: len(_URI_SCHEME)].lower() == _URI_SCHEME:
+        text = text[len(_URI_SCHEME) :]
+    text = text.lower()
+    expected = NETWORK_PREFIXES.get(network)
+    if expected is None:
+        raise ValueError(f"unknown Lightning network {network!r}")
+    prefix = next(p for p in PREFIXES if text.startswith(p))
+    if prefix != expected:
+        raise ValueError(f"the invoice is for another network: {prefix}…, this node is {network}")
+    if require_amount and not amount:
+        raise ValueError("the invoice must name an amount")
+    return text, amount

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from lightning.models import (
     Payment,
     PaymentStatus,
 )
+from lightning.node import LightningNode
+from rest.session import LazySession, pinned_tls
 
 _STATES = {
     "OPEN": InvoiceState.OPEN,
@@ -47,6 +50,17 @@ def _unb64(text: str | None) -> bytes:
 
 def _int(value: Any) -> int:
     return int(value or 0)
+
+
+def _segment(value: str) -> str:
+    """A value as exactly one URL path segment of the same request.
+
+    Percent-encoding '/', '?', '#' and '%' keeps the value in its segment (yarl would
+    decode "%2e%2e" and resolve it as ".."); "." and ".." stay dot segments however they
+    are written, so they are refused."""
+    if value in ("", ".", ".."):
+        raise ValueError(f"{value!r} cannot be a path segment")
+    return urllib.parse.quote(value, safe="")
 
 
 def invoice_from_json(data: Mapping[str, Any]) -> Invoice:
@@ -77,8 +91,11 @@ class LndRestClient:
         self.url = url.rstrip("/")
         self._tls_cert = Path(tls_cert)
         self._macaroon = macaroon
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=5)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(
+            aiohttp.ClientTimeout(total=timeout, sock_connect=5),
+            tls=lambda: pinned_tls(self._tls_cert),
+        )
+        self._network: str | None = None
 
     async def __aenter__(self) -> LndRestClient:
         return self
@@ -87,9 +104,7 @@ class LndRestClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     def _macaroon_hex(self) -> str:
         # Read on use rather than at construction so a node restarted later (new
@@ -103,19 +118,10 @@ class LndRestClient:
         return str(value)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            try:
-                ctx = ssl.create_default_context(cafile=str(self._tls_cert))
-            except (OSError, ssl.SSLError) as exc:
-                raise LightningUnavailable(f"cannot read LND TLS certificate: {exc}") from exc
-            # LND's self-signed cert names localhost and the host's addresses, not
-            # always the one we dial; the pinned CA is what authenticates the node.
-            ctx.check_hostname = False
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=64),
-            )
-        return self._session
+        try:
+            return self._http.get()
+        except (OSError, ssl.SSLError) as exc:
+            raise LightningUnavailable(f"cannot read LND TLS certificate: {exc}") from exc
 
     def _headers(self) -> dict[str, str]:
         return {"Grpc-Metadata-macaroon": self._macaroon_hex()}
@@ -209,6 +215,14 @@ class LndRestClient:
             num_active_channels=_int(data.get("num_active_channels")),
         )
 
+    async def network(self) -> str:
+        """The network the node runs on ("mainnet", "regtest", …), asked once: a node
+        does not change networks without a restart on another data directory."""
+        if self._network is None:
+            chains = (await self._request("GET", "/v1/getinfo")).get("chains") or [{}]
+            self._network = str(chains[0].get("network", ""))
+        return self._network
+
     # --- invoices -------------------------------------------------------------------
 
     async def create_invoice(self, amount_msat: int, memo: str, expiry_s: int = 3600) -> Invoice:
@@ -225,7 +239,9 @@ class LndRestClient:
         )
 
     async def lookup_invoice(self, payment_hash: bytes) -> Invoice:
-        return invoice_from_json(await self._request("GET", f"/v1/invoice/{payment_hash.hex()}"))
+        return invoice_from_json(
+            await self._request("GET", f"/v1/invoice/{_segment(payment_hash.hex())}")
+        )
 
     async def subscribe_invoices(
         self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
@@ -237,31 +253,6 @@ class LndRestClient:
             "GET", "/v1/invoices/subscribe", params=params, idle_s=idle_s
         ):
             yield invoice_from_json(item)
-
-    # --- hold invoices (invoicesrpc): paid, but settled or canceled by the payee later ---
-
-    async def add_hold_invoice(
-        self, payment_hash: bytes, amount_msat: int, memo: str, expiry_s: int = 3600
-    ) -> str:
-        """A hold invoice for `payment_hash`; returns its BOLT11. A payment to it stays in
-        flight (ACCEPTED here) until settle_invoice() or cancel_invoice()."""
-        data = await self._request(
-            "POST",
-            "/v2/invoices/hodl",
-            {
-                "hash": _b64(payment_hash),
-                "value_msat": str(amount_msat),
-                "memo": memo,
-                "expiry": str(expiry_s),
-            },
-        )
-        return str(data["payment_request"])
-
-    async def settle_invoice(self, preimage: bytes) -> None:
-        await self._request("POST", "/v2/invoices/settle", {"preimage": _b64(preimage)})
-
-    async def cancel_invoice(self, payment_hash: bytes) -> None:
-        await self._request("POST", "/v2/invoices/cancel", {"payment_hash": _b64(payment_hash)})
 
     # --- payments -------------------------------------------------------------------
 
@@ -289,7 +280,7 @@ class LndRestClient:
         raise LightningError(f"payment stream ended without a final state: {last.get('status')}")
 
     async def decode_invoice(self, bolt11: str) -> DecodedInvoice:
-        data = await self._request("GET", f"/v1/payreq/{bolt11}")
+        data = await self._request("GET", f"/v1/payreq/{_segment(bolt11)}")
         return DecodedInvoice(
             payment_hash=bytes.fromhex(str(data["payment_hash"])),
             amount_msat=_int(data.get("num_msat")),
@@ -304,7 +295,7 @@ class LndRestClient:
             async for update in self._stream(
                 "GET",
                 # Bytes in a REST path are base64 (URL-safe): hex is read as 48 bytes.
-                f"/v2/router/track/{base64.urlsafe_b64encode(payment_hash).decode()}",
+                f"/v2/router/track/{_segment(base64.urlsafe_b64encode(payment_hash).decode())}",
                 # Without in-flight updates the stream says nothing until the payment ends.
                 params={"no_inflight_updates": "true" if wait else "false"},
                 total_s=150 if wait else 30,
@@ -368,3 +359,7 @@ class LndRestClient:
 
     async def list_channels(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "/v1/channels")).get("channels", []))
+
+
+# Checked by mypy: the REST adapter is a LightningNode.
+_: type[LightningNode] = LndRestClient

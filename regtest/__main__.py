@@ -1,4 +1,8 @@
-"""`python -m regtest build|up|down|status` — the regtest network from a terminal."""
+"""`python -m regtest build|up|down|status` — the regtest network from a terminal.
+
+`up --router` adds the routing node (and `far_payer`), `up --cluster` a 3-peer IPFS
+Cluster; `build --cluster` builds the IPFS Cluster tools too.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from regtest.build import BuildError, build, cache_root
+from regtest.build import BuildError, build, build_cluster, cache_root
 from regtest.network import Network, NetworkError
 
 
@@ -30,12 +34,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _up(state_file: Path) -> None:
+async def _up(state_file: Path, router: bool, cluster: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Network.start() as net:
+    async with Network.start(router=router, cluster=cluster) as net:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         net.write_description(state_file, supervisor_pid=os.getpid())
         print(json.dumps(net.describe(), indent=2))
@@ -93,13 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m regtest", description=__doc__)
     parser.add_argument("command", choices=["build", "up", "down", "status"])
     parser.add_argument("--state-file", type=Path, default=default_state_file())
+    parser.add_argument("--router", action="store_true", help="up: add the routing node")
+    parser.add_argument("--cluster", action="store_true", help="up/build: IPFS Cluster too")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             print(build())
+            if args.cluster:
+                print(build_cluster())
             return 0
         if args.command == "up":
-            asyncio.run(_up(args.state_file))
+            asyncio.run(_up(args.state_file, args.router, args.cluster))
             return 0
         if args.command == "down":
             return _down(args.state_file)

@@ -1,4 +1,4 @@
-"""Builds btcd, lnd and kubo from Go modules into a cache outside the repo.
+"""Builds btcd, lnd and kubo (and, on demand, IPFS Cluster) from Go modules into a cache.
 
 Built once per set of pins (see pins.py) and reused; progress goes to stderr.
 """
@@ -17,10 +17,15 @@ from pathlib import Path
 
 from regtest.pins import (
     BINARIES,
+    CLUSTER_BINARIES,
+    CLUSTER_GOMOD_DIR,
+    CLUSTER_MODULE,
+    CLUSTER_VERSION,
     GOMOD_DIR,
     KUBO_VERSION,
     LND_BUILD_TAGS,
     MIN_GO,
+    cluster_pins_digest,
     pins_digest,
 )
 
@@ -44,6 +49,11 @@ def bin_dir() -> Path:
 def binaries_ready(directory: Path | None = None) -> bool:
     directory = directory or bin_dir()
     return all((directory / name).is_file() for name in BINARIES)
+
+
+def cluster_bin_dir() -> Path:
+    """Where ipfs-cluster-service and ipfs-cluster-ctl for the current pins live."""
+    return cache_root() / f"cluster-{cluster_pins_digest()}"
 
 
 def _check_go() -> str:
@@ -164,4 +174,58 @@ def build(force: bool = False) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"regtest tools ready in {time.monotonic() - total:.0f}s", file=sys.stderr)
+    return target
+
+
+def _pinned_cluster_version() -> str:
+    """The ipfs-cluster version the committed go.mod requires (it must match the pin)."""
+    text = (CLUSTER_GOMOD_DIR / "go.mod").read_text()
+    match = re.search(rf"^\s*{re.escape(CLUSTER_MODULE)} (v\S+)", text, re.MULTILINE)
+    return match.group(1) if match else ""
+
+
+def build_cluster(force: bool = False) -> Path:
+    """Builds ipfs-cluster-service and -ctl if the cache lacks them; returns their directory.
+
+    `go install …@v1.1.6` needs the proxy's version list, which is refused here; the
+    committed scratch module (made with `go get -tool` of both commands) builds them
+    the ordinary way instead.
+    """
+    target = cluster_bin_dir()
+    if all((target / name).is_file() for name in CLUSTER_BINARIES) and not force:
+        return target
+    found = _pinned_cluster_version()
+    if found != CLUSTER_VERSION:
+        raise BuildError(
+            f"{CLUSTER_GOMOD_DIR}/go.mod requires ipfs-cluster {found or 'nothing'}, but "
+            f"pins.py says {CLUSTER_VERSION}: run `go get -tool {CLUSTER_MODULE}/cmd/"
+            f"ipfs-cluster-service@{CLUSTER_VERSION}` (and -ctl) there."
+        )
+    go = _check_go()
+    print(f"building IPFS Cluster {CLUSTER_VERSION} into {target} (once per pin)", file=sys.stderr)
+    total = time.monotonic()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="build-cluster-", dir=cache_root()))
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    try:
+        module = staging / "gomod"
+        shutil.copytree(CLUSTER_GOMOD_DIR, module)  # the repo's go.sum is never rewritten
+        out = staging / "bin"
+        out.mkdir()
+        _run_go(
+            f"ipfs-cluster {CLUSTER_VERSION}",
+            [go, "build", "-v", "-trimpath", "-o", str(out) + "/"]
+            + [f"{CLUSTER_MODULE}/cmd/{name}" for name in CLUSTER_BINARIES],
+            module,
+            env,
+        )
+        missing = [name for name in CLUSTER_BINARIES if not (out / name).is_file()]
+        if missing:
+            raise BuildError(f"build finished but {', '.join(missing)} is missing")
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"IPFS Cluster tools ready in {time.monotonic() - total:.0f}s", file=sys.stderr)
     return target

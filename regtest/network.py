@@ -1,8 +1,25 @@
-"""A complete private Lightning network on 127.0.0.1: btcd, two LND nodes, kubo.
+"""A complete private Lightning network on 127.0.0.1: btcd, LND nodes, kubo.
 
     async with Network.start() as net:
         invoice = await net.node("gateway").client.create_invoice(5_000, "test")
         await net.node("payer").client.pay_invoice(invoice.bolt11, fee_limit_msat=1_000)
+
+Always: LND `gateway` and `payer` with one direct channel (payments between them pay no
+fee), and a kubo node. Options:
+
+- `router=True` adds LND `router`, which charges ROUTER_BASE_FEE_MSAT + ROUTER_FEE_PPM
+  for every forward, and LND `far_payer`, whose only channel is to `router`:
+
+      payer ──── gateway ──── router ──── far_payer
+
+  so anything `far_payer` pays the gateway, and anything the gateway pays `far_payer`,
+  goes through `router` and pays its fee (`router_fee_msat()` says how much). A separate
+  node is the robust way to force that route: the payer's direct channel would always
+  win, and product code (client, withdrawals) cannot be told which channel to use.
+- `cluster=True` adds a 3-peer IPFS Cluster, each peer with its own kubo (regtest/cluster.py).
+
+Every LND node also gets `gateway.macaroon`, baked with exactly the permissions the
+gateway needs (regtest/lnd_admin.py); the sandbox and the tests give the gateway that one.
 
 All state lives in one temporary directory; every port is picked free at start, so two
 networks can run side by side; stop() ends exactly the processes start() began.
@@ -12,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -23,37 +41,36 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
-from lightning.errors import LightningError
-from lightning.lnd import LndRestClient
 from regtest.btcd import BtcdRpc
-from regtest.build import build
+from regtest.build import build, build_cluster
+from regtest.cluster import Cluster
+from regtest.kubo import KuboNode, start_kubo
+from regtest.lnd_admin import GATEWAY_PERMISSIONS, RegtestLndClient
 from regtest.process import ManagedProcess, free_port
+from regtest.waiting import NetworkError, wait_process_ready, wait_until
 
-NODE_NAMES = ("gateway", "payer")
+__all__ = ["KuboNode", "LndNode", "Network", "NetworkError", "wait_until"]
+
+CORE_NODES = ("gateway", "payer")
+ROUTER_NODES = ("router", "far_payer")
+# (opener, peer): the opener funds the channel and pushes PUSH_SAT to the peer, so both
+# directions have liquidity.
+CORE_CHANNELS = (("payer", "gateway"),)
+ROUTER_CHANNELS = (("far_payer", "router"), ("router", "gateway"))
 CHANNEL_SAT = 16_000_000  # just under the non-wumbo limit of 16 777 215 sat
 PUSH_SAT = 6_000_000  # so the gateway side can pay too (withdrawals, refunds)
 COINBASE_MATURITY = 100
+# Public channels are announced to the graph (and so usable by third parties) at 6 confs.
+ANNOUNCE_CONFS = 6
+# The router's forwarding fee: base + amount * ppm / 10^6, LND's own formula. Both differ
+# from LND's defaults (1000 msat, 1 ppm), so a route priced with them proves the policy.
+ROUTER_BASE_FEE_MSAT = 1_500
+ROUTER_FEE_PPM = 1_000
 
 
-class NetworkError(RuntimeError):
-    """The network could not be brought up; the message includes the failing log."""
-
-
-async def wait_until(
-    what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 60, every_s: float = 0.2
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if await check():
-                return
-        except (LightningError, aiohttp.ClientError, OSError, RuntimeError) as exc:
-            last_error = exc
-        await asyncio.sleep(every_s)
-    raise NetworkError(f"timed out after {timeout_s:.0f}s waiting for {what}: {last_error!r}")
+def router_fee_msat(amount_msat: int) -> int:
+    """The fee `router` charges to forward amount_msat (rounded down, as LND does)."""
+    return ROUTER_BASE_FEE_MSAT + amount_msat * ROUTER_FEE_PPM // 1_000_000
 
 
 @dataclass
@@ -65,7 +82,7 @@ class LndNode:
     p2p_port: int
     process: ManagedProcess
     pubkey: str = ""
-    _client: LndRestClient | None = field(default=None, repr=False)
+    _client: RegtestLndClient | None = field(default=None, repr=False)
 
     @property
     def rest_url(self) -> str:
@@ -88,9 +105,15 @@ class LndNode:
         return self.lnddir / "data/chain/bitcoin/regtest/admin.macaroon"
 
     @property
-    def client(self) -> LndRestClient:
+    def gateway_macaroon(self) -> Path:
+        """Only what the gateway calls (GATEWAY_PERMISSIONS); give the gateway this one."""
+        return self.lnddir / "gateway.macaroon"
+
+    @property
+    def client(self) -> RegtestLndClient:
+        """An admin client: the network itself opens channels, sets fees, bakes macaroons."""
         if self._client is None:
-            self._client = LndRestClient(self.rest_url, self.tls_cert, self.admin_macaroon)
+            self._client = RegtestLndClient(self.rest_url, self.tls_cert, self.admin_macaroon)
         return self._client
 
     def describe(self) -> dict[str, Any]:
@@ -101,14 +124,8 @@ class LndNode:
             "pubkey": self.pubkey,
             "tls_cert": str(self.tls_cert),
             "admin_macaroon": str(self.admin_macaroon),
+            "gateway_macaroon": str(self.gateway_macaroon),
         }
-
-
-@dataclass
-class KuboNode:
-    ipfs_path: Path
-    process: ManagedProcess
-    api_url: str = ""
 
 
 def _say(message: str) -> None:
@@ -118,11 +135,28 @@ def _say(message: str) -> None:
 class Network:
     """Use `async with Network.start() as net:`; see the module docstring."""
 
-    def __init__(self, root: Path, bin_dir: Path, keep_root: bool = False, verbose: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        bin_dir: Path,
+        keep_root: bool = False,
+        verbose: bool = True,
+        *,
+        router: bool = False,
+        cluster_bin_dir: Path | None = None,
+    ):
         self.root = root
         self.bin_dir = bin_dir
         self.keep_root = keep_root
         self.verbose = verbose
+        self.with_router = router
+        self.node_names = CORE_NODES + (ROUTER_NODES if router else ())
+        self.channels = CORE_CHANNELS + (ROUTER_CHANNELS if router else ())
+        self.cluster: Cluster | None = (
+            Cluster(root, bin_dir / "ipfs", cluster_bin_dir, log=verbose)
+            if cluster_bin_dir
+            else None
+        )
         self.rpc_user = "bitcache"
         self.rpc_pass = secrets.token_hex(16)
         self.btcd_rpc_port = free_port()
@@ -137,8 +171,16 @@ class Network:
     # --- lifecycle ------------------------------------------------------------------
 
     @classmethod
-    def start(cls, root: Path | None = None, verbose: bool = True) -> _NetworkContext:
-        return _NetworkContext(cls, root, verbose)
+    def start(
+        cls,
+        root: Path | None = None,
+        verbose: bool = True,
+        *,
+        router: bool = False,
+        cluster: bool = False,
+    ) -> _NetworkContext:
+        """See the module docstring for what `router` and `cluster` add."""
+        return _NetworkContext(cls, root, verbose, router=router, cluster=cluster)
 
     def _log(self, message: str) -> None:
         if self.verbose:
@@ -148,6 +190,8 @@ class Network:
         procs = [n.process for n in self.nodes.values()]
         if self.kubo:
             procs.append(self.kubo.process)
+        if self.cluster:
+            procs += self.cluster.processes()
         if self.btcd:
             procs.append(self.btcd)
         return procs
@@ -155,24 +199,44 @@ class Network:
     async def up(self) -> None:
         started = time.monotonic()
         self.btcd_dir.mkdir(parents=True)
-        # kubo is independent of the chain: start it alongside.
-        kubo_task = asyncio.create_task(self._start_kubo())
-        await self._start_btcd(mining_addrs=[])
-        await asyncio.gather(*(self._start_lnd(name) for name in NODE_NAMES))
-        self._log("lnd nodes up; funding wallets")
-        addrs = [await self.node(n).client.new_address() for n in NODE_NAMES]
-        # btcd has no generatetoaddress: restart it with the wallets as mining addresses.
-        await self._restart_btcd(mining_addrs=addrs)
-        await self._mine_until_segwit_active()
-        await self.mine(COINBASE_MATURITY)
-        await self.wait_synced()
-        await self._open_channel("payer", "gateway")
-        await self._wait_payable("payer", "gateway")
-        await self._wait_payable("gateway", "payer")
-        await self.wait_idle()
-        await kubo_task
+        # kubo and the cluster are independent of the chain: start them alongside.
+        side_tasks = [asyncio.create_task(self._start_kubo())]
+        if self.cluster is not None:
+            side_tasks.append(asyncio.create_task(self.cluster.start()))
+        try:
+            await self._start_btcd(mining_addrs=[])
+            await asyncio.gather(*(self._start_lnd(name) for name in self.node_names))
+            self._log("lnd nodes up; funding wallets")
+            addrs = [await self.node(n).client.new_address() for n in self.node_names]
+            # btcd has no generatetoaddress: restart it with the wallets as mining addresses.
+            await self._restart_btcd(mining_addrs=addrs)
+            await self._mine_until_segwit_active()
+            await self.mine(COINBASE_MATURITY)
+            await self.wait_synced()
+            await self._open_channels(self.channels)
+            checks = [
+                self._wait_payable("payer", "gateway"),
+                self._wait_payable("gateway", "payer"),
+            ]
+            if self.with_router:
+                await self._set_router_fees()
+                checks += [
+                    self._wait_routed("far_payer", "gateway"),
+                    self._wait_routed("gateway", "far_payer"),
+                ]
+            await asyncio.gather(*checks)
+            await self.wait_idle()
+            await asyncio.gather(*side_tasks)
+        except BaseException:
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+            raise
         self.ready_seconds = time.monotonic() - started
-        self._log(f"network ready in {self.ready_seconds:.1f}s (state in {self.root})")
+        parts = ["router"] if self.with_router else []
+        parts += ["cluster"] if self.cluster else []
+        extra = f" with {' and '.join(parts)}" if parts else ""
+        self._log(f"network{extra} ready in {self.ready_seconds:.1f}s (state in {self.root})")
 
     async def down(self) -> None:
         for node in self.nodes.values():
@@ -182,6 +246,8 @@ class Network:
             await self.rpc.close()
         # LND first (it talks to btcd), then the rest.
         await asyncio.gather(*(n.process.stop() for n in self.nodes.values()))
+        if self.cluster is not None:
+            await self.cluster.stop()
         await asyncio.gather(*(p.stop() for p in self.processes()))
         if not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -302,6 +368,10 @@ class Network:
             return True
 
         await self._wait(node.process, f"lnd {name}", rest_ready, 60)
+        macaroon = await node.client.bake_macaroon(GATEWAY_PERMISSIONS)
+        fd = os.open(node.gateway_macaroon, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(macaroon)
 
     async def restart_node(self, name: str, crash: bool = True) -> None:
         """Stops one LND node (SIGKILL if `crash`, else cleanly) and starts it again on the
@@ -327,10 +397,10 @@ class Network:
             return info.synced_to_chain and info.num_active_channels > 0
 
         await self._wait(node.process, f"lnd {name} after a restart", rest_ready, 90)
-        for other in self.nodes:
-            if other != name:
-                await self._wait_payable(other, name)
-                await self._wait_payable(name, other)
+        for a, b in self.channels:  # each of its channels forwards again, both ways
+            if name in (a, b):
+                await self._wait_payable(a, b)
+                await self._wait_payable(b, a)
         await self.wait_idle()
 
     async def wait_synced(self, timeout_s: float = 60) -> None:
@@ -345,7 +415,8 @@ class Network:
 
         await wait_until("lnd nodes to sync to the chain", synced, timeout_s)
 
-    async def _open_channel(self, opener: str, peer: str) -> None:
+    async def _request_channel(self, opener: str, peer: str) -> str:
+        """Asks `opener` to fund a channel to `peer`; returns the funding txid."""
         a, b = self.node(opener), self.node(peer)
 
         async def funded() -> bool:
@@ -354,7 +425,6 @@ class Network:
         await wait_until(f"{opener} wallet funds", funded, 60)
         await a.client.connect_peer(b.pubkey, b.p2p_host)
         self._log(f"opening {CHANNEL_SAT:,} sat channel {opener} → {peer}")
-
         txids: list[str] = []
 
         async def open_once() -> bool:
@@ -362,25 +432,32 @@ class Network:
             txids.append(await a.client.open_channel(b.pubkey, CHANNEL_SAT, PUSH_SAT))
             return True
 
-        await wait_until("channel open to be accepted", open_once, 30, every_s=0.5)
+        await wait_until(f"{opener} → {peer} channel open to be accepted", open_once, 30, 0.5)
+        return txids[-1]
+
+    async def _open_channels(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        """Opens all channels at once and confirms them in the same blocks."""
+        txids = await asyncio.gather(*(self._request_channel(a, b) for a, b in pairs))
         assert self.rpc is not None
         rpc = self.rpc
 
         async def in_mempool() -> bool:
-            return txids[-1] in await rpc.call("getrawmempool")
+            return set(txids) <= set(await rpc.call("getrawmempool"))
 
-        # Mining before btcd has the funding tx would confirm nothing.
-        await wait_until("funding transaction in the mempool", in_mempool, 30)
-        await self.mine(3)
+        # Mining before btcd has the funding txs would confirm nothing.
+        await wait_until("funding transactions in the mempool", in_mempool, 30)
+        await self.mine(ANNOUNCE_CONFS)
 
         async def active() -> bool:
-            for node in (a, b):
-                chans = await node.client.list_channels()
-                if not any(c.get("active") for c in chans):
-                    return False
+            for opener, peer in pairs:
+                for here, there in ((opener, peer), (peer, opener)):
+                    chans = await self.node(here).client.list_channels()
+                    remote = self.node(there).pubkey
+                    if not any(c.get("active") and c.get("remote_pubkey") == remote for c in chans):
+                        return False
             return True
 
-        await wait_until("channel to become active", active, 60)
+        await wait_until("channels to become active", active, 60)
 
     async def _wait_payable(self, payer: str, payee: str) -> None:
         """A channel can be `active` a moment before its link forwards: prove it with 1 sat."""
@@ -392,6 +469,56 @@ class Network:
             return True
 
         await wait_until(f"{payer} → {payee} payments to go through", pays, 60, every_s=0.3)
+
+    async def _set_router_fees(self) -> None:
+        """Sets the router's fee once its channels are announced: an update made before
+        that is not carried into the announced edge (seen with lnd 0.21), and the graph
+        would keep LND's default fee."""
+        router = self.node("router").client
+
+        async def announced() -> bool:
+            chans = await router.list_channels()
+            return len(chans) == 2 and all(
+                [await router.has_announced_edge(str(c["chan_id"])) for c in chans]
+            )
+
+        await wait_until("the router's channels to be announced", announced, 60, 0.2)
+        await router.update_channel_policy(ROUTER_BASE_FEE_MSAT, ROUTER_FEE_PPM)
+
+    async def _wait_routed(self, payer: str, payee: str) -> None:
+        """Waits until `payer` knows the route through `router` with its fee, then proves
+        it with a 1-sat payment that pays exactly that fee."""
+        src, dst = self.node(payer), self.node(payee)
+        router = self.node("router").pubkey
+        probe_msat = 1_000
+        want = router_fee_msat(probe_msat)
+
+        async def graph_knows() -> bool:
+            routes = await src.client.query_routes(dst.pubkey, probe_msat)
+            via = [r for r in routes if r.hop_pubkeys == (router, dst.pubkey)]
+            if via and via[0].total_fees_msat != want:  # the fee policy has not arrived yet
+                raise RuntimeError(f"route fee {via[0].total_fees_msat} msat, want {want}")
+            return bool(via)
+
+        await wait_until(f"{payer} to see the route to {payee} via router", graph_knows, 90, 0.3)
+        fees: list[int] = []
+
+        async def pays() -> bool:
+            invoice = await dst.client.create_invoice(probe_msat, "regtest route probe", 60)
+            payment = await src.client.pay_invoice(invoice.bolt11, fee_limit_msat=10 * want)
+            fees.append(payment.fee_msat)
+            return True
+
+        await wait_until(f"{payer} → router → {payee} payments", pays, 60, every_s=0.3)
+        if fees[-1] != want:
+            raise NetworkError(f"{payer} → {payee} paid fee {fees[-1]} msat, expected {want}")
+
+    @property
+    def router_pubkey(self) -> str:
+        """The router's node id (requires start(router=True))."""
+        if not self.with_router:
+            raise NetworkError("this network was started without router=True")
+        return self.node("router").pubkey
 
     async def wait_idle(self, timeout_s: float = 15) -> None:
         """Waits until no HTLC is in flight on any channel, so balances read now are final."""
@@ -408,47 +535,9 @@ class Network:
     # --- kubo -----------------------------------------------------------------------
 
     async def _start_kubo(self) -> None:
-        ipfs_path = self.root / "kubo"
-        env = {"IPFS_PATH": str(ipfs_path), "PATH": "/usr/bin:/bin", "HOME": str(self.root)}
-        ipfs = str(self.bin_dir / "ipfs")
-        for args in (
-            ["init", "--profile=test", "--empty-repo"],
-            ["config", "Routing.Type", "none"],
-        ):
-            proc = await asyncio.create_subprocess_exec(
-                ipfs,
-                *args,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await proc.communicate()
-            if proc.returncode != 0:
-                raise NetworkError(f"ipfs {' '.join(args)} failed: {out.decode()[-500:]}")
-        process = ManagedProcess(
-            "kubo", [ipfs, "daemon", "--offline"], self.root / "kubo.out", env=env
+        self.kubo = await start_kubo(
+            self.bin_dir / "ipfs", self.root / "kubo", self.root / "kubo.out", offline=True
         )
-        self.kubo = KuboNode(ipfs_path, process)
-        await process.start()
-        api_file = ipfs_path / "api"
-        kubo = self.kubo
-
-        async def api_ready() -> bool:
-            if not api_file.exists():
-                return False
-            # e.g. /ip4/127.0.0.1/tcp/41234
-            parts = api_file.read_text().strip().split("/")
-            url = f"http://{parts[2]}:{parts[4]}"
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(url + "/api/v0/version") as resp,
-            ):
-                ok = resp.status == 200
-            if ok:
-                kubo.api_url = url
-            return ok
-
-        await self._wait(process, "kubo API", api_ready, 30)
 
     # --- helpers for tests and the sandbox --------------------------------------------
 
@@ -459,15 +548,7 @@ class Network:
         check: Callable[[], Awaitable[bool]],
         timeout_s: float,
     ) -> None:
-        async def alive_and_ready() -> bool:
-            if not proc.running():
-                raise NetworkError(f"{proc.name} exited early:\n{proc.log_tail()}")
-            return await check()
-
-        try:
-            await wait_until(what, alive_and_ready, timeout_s)
-        except NetworkError as exc:
-            raise NetworkError(f"{exc}\n--- {proc.name} log ---\n{proc.log_tail()}") from None
+        await wait_process_ready(proc, what, check, timeout_s)
 
     def describe(self) -> dict[str, Any]:
         """Connection details for other programs (written by `python -m regtest up`)."""
@@ -481,6 +562,7 @@ class Network:
             },
             "lnd": {name: node.describe() for name, node in self.nodes.items()},
             "kubo": {"api_url": self.kubo.api_url if self.kubo else ""},
+            "cluster": self.cluster.describe() if self.cluster else [],
             "pids": {p.name: p.pid for p in self.processes() if p.pid},
         }
 
@@ -491,18 +573,30 @@ class Network:
 
 
 class _NetworkContext:
-    def __init__(self, cls: type[Network], root: Path | None, verbose: bool):
+    def __init__(
+        self, cls: type[Network], root: Path | None, verbose: bool, router: bool, cluster: bool
+    ):
         self._cls = cls
         self._root = root
         self._verbose = verbose
+        self._router = router
+        self._cluster = cluster
         self._net: Network | None = None
 
     async def __aenter__(self) -> Network:
         bin_dir = await asyncio.to_thread(build)
+        cluster_bin = await asyncio.to_thread(build_cluster) if self._cluster else None
         keep = self._root is not None
         root = self._root or Path(tempfile.mkdtemp(prefix="bitcache-regtest-"))
         root.mkdir(parents=True, exist_ok=True)
-        self._net = self._cls(root, bin_dir, keep_root=keep, verbose=self._verbose)
+        self._net = self._cls(
+            root,
+            bin_dir,
+            keep_root=keep,
+            verbose=self._verbose,
+            router=self._router,
+            cluster_bin_dir=cluster_bin,
+        )
         try:
             await self._net.up()
         except BaseException:

@@ -15,6 +15,13 @@ LND_BUILD_TAGS = "signrpc walletrpc chainrpc invoicesrpc peersrpc routerrpc"
 GOMOD_DIR = Path(__file__).parent / "gomod"
 BINARIES = ("btcd", "btcctl", "lnd", "lncli", "ipfs")
 
+# IPFS Cluster is only needed for the scale-out tests, so it has its own module and its
+# own cache directory: changing it never forces a rebuild of lnd and kubo.
+CLUSTER_VERSION = "v1.1.6"
+CLUSTER_MODULE = "github.com/ipfs-cluster/ipfs-cluster"
+CLUSTER_GOMOD_DIR = Path(__file__).parent / "gomod-cluster"
+CLUSTER_BINARIES = ("ipfs-cluster-service", "ipfs-cluster-ctl")
+
 
 def pins_digest() -> str:
     """A short digest of everything that decides the binaries, to key the cache."""
@@ -24,4 +31,13 @@ def pins_digest() -> str:
         path = GOMOD_DIR / name
         if path.exists():
             h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cluster_pins_digest() -> str:
+    """The same for the IPFS Cluster tools: their version and their module's go.mod/go.sum."""
+    h = hashlib.sha256()
+    h.update(f"{CLUSTER_MODULE} {CLUSTER_VERSION}".encode())
+    for name in ("go.mod", "go.sum"):
+        h.update((CLUSTER_GOMOD_DIR / name).read_bytes())
     return h.hexdigest()[:16]

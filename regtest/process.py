@@ -68,7 +68,7 @@ class ManagedProcess:
             return ""
 
     async def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would: no clean shutdown at all."""
+        """SIGKILL, no chance to clean up: what a crash or a pulled plug looks like."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return

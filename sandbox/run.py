@@ -34,7 +34,7 @@ def sandbox_gateway_config(
         "data_dir": data_dir,
         "kubo_api_url": net.kubo.api_url,
         "lnd": LndSettings(
-            rest_url=node.rest_url, tls_cert=node.tls_cert, macaroon=node.admin_macaroon
+            rest_url=node.rest_url, tls_cert=node.tls_cert, macaroon=node.gateway_macaroon
         ),
     }
     return GatewayConfig(**(values | overrides))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from sandbox.run import sandbox_gateway_config
 
 @pytest.fixture(scope="session")
 async def network() -> AsyncIterator[Network]:
-    """btcd + LND `gateway` and `payer` with an active channel + kubo, all on 127.0.0.1."""
-    async with Network.start() as net:
+    """btcd + LND `gateway` and `payer` with an active channel + kubo, all on 127.0.0.1,
+    plus `router` and `far_payer` (routed payments with fees); with BITCACHE_CLUSTER=1
+    (make test-scale) a 3-peer IPFS Cluster too."""
+    cluster = os.environ.get("BITCACHE_CLUSTER") == "1"
+    async with Network.start(router=True, cluster=cluster) as net:
         yield net
 
 

@@ -105,6 +105,9 @@ class TcpProxy:
       more than its first piece of data (a TLS ClientHello: the handshake completes, the
       request is acted on, the caller never hears);
     - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
+
+    `sent` counts the bytes forwarded to the target: whether the gateway called it at all
+    (it cannot read TLS, only see that something was said).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -120,8 +123,9 @@ class TcpProxy:
         self._cut_next: asyncio.Future[int] | None = None
         self._cuttable: set[asyncio.StreamWriter] = set()  # chosen when the cut is armed
         self._received: dict[asyncio.StreamWriter, int] = {}  # bytes from the target
-        self._sent: dict[asyncio.StreamWriter, int] = {}  # pieces of data to the target
+        self._pieces_sent: dict[asyncio.StreamWriter, int] = {}  # pieces of data to the target
         self.accepted = 0  # connections accepted so far
+        self.sent = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -173,7 +177,7 @@ class TcpProxy:
             return
         self._conns.update((writer, up_writer))
         self._received[writer] = 0
-        self._sent[writer] = 0
+        self._pieces_sent[writer] = 0
 
         def close_both() -> None:
             for w in (writer, up_writer):
@@ -187,10 +191,11 @@ class TcpProxy:
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
                     await self._flowing.wait()  # a full stall holds everything
-                    if from_target and self._sent.get(dst, 0) > 1:
+                    if from_target and self._pieces_sent.get(dst, 0) > 1:
                         await self._replying.wait()
                     if not from_target:
-                        self._sent[writer] = self._sent.get(writer, 0) + 1
+                        self._pieces_sent[writer] = self._pieces_sent.get(writer, 0) + 1
+                        self.sent += len(data)
                     cut = self._cut_next
                     if from_target and cut is not None and not cut.done() and dst in self._cuttable:
                         half = max(1, len(data) // 2)
@@ -208,5 +213,5 @@ class TcpProxy:
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
         self._conns.difference_update((writer, up_writer))
         self._received.pop(writer, None)
-        self._sent.pop(writer, None)
+        self._pieces_sent.pop(writer, None)
         self._cuttable.discard(writer)

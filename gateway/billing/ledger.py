@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "HOLD_PREFIX",
     "KIND_CHUNK_SALE",
     "KIND_PLAN_PURCHASE",
     "KIND_WITHDRAWAL_HOLD",
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_BPS",
     "OPERATOR_FEES",
     "OPERATOR_PLANS",
+    "USER_PREFIX",
     "Entry",
     "InsufficientFunds",
     "LedgerError",
@@ -30,6 +32,7 @@ __all__ = [
     "chunk_sale",
     "fee_reserve_msat",
     "plan_purchase",
+    "tenant_house_accounts",
     "user_account",
     "withdrawal_hold",
     "withdrawal_hold_account",
@@ -49,8 +52,8 @@ KIND_WITHDRAWAL_RELEASE = "withdrawal_release"
 
 MAX_BPS = 10_000
 
-_USER_PREFIX = "user:"
-_HOLD_PREFIX = "hold:withdrawal:"
+USER_PREFIX = "user:"
+HOLD_PREFIX = "hold:withdrawal:"
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -144,11 +147,11 @@ class Transaction:
 
 
 def user_account(account_id: str) -> str:
-    return _USER_PREFIX + _identifier("account id", account_id)
+    return USER_PREFIX + _identifier("account id", account_id)
 
 
 def withdrawal_hold_account(withdrawal_id: str) -> str:
-    return _HOLD_PREFIX + _identifier("withdrawal id", withdrawal_id)
+    return HOLD_PREFIX + _identifier("withdrawal id", withdrawal_id)
 
 
 def _tx(kind: str, reference: str, *entries: tuple[str, int]) -> Transaction:
@@ -263,6 +266,14 @@ def fee_reserve_msat(amount_msat: int, fee_limit_bps: int, min_fee_msat: int) ->
     _non_negative("min_fee_msat", min_fee_msat)
     # Ceiling, in integers: the reserve must cover the limit the node is given.
     return max(min_fee_msat, -(-amount_msat * fee_limit_bps // MAX_BPS))
+
+
+def tenant_house_accounts(tenant_id: str) -> tuple[str, ...]:
+    """A tenant's own outside-world and operator accounts, as for_tenant names them. With
+    its users' and their withdrawal holds, they are the tenant's books, which sum to zero
+    on their own."""
+    _identifier("tenant_id", tenant_id)
+    return tuple(f"{account}:{tenant_id}" for account in (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS))
 
 
 def for_tenant(tx: Transaction, tenant_id: str) -> Transaction:

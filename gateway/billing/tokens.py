@@ -1,35 +1,30 @@
-"""Selling and checking L402 tokens for chunk ranges.
+"""Selling L402 tokens for chunk ranges, and checking the ones presented.
 
-Root keys are not stored: each is HMAC(secret, identifier), so checking a token needs no
-database or LND call on the download path, only SHA-256 and the HMAC chain.
+The token itself is the l402 package's (mint, verify: no database or node on the download
+path, only SHA-256 and the HMAC chain). This service adds what needs the outside world:
+the secret file, an invoice on the tenant's Lightning node, the invoice row, the clock,
+and booking the sale as soon as a valid preimage proves payment.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import l402
 from gateway.billing.pricing import ChunkRange, price_msat
 from gateway.billing.settlement import Settlement
+from gateway.clock import Clock, system_clock
+from gateway.persistence import invoices
 from gateway.persistence.database import Database
 from gateway.persistence.files import FileRecord
-from l402.macaroon import (
-    MacaroonError,
-    add_caveat,
-    from_base64,
-    mint,
-    to_base64,
-    verify_signature,
-)
-from lightning.lnd import LndRestClient
+from l402.macaroon import to_base64
+from l402.mint import SECRET_LEN
+from lightning.node import LightningNode
 
-_ROOT_KEY_DOMAIN = b"bitcache/v1/l402-root-key"
+__all__ = ["Challenge", "TokenService", "load_or_create_secret"]
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -43,7 +38,7 @@ def load_or_create_secret(path: Path) -> bytes:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
+            fh.write(secrets.token_bytes(SECRET_LEN))
             fh.flush()
             os.fsync(fh.fileno())
         try:
@@ -53,7 +48,7 @@ def load_or_create_secret(path: Path) -> bytes:
         finally:
             tmp.unlink()
         data = path.read_bytes()
-    if len(data) != 32:
+    if len(data) != SECRET_LEN:
         raise ValueError(f"{path} must hold exactly 32 bytes")
     return data
 
@@ -68,72 +63,70 @@ class Challenge:
 
 
 class TokenService:
+    """Mints tokens against new invoices and verifies presented ones, with one secret."""
+
     def __init__(
-        self, secret: bytes, db: Database, settlement: Settlement, token_ttl_s: int
+        self,
+        secret: bytes,
+        db: Database,
+        settlement: Settlement,
+        token_ttl_s: int,
+        clock: Clock = system_clock,
     ) -> None:
         self._secret = secret
         self._db = db
         self._settlement = settlement
         self._ttl = token_ttl_s
+        self._clock = clock
         self._seen_settled: set[bytes] = set()
 
-    def root_key(self, identifier: bytes) -> bytes:
-        return hmac.new(self._secret, _ROOT_KEY_DOMAIN + identifier, hashlib.sha256).digest()
-
     async def challenge(
-        self, file: FileRecord, chunks: ChunkRange, lnd: LndRestClient, invoice_expiry_s: int
+        self,
+        file: FileRecord,
+        chunks: ChunkRange,
+        node: LightningNode,
+        invoice_expiry_s: int,
+        node_id: str,
     ) -> Challenge:
-        """Creates an invoice (on the file's tenant's node) for the range, and a macaroon
-        bound to it."""
+        """Creates an invoice (on the file's tenant's node, whose identity is ``node_id``)
+        for the range, and a macaroon bound to it."""
         amount = price_msat(file.price_msat, chunks)
-        invoice = await lnd.create_invoice(
+        invoice = await node.create_invoice(
             amount,
             f"Bitcache: chunks {chunks.first}-{chunks.last} of {file.id}",
             expiry_s=invoice_expiry_s,
         )
-        now = int(time.time())
+        now = int(self._clock())
         valid_until = now + self._ttl
-        token_id = l402.TokenId(0, invoice.payment_hash, secrets.token_bytes(32))
-        identifier = token_id.encode()
-        macaroon = mint(self.root_key(identifier), identifier)
-        for caveat in l402.build_caveats(file.id, chunks.first, chunks.last, valid_until):
-            macaroon = add_caveat(macaroon, caveat.encode())
+        macaroon = l402.mint_token(
+            self._secret, invoice.payment_hash, file.id, chunks.first, chunks.last, valid_until
+        )
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk,"
-                " amount_msat, bolt11, created_at, expires_at, tenant_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    invoice.payment_hash,
-                    file.id,
-                    chunks.first,
-                    chunks.last,
-                    amount,
-                    invoice.bolt11,
-                    now,
-                    now + invoice_expiry_s,
-                    file.tenant_id,
-                ),
+            await invoices.add_chunk_invoice(
+                conn,
+                invoice.payment_hash,
+                file.id,
+                chunks.first,
+                chunks.last,
+                amount,
+                invoice.bolt11,
+                now,
+                now + invoice_expiry_s,
+                file.tenant_id,
+                node_id,
             )
         return Challenge(to_base64(macaroon), invoice.bolt11, amount, chunks, valid_until)
 
     def verify(self, authorization: list[str], file_id: str, index: int) -> l402.TokenId:
         """Checks a credential for one chunk; raises l402.L402Error (or TokenRejected)."""
-        credential = l402.parse_authorization(authorization)
-        root_key = self.root_key(l402.identifier_of(credential))
-        request = l402.AccessRequest(file_id=file_id, chunk_index=index, now=int(time.time()))
-        return l402.verify_credential(credential, root_key, request)
+        return l402.verify_authorization(
+            authorization, self._secret, file_id, index, int(self._clock())
+        )
 
     def holder_payment_hash(self, macaroon_b64: str) -> bytes:
         """The payment hash of a macaroon this gateway minted (signature checked), for
         handing its holder the preimage once paid; raises l402.L402Error otherwise."""
-        try:
-            macaroon = from_base64(macaroon_b64)
-        except MacaroonError as exc:
-            raise l402.L402Error(f"not a macaroon: {exc}") from exc
-        if not verify_signature(macaroon, self.root_key(macaroon.identifier)):
-            raise l402.TokenRejected("this macaroon was not issued here")
-        return l402.TokenId.decode(macaroon.identifier).payment_hash
+        return l402.issued_payment_hash(self._secret, macaroon_b64)
 
     async def note_paid(self, payment_hash: bytes) -> None:
         """A valid preimage proves payment: book the sale now rather than wait for LND's

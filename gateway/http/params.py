@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.http.problems import Problem, bad_request, not_found
+from gateway.http.problems import Problem, bad_request, gone, not_found
 from gateway.persistence.files import FileRecord
 from gateway.services import client_address, services, tenant_of
 from storage.crypto import decode_file_id
@@ -23,12 +24,29 @@ def validation_detail(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
+
+
 async def json_model(request: web.Request, model: type[M]) -> M:
-    """The request's JSON body as `model`, or a 400 saying what is wrong."""
+    """The request's JSON body as `model`, or a 4xx saying what is wrong."""
+    charset = request.charset
+    if charset is not None and charset.strip().lower() not in _UTF8_NAMES:
+        # JSON is UTF-8 (RFC 8259 §8.1); decoding by a client-named codec, or failing to
+        # find it, is not something to attempt.
+        raise Problem(
+            415,
+            "unsupported-charset",
+            "Unsupported charset",
+            f"JSON bodies must be UTF-8, not {charset[:40]!r}",
+        )
+    raw = await request.read()
     try:
-        return model.model_validate(await request.json())
+        return model.model_validate(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise bad_request("body is nested too deeply") from exc
     except ValidationError as exc:
         raise bad_request(validation_detail(exc)) from exc
 
@@ -43,7 +61,8 @@ def file_id_param(request: web.Request) -> str:
 
 
 def int_param(text: str, what: str, minimum: int = 0) -> int:
-    if not text.isdigit() or len(text) > 12:
+    # ASCII digits only: str.isdigit() accepts '²' and other Unicode digits int() refuses.
+    if not _WHOLE_NUMBER.fullmatch(text):
         raise bad_request(f"{what} must be a whole number, got {text[:20]!r}")
     value = int(text)
     if value < minimum:
@@ -58,12 +77,17 @@ async def load_file(request: web.Request) -> FileRecord:
         # Another brand's file does not exist here, as far as this host can tell.
         raise not_found(f"no file {file_id}")
     if record.deleted:
-        raise Problem(410, "gone", "Gone", f"file {file_id} was deleted by its owner")
+        raise gone(f"file {file_id} was deleted by its owner")
     return record
 
 
-def chunk_index_param(request: web.Request, record: FileRecord) -> int:
-    index = int_param(request.match_info["index"], "chunk index")
+def chunk_index_param(request: web.Request) -> int:
+    """The chunk index in the path, checked for form only: call before loading the file, so
+    malformed input is a 400 whatever the file's state (404, 410)."""
+    return int_param(request.match_info["index"], "chunk index")
+
+
+def check_chunk_index(record: FileRecord, index: int) -> int:
     if index >= record.chunk_count:
         raise not_found(f"file {record.id} has chunks 0..{record.chunk_count - 1}, not {index}")
     return index

@@ -1,17 +1,11 @@
-"""RFC 9457 problem responses, and the middleware that turns every failure into one."""
+"""RFC 9457 problem responses: raise a Problem, the middleware answers with its body."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-
-from ipfs.kubo import KuboUnavailable
-from lightning.errors import LightningUnavailable
-
-log = logging.getLogger("bitcache.gateway")
 
 PROBLEM_TYPE_BASE = "https://bitcache.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -66,6 +60,10 @@ def not_found(detail: str) -> Problem:
     return Problem(404, "not-found", "Not found", detail)
 
 
+def gone(detail: str) -> Problem:
+    return Problem(410, "gone", "Gone", detail)
+
+
 def conflict(detail: str, slug: str = "conflict", **extra: Any) -> Problem:
     return Problem(409, slug, "Conflict", detail, extra=extra)
 
@@ -78,36 +76,3 @@ def unavailable(what: str, retry_after_s: int) -> Problem:
         f"{what} is not answering; the request changed nothing. Try again shortly.",
         headers={"Retry-After": str(retry_after_s)},
     )
-
-
-def problem_middleware(retry_after_s: int) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except Problem as problem:
-            return problem.response()
-        except LightningUnavailable as exc:
-            log.warning("LND unavailable: %s", exc)
-            return unavailable("Lightning node", retry_after_s).response()
-        except KuboUnavailable as exc:
-            log.warning("kubo unavailable: %s", exc)
-            return unavailable("Storage node", retry_after_s).response()
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return Problem(
-                exc.status,
-                f"http-{exc.status}",
-                exc.reason,
-                exc.text or exc.reason,
-                headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-            ).response()
-        except Exception:
-            # Full detail to the log, none to the client.
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return Problem(
-                500, "internal", "Internal error", "The gateway failed; nothing was changed."
-            ).response()
-
-    return middleware

@@ -1,33 +1,51 @@
-"""Unpins the chunks of deleted files from kubo, retrying until kubo answers."""
+"""Unpins CIDs no chunk uses any more from kubo, retrying until kubo answers.
+
+Reference counts live in the `pins` table (gateway/persistence/pins.py): only a CID at zero is
+unpinned, so deleting one file never unpins ciphertext another file still uses.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from gateway.persistence import pins
 from gateway.persistence.database import Database
-from ipfs.kubo import KuboClient, KuboError
+from ipfs.errors import IpfsError
+from ipfs.store import BlockStore
 
 log = logging.getLogger("bitcache.unpinner")
 
 
 class Unpinner:
-    def __init__(self, db: Database, kubo: KuboClient) -> None:
-        self._db = db
-        self._kubo = kubo
+    """Unpins from the block store the CIDs whose reference count fell to zero."""
 
-    async def drain(self, batch: int = 500) -> int:
-        """Unpins what it can now; returns how many. Stops quietly if kubo is down."""
-        rows = await self._db.fetch_all(
-            "SELECT cid FROM unpin_queue ORDER BY queued_at LIMIT ?", (batch,)
-        )
+    def __init__(self, db: Database, store: BlockStore) -> None:
+        self._db = db
+        self._store = store
+
+    async def drain(self, batch: int = 500, only: list[str] | None = None) -> int:
+        """Unpins what it can now (all unreferenced CIDs, or those of `only` that are);
+        returns how many. Stops quietly if kubo is down."""
+        if only is not None and not only:
+            return 0
+        async with self._db.transaction() as conn:
+            cids = await pins.unreferenced(conn, batch, only)
         done = 0
-        for row in rows:
+        for cid in cids:
             try:
-                await self._kubo.pin_rm(row[0])
-            except KuboError as exc:
-                log.warning("unpin of %s deferred: %s", row[0], exc)
+                await self._store.pin_rm(cid)
+            except IpfsError as exc:
+                log.warning("unpin of %s deferred: %s", cid, exc)
                 break
             async with self._db.transaction() as conn:
-                await conn.execute("DELETE FROM unpin_queue WHERE cid = ?", (row[0],))
+                forgotten = await pins.forget_if_unreferenced(conn, cid)
+            if not forgotten:
+                # A chunk took a reference while kubo was unpinning: pin it back.
+                try:
+                    await self._store.pin_add(cid)
+                except IpfsError:
+                    log.error("%s is referenced again but could not be re-pinned", cid)
+                    raise
+                continue
             done += 1
         return done

@@ -52,3 +52,10 @@ class AccountStore:
             "SELECT id, tenant_id, used_bytes FROM accounts WHERE id = ?", (account_id,)
         )
         return Account(row[0], row[1], int(row[2])) if row else None
+
+    async def ids_in_tenant(self, tenant_id: str) -> list[str]:
+        """Every account of a tenant, oldest first."""
+        rows = await self.db.fetch_all(
+            "SELECT id FROM accounts WHERE tenant_id = ? ORDER BY created_at", (tenant_id,)
+        )
+        return [str(r[0]) for r in rows]

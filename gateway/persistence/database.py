@@ -21,7 +21,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every migration shipped in gateway/migrations, in order."""
+    """(version, name, sql) of every migration in gateway/persistence/migrations, in order."""
     found = []
     for entry in resources.files("gateway.persistence.migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
@@ -103,11 +103,13 @@ class Database:
             await self._writer.execute("COMMIT")
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        assert self._reader is not None, "database not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        # One call on the reader's thread runs the statement to its end. Awaiting execute
+        # and fetch separately would let concurrent reads interleave on this connection,
+        # and a read started while another statement is still open shares that statement's
+        # older snapshot: a row committed just before would be missing.
         assert self._reader is not None, "database not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))

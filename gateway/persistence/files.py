@@ -6,7 +6,10 @@ import json
 import time
 from dataclasses import dataclass
 
+import aiosqlite
+
 from gateway.billing.quota import check_reservation
+from gateway.persistence import pins
 from gateway.persistence.database import Database
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
@@ -17,6 +20,10 @@ class ChunkConflict(Exception):
 
 class FileConflict(Exception):
     """The file id exists with another header or manifest."""
+
+
+class FileGone(Exception):
+    """The file was deleted by its owner (perhaps while this request was running)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,20 @@ class FileRecord:
 class ChunkRecord:
     cid: str
     size: int
+
+
+@dataclass(frozen=True)
+class FileUsage:
+    """One file's storage and sales, for its owner's usage report."""
+
+    id: str
+    state: str
+    stored_bytes: int
+    created_at: int
+    deleted_at: int | None
+    bytes_served: int
+    chunks_sold: int
+    earned_msat: int
 
 
 def stored_size(header: FileHeader, manifest: bytes) -> int:
@@ -128,8 +149,9 @@ class FileStore:
         return record, created
 
     async def delete(self, file_id: str) -> list[str]:
-        """Marks the file deleted, frees its bytes, queues its chunks for unpinning.
-        Returns the queued CIDs. Invoices and ledger entries stay: they are history."""
+        """Marks the file deleted, frees its bytes and drops its chunks' pin references (a
+        CID no other chunk uses is left for the unpinner). Returns the file's chunk CIDs.
+        Invoices and ledger entries stay: they are history."""
         now = int(time.time())
         async with self.db.transaction() as conn:
             async with conn.execute(
@@ -148,10 +170,7 @@ class FileStore:
                 "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
             ) as cur:
                 cids = [r[0] async for r in cur]
-            await conn.executemany(
-                "INSERT OR IGNORE INTO unpin_queue (cid, queued_at) VALUES (?, ?)",
-                [(cid, now) for cid in cids],
-            )
+            await pins.unreference(conn, cids)
         return cids
 
     async def note_served(self, file_id: str, size: int) -> None:
@@ -159,6 +178,27 @@ class FileStore:
             await conn.execute(
                 "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?", (size, file_id)
             )
+
+    async def usage(self, owner_id: str) -> list[FileUsage]:
+        """Every file the account uploaded, oldest first, deleted ones included."""
+        rows = await self.db.fetch_all(
+            "SELECT id, state, stored_bytes, created_at, deleted_at, bytes_served, chunks_sold,"
+            " earned_msat FROM files WHERE owner_id = ? ORDER BY created_at",
+            (owner_id,),
+        )
+        return [
+            FileUsage(
+                r["id"],
+                r["state"],
+                int(r["stored_bytes"]),
+                int(r["created_at"]),
+                None if r["deleted_at"] is None else int(r["deleted_at"]),
+                int(r["bytes_served"]),
+                int(r["chunks_sold"]),
+                int(r["earned_msat"]),
+            )
+            for r in rows
+        ]
 
     async def get(self, file_id: str) -> FileRecord | None:
         row = await self.db.fetch_one(
@@ -188,22 +228,37 @@ class FileStore:
         )
         return ChunkRecord(row["cid"], int(row["size"])) if row else None
 
-    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> bool:
-        """Records a stored chunk; False if it was already there with the same CID."""
+    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> tuple[bool, bool]:
+        """Records a stored chunk and its pin reference in one transaction.
+
+        Returns (created, first_reference): created is False if the chunk was already there
+        with the same CID; first_reference tells the caller to make sure the CID is pinned
+        (see gateway/persistence/pins.py). Raises ChunkConflict (other bytes are stored there) or
+        FileGone (the file was deleted meanwhile); either way the pin the caller took by
+        adding `cid` is released unless another chunk uses it."""
+        refused: Exception
         async with self.db.transaction() as conn:
+            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+                file_row = await cur.fetchone()
             async with conn.execute(
                 "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
             ) as cur:
                 row = await cur.fetchone()
-            if row is not None:
-                if row["cid"] != cid:
-                    raise ChunkConflict(f"chunk {index} of {file_id} is already stored")
-                return False
-            await conn.execute(
-                "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
-                (file_id, index, cid, size),
-            )
-            return True
+            if file_row is None or file_row["state"] == "deleted":
+                refused = FileGone(f"file {file_id} was deleted by its owner")
+            elif row is not None and row["cid"] != cid:
+                refused = ChunkConflict(f"chunk {index} of {file_id} is already stored")
+            elif row is not None:
+                return False, False
+            else:
+                await conn.execute(
+                    "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
+                    (file_id, index, cid, size),
+                )
+                return True, await pins.reference(conn, cid) == 1
+            # Committed with the transaction, so the refusal cannot lose the release.
+            await pins.release_unrecorded(conn, cid)
+        raise refused
 
     async def missing(self, file_id: str, chunk_count: int, limit: int = 1000) -> list[int]:
         rows = await self.db.fetch_all(
@@ -219,8 +274,13 @@ class FileStore:
         return out
 
     async def mark_complete(self, file_id: str, chunk_count: int) -> list[int]:
-        """Marks the file complete if every chunk is present; returns the missing ones."""
+        """Marks the file complete if every chunk is present; returns the missing ones.
+        Raises FileGone if the file was deleted (perhaps after the caller loaded it)."""
         async with self.db.transaction() as conn:
+            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+                state = await cur.fetchone()
+            if state is None or state[0] == "deleted":
+                raise FileGone(f"file {file_id} was deleted by its owner")
             async with conn.execute(
                 "SELECT COUNT(*) FROM chunks WHERE file_id = ?", (file_id,)
             ) as cur:
@@ -233,3 +293,19 @@ class FileStore:
                 )
                 return []
         return await self.missing(file_id, chunk_count)
+
+
+async def owner_of(conn: aiosqlite.Connection, file_id: str) -> str | None:
+    """The file's uploader (None for a file without an owner), in the caller's transaction."""
+    async with conn.execute("SELECT owner_id FROM files WHERE id = ?", (file_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+async def add_sale(conn: aiosqlite.Connection, file_id: str, chunks: int, earned_msat: int) -> None:
+    """Counts a sale of ``chunks`` chunks that earned the owner ``earned_msat``."""
+    await conn.execute(
+        "UPDATE files SET chunks_sold = chunks_sold + ?, earned_msat = earned_msat + ?"
+        " WHERE id = ?",
+        (chunks, earned_msat, file_id),
+    )

@@ -1,6 +1,6 @@
 """Booking ledger transactions in SQLite, inside the caller's database transaction.
 
-The rules (what a sale, a plan or a withdrawal moves) are in ledger.py and pure; this
+The rules (what a sale, a plan or a withdrawal moves) are in billing/ledger.py and pure; this
 module only stores them: entries, running balances, and a unique (kind, reference) so
 that the same event is never booked twice, whichever path sees it first.
 """
@@ -49,6 +49,21 @@ async def book(conn: aiosqlite.Connection, tx: ledger.Transaction) -> bool:
 async def balance(db: Database, account: str) -> int:
     row = await db.fetch_one("SELECT balance_msat FROM balances WHERE account = ?", (account,))
     return int(row[0]) if row else 0
+
+
+async def tenant_sum(db: Database, tenant_id: str) -> int:
+    """The sum of one tenant's balances: its users', their withdrawal holds', and its own
+    operator and outside-world accounts. Zero when its books stand on their own."""
+    house = ledger.tenant_house_accounts(tenant_id)
+    row = await db.fetch_one(
+        "SELECT COALESCE(SUM(balance_msat), 0) FROM balances WHERE account IN ("
+        " SELECT ? || id FROM accounts WHERE tenant_id = ?"
+        " UNION ALL SELECT ? || id FROM withdrawals WHERE tenant_id = ?)"
+        f" OR account IN ({', '.join('?' for _ in house)})",
+        (ledger.USER_PREFIX, tenant_id, ledger.HOLD_PREFIX, tenant_id, *house),
+    )
+    assert row is not None
+    return int(row[0])
 
 
 async def totals(db: Database) -> tuple[int, int]:

@@ -281,6 +281,15 @@ async def test_withdrawal_arrives_and_is_idempotent(
     ) as resp:
         assert (await resp.json())["withdrawal_id"] == first["withdrawal_id"]
     assert (await usage(session, gw, key))["balance_msat"] == after
+    # The same key with another invoice is a mistake, not a retry: 422, nothing paid.
+    other = await payer.create_invoice(3_000, "another withdrawal")
+    async with session.post(
+        f"{gw}/v1/account/withdrawals", json={"invoice": other.bolt11}, headers=headers
+    ) as resp:
+        assert resp.status == 422, await resp.text()
+        assert (await resp.json())["type"].endswith("idempotency-key-reused")
+    assert (await payer.lookup_invoice(other.payment_hash)).state == "open"
+    assert (await usage(session, gw, key))["balance_msat"] == after
 
 
 async def _has_balance(session: aiohttp.ClientSession, gw: str, key: str) -> bool:

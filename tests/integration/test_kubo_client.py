@@ -1,4 +1,4 @@
-"""storage/kubo.py against the regtest kubo: every call it offers, and its errors."""
+"""ipfs/kubo.py against the regtest kubo: every call it offers, and its errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import aiohttp
 import pytest
 
-from ipfs.kubo import KuboClient, KuboError, KuboUnavailable
+from ipfs.errors import IpfsError, IpfsUnavailable
+from ipfs.kubo import KuboClient
 from regtest.network import Network
 from regtest.process import free_port
 
@@ -38,11 +39,11 @@ async def test_add_cat_stat_pin_unpin(network: Network) -> None:
         await kubo.pin_rm(cid)  # unpinning twice is not an error
         await kubo.pin_add(cid)
         assert cid in await pinned(url)
-        with pytest.raises(KuboError):
+        with pytest.raises(IpfsError):
             await kubo.cat("not-a-cid")
 
 
 async def test_a_kubo_that_is_not_there_is_unavailable() -> None:
     async with KuboClient(f"http://127.0.0.1:{free_port()}", timeout_s=5) as kubo:
-        with pytest.raises(KuboUnavailable):
+        with pytest.raises(IpfsUnavailable):
             await kubo.version()

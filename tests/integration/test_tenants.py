@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,7 +49,7 @@ def tenants(network: Network) -> list[TenantSettings]:
             operator_fee_bps=2_000,
             # Beta's own node: its invoices and earnings are its own.
             lnd=LndSettings(
-                rest_url=payer.rest_url, tls_cert=payer.tls_cert, macaroon=payer.admin_macaroon
+                rest_url=payer.rest_url, tls_cert=payer.tls_cert, macaroon=payer.gateway_macaroon
             ),
         ),
     ]
@@ -240,3 +241,102 @@ async def test_tenant_changes_apply_without_a_restart(
         await wait_until("the broken tenants file to be read and refused", ask, timeout_s=5)
         async with HostSession(s, url, A).request("GET", "/v1/plans") as r:
             assert r.status == 200
+
+
+async def test_betas_node_reporting_an_alpha_invoice_books_nothing(
+    deployment: tuple[str, Path], network: Network
+) -> None:
+    """Beta's node (the regtest `payer`) reports, on its real invoice stream, a settled
+    invoice whose payment hash is also an open Alpha invoice's: as a tenant's own node
+    could claim of any hash. Alpha's invoice was issued by the gateway's node, so Beta's
+    watcher must not book it."""
+    url, tenants_file = deployment
+    database = tenants_file.parent / "gateway.sqlite3"
+    beta_node, gateway_node = network.node("payer"), network.node("gateway")
+    up = await upload_on(url, A)
+    # The collision: an invoice on Beta's node, recorded as an open Alpha chunk invoice
+    # issued by the gateway's node (what a lying Beta node's stream makes of any hash).
+    claim = await beta_node.client.create_invoice(4_000, "collision")
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk, amount_msat,"
+            " bolt11, created_at, expires_at, tenant_id, node_id)"
+            " VALUES (?, ?, 0, 1, 4000, ?, 0, 4102444800, 'alpha', ?)",
+            (claim.payment_hash, up.file_id, claim.bolt11, gateway_node.pubkey),
+        )
+    await gateway_node.client.pay_invoice(claim.bolt11, fee_limit_msat=1_000)
+    settled = await beta_node.client.lookup_invoice(claim.payment_hash)
+    assert settled.state == "settled" and settled.settle_index > 0
+
+    def beta_stream_index() -> int:
+        """How far Beta's watcher has read its node's stream (its settle index)."""
+        with sqlite3.connect(database) as conn:
+            rows = conn.execute(
+                "SELECT value FROM gateway_state WHERE key LIKE ?",
+                (f"lnd_settle_index:{beta_node.rest_url}%",),
+            ).fetchall()
+        return max((int(r[0]) for r in rows), default=0)
+
+    async def heard() -> bool:
+        return beta_stream_index() >= settled.settle_index
+
+    await wait_until("Beta's watcher to read the settlement", heard, timeout_s=15, every_s=0.1)
+    with sqlite3.connect(database) as conn:
+        state = conn.execute(
+            "SELECT state FROM invoices WHERE payment_hash = ?", (claim.payment_hash,)
+        ).fetchone()[0]
+    assert state == "open"
+    async with aiohttp.ClientSession() as s:
+        a = HostSession(s, url, A)
+        async with a.request("GET", "/v1/account", headers=bearer(up.api_key)) as r:
+            assert (await r.json())["balance_msat"] == 0
+        async with a.request("GET", "/v1/operator/report", headers=bearer(OPERATOR)) as r:
+            report = await r.json()
+    assert {t["tenant"]: t["fees_msat"] for t in report["tenants"]}["alpha"] == 0
+    assert report["ledger"]["consistent"]
+
+
+async def test_each_tenants_books_sum_to_zero_after_sales_and_payouts(
+    deployment: tuple[str, Path], network: Network
+) -> None:
+    """Alpha sells and pays out through the gateway's node, Beta through its own: each
+    tenant's sales come in and its payouts go out through its own outside-world account,
+    so each tenant's balances sum to zero on their own, not only the deployment's."""
+    url, _ = deployment
+    alpha_node, beta_node = network.node("gateway").client, network.node("payer").client
+    async with aiohttp.ClientSession() as s:
+        for host, sells_on, buyer in ((A, alpha_node, beta_node), (B, beta_node, alpha_node)):
+            tenant = HostSession(s, url, host)
+            headers_session = aiohttp.ClientSession(headers={"Host": host})
+            try:
+                up = await upload_raw(
+                    headers_session,
+                    url,
+                    random_bytes(2 * CHUNK),
+                    price_msat=10_000,
+                    chunk_size=CHUNK,
+                )
+            finally:
+                await headers_session.close()
+            async with tenant.request("GET", f"/v1/files/{up.file_id}/chunks/0?count=2") as r:
+                challenge = await r.json()
+            assert (await sells_on.decode_invoice(challenge["invoice"])).amount_msat == 20_000
+            payment = await buyer.pay_invoice(challenge["invoice"], fee_limit_msat=1_000)
+            auth = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+            async with tenant.request("GET", f"/v1/files/{up.file_id}/chunks/1", headers=auth) as r:
+                assert r.status == 200
+            # The uploader withdraws part of the earnings to an invoice of the other node.
+            payout = await buyer.create_invoice(5_000, "payout")
+            headers = bearer(up.api_key) | {"Idempotency-Key": "books-" + secrets.token_hex(6)}
+            async with tenant.request(
+                "POST", "/v1/account/withdrawals", json={"invoice": payout.bolt11}, headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            assert (await buyer.lookup_invoice(payout.payment_hash)).state == "settled"
+        async with HostSession(s, url, A).request(
+            "GET", "/v1/operator/report", headers=bearer(OPERATOR)
+        ) as r:
+            report = await r.json()
+    books = {t["tenant"]: t["ledger_sum_msat"] for t in report["tenants"]}
+    assert books == {"alpha": 0, "beta": 0}
+    assert report["ledger"]["consistent"]

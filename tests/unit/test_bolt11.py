@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning.bolt11 import invoice_amount_msat
+from lightning.bolt11 import check_invoice, invoice_amount_msat
 
 # From BOLT 11 "Examples" (lightning/bolts, 11-payment-encoding.md).
 DONATION = (
@@ -145,3 +145,21 @@ def test_networks_and_multipliers(hrp: str, msat: int | None) -> None:
 def test_bad_human_readable_parts(hrp: str) -> None:
     with pytest.raises(ValueError):
         invoice_amount_msat(_with_hrp(hrp))
+
+
+def test_check_invoice_wants_the_nodes_network_and_an_amount() -> None:
+    assert check_invoice(COFFEE, "mainnet", require_amount=True) == (COFFEE, 250_000_000)
+    assert check_invoice("lightning:" + COFFEE.upper(), "mainnet", True)[0] == COFFEE
+    assert check_invoice(TESTNET_20M, "testnet", True)[1] == 2_000_000_000
+    assert check_invoice(DONATION, "mainnet", require_amount=False) == (DONATION, None)
+    for invoice, network, message in [
+        (COFFEE, "regtest", "another network"),
+        (TESTNET_20M, "mainnet", "another network"),
+        (DONATION, "mainnet", "must name an amount"),
+        (COFFEE, "litecoin", "unknown Lightning network"),
+        (BAD_CHECKSUM, "mainnet", "checksum"),
+        ("%2e%2e/%2e%2e/v1/getinfo?a=bbbbbbbbbbbbbb", "regtest", "too short"),
+        ("lnbcrt1" + "%" * 120, "regtest", "outside the bech32 alphabet"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_invoice(invoice, network, require_amount=True)

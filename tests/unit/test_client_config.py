@@ -117,3 +117,21 @@ def test_cli_rejects_bad_price(tmp_path: Path, capsys: pytest.CaptureFixture[str
     args = ["upload", str(file), "--price-sat", "0.0001", "--config", str(tmp_path / "c.json")]
     assert main(args) == 1
     assert "millisatoshi" in capsys.readouterr().err
+
+
+def test_sandbox_command_becomes_python_m_sandbox(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The client never imports the sandbox (it sits above the gateway): it execs it."""
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        calls.append((path, argv))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("os.execv", fake_execv)
+    config = str(tmp_path / "c.json")
+    with pytest.raises(SystemExit):
+        main(["sandbox", "--port", "9000", "--config", config])
+    [(path, argv)] = calls
+    assert argv == [path, "-m", "sandbox", "--port", "9000", "--config", config]

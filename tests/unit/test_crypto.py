@@ -7,16 +7,22 @@ import hashlib
 import json
 from typing import Any
 
+import blake3
 import pytest
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
 
-import storage.crypto as crypto
+from storage import aead
 from storage.crypto import (
     CHUNK_OVERHEAD,
     FILE_ID_BYTES,
+    FORMAT_VERSION,
     KEY_BYTES,
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
+    READABLE_VERSIONS,
     FileDecryptor,
     FileEncryptor,
     FileHeader,
@@ -35,6 +41,7 @@ from storage.crypto import (
     plaintext_chunk_size,
     seal_chunk,
     sealed_chunk_size,
+    synthetic_nonce,
 )
 from storage.errors import ChunkAuthError, FormatError, StorageError, WrongKeyError
 
@@ -47,8 +54,10 @@ def data(size: int, seed: int = 0) -> bytes:
     return bytes((i * 31 + seed) % 251 for i in range(size))
 
 
-def seal_file(key: bytes, file_id: bytes, plaintext: bytes) -> tuple[FileHeader, list[bytes]]:
-    enc = FileEncryptor(key, file_id, len(plaintext), CS)
+def seal_file(
+    key: bytes, file_id: bytes, plaintext: bytes, version: int = FORMAT_VERSION
+) -> tuple[FileHeader, list[bytes]]:
+    enc = FileEncryptor(key, file_id, len(plaintext), CS, version)
     chunks = [enc.seal(i, plaintext[i * CS : (i + 1) * CS]) for i in range(enc.chunk_count)]
     return enc.header, chunks
 
@@ -258,8 +267,9 @@ def test_empty_file_is_one_empty_last_chunk() -> None:
         open_chunk(keys, FID, 0, False, chunks[0])
 
 
-def test_seal_chunk_layout_matches_spec() -> None:
-    keys = derive_keys(KEY, FID)
+def test_seal_chunk_layout_matches_spec_v1() -> None:
+    keys = derive_keys(KEY, FID, version=1)
+    assert keys.nonce_key == hkdf_sha256(KEY, FID, b"bitcache/v1/nonce-key")
     plaintext = data(100)
     sealed = seal_chunk(keys, FID, 2, False, plaintext)
     ad = b"bitcache/v1/chunk" + FID + (2).to_bytes(8, "big") + b"\x00"
@@ -271,15 +281,83 @@ def test_seal_chunk_layout_matches_spec() -> None:
     assert len(sealed) == len(plaintext) + 40
 
 
+def test_seal_chunk_layout_matches_spec_v2() -> None:
+    keys = derive_keys(KEY, FID, version=2)
+    assert keys.nonce_key == hkdf_sha256(KEY, FID, b"bitcache/v2/nonce-key")
+    assert keys.chunk_key == derive_keys(KEY, FID, version=1).chunk_key
+    plaintext = data(CS + 7)
+    sealed = seal_chunk(keys, FID, 2, True, plaintext)
+    ad = b"bitcache/v1/chunk" + FID + (2).to_bytes(8, "big") + b"\x01"  # same AD as v1
+    nonce = blake3.blake3(ad + plaintext, key=keys.nonce_key).digest(length=24)
+    body = crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, keys.chunk_key)
+    assert sealed == nonce + body
+    assert crypto_aead_xchacha20poly1305_ietf_decrypt(body, ad, nonce, keys.chunk_key) == (
+        plaintext
+    )
+
+
+def test_writers_default_to_v2_and_readers_accept_v1_and_v2() -> None:
+    assert FORMAT_VERSION == 2
+    assert READABLE_VERSIONS == (1, 2)
+    assert derive_keys(KEY, FID).version == 2
+    assert FileEncryptor(KEY, FID, 10, CS).header.version == 2
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("size", [0, 1, 2, CS + 1, 3 * CS])
+def test_every_version_round_trips(version: int, size: int) -> None:
+    plaintext = data(size, seed=version)
+    header, chunks = seal_file(KEY, FID, plaintext, version)
+    assert header.version == version
+    parsed = FileHeader.from_json_dict(json.loads(json.dumps(header.to_json_dict())))
+    dec = FileDecryptor(KEY, parsed)
+    assert dec.keys.version == version
+    assert b"".join(dec.open(i, c) for i, c in enumerate(chunks)) == plaintext
+
+
+def test_v1_and_v2_nonces_differ_ciphertexts_both_open() -> None:
+    plaintext = data(CS)
+    v1 = derive_keys(KEY, FID, version=1)
+    v2 = derive_keys(KEY, FID, version=2)
+    assert v1.nonce_key != v2.nonce_key  # one key is never used with two hashes
+    a, b = seal_chunk(v1, FID, 0, True, plaintext), seal_chunk(v2, FID, 0, True, plaintext)
+    assert a[:24] != b[:24]
+    # Opening does not depend on the version: either set of keys opens either chunk.
+    for keys in (v1, v2):
+        assert open_chunk(keys, FID, 0, True, a) == open_chunk(keys, FID, 0, True, b) == plaintext
+
+
+def test_derive_keys_rejects_unknown_versions() -> None:
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(FormatError, match="version"):
+            derive_keys(KEY, FID, bad)  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match="unsupported format version 3"):
+        FileEncryptor(KEY, FID, 10, CS, version=3)
+
+
+def test_seal_and_open_take_any_buffer_without_changing_bytes() -> None:
+    keys = derive_keys(KEY, FID)
+    plaintext = data(CS + 3)
+    sealed = seal_chunk(keys, FID, 1, True, plaintext)
+    assert type(sealed) is bytes
+    assert seal_chunk(keys, FID, 1, True, memoryview(plaintext)) == sealed
+    assert seal_chunk(keys, FID, 1, True, bytearray(plaintext)) == sealed
+    # A chunk inside a larger received buffer opens in place.
+    buffer = b"junk" + sealed + b"more"
+    view = memoryview(buffer)[4 : 4 + len(sealed)]
+    opened = open_chunk(keys, FID, 1, True, view)
+    assert type(opened) is bytes
+    assert opened == plaintext
+    assert synthetic_nonce(keys, chunk_associated_data(FID, 1, True), plaintext) == sealed[:24]
+
+
 # --- wrong key --------------------------------------------------------------------------------
 
 
 def test_wrong_key_rejected_before_any_chunk_is_opened(monkeypatch: pytest.MonkeyPatch) -> None:
     header, _ = seal_file(KEY, FID, data(CS + 1))
     calls: list[Any] = []
-    monkeypatch.setattr(
-        crypto, "crypto_aead_xchacha20poly1305_ietf_decrypt", lambda *a: calls.append(a)
-    )
+    monkeypatch.setattr(aead, "open", lambda *a: calls.append(a))
     with pytest.raises(WrongKeyError):
         FileDecryptor(new_file_key(), header)
     assert calls == []
@@ -288,9 +366,10 @@ def test_wrong_key_rejected_before_any_chunk_is_opened(monkeypatch: pytest.Monke
 # --- tampering --------------------------------------------------------------------------------
 
 
-def test_every_flipped_byte_is_detected() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_flipped_byte_is_detected(version: int) -> None:
     plaintext = data(64)
-    header, chunks = seal_file(KEY, FID, plaintext)
+    header, chunks = seal_file(KEY, FID, plaintext, version)
     dec = FileDecryptor(KEY, header)
     sealed = chunks[0]
     for pos in range(len(sealed)):  # nonce, ciphertext and tag
@@ -298,8 +377,9 @@ def test_every_flipped_byte_is_detected() -> None:
             dec.open(0, flip(sealed, pos))
 
 
-def test_flipped_byte_in_full_chunk_detected() -> None:
-    header, chunks = seal_file(KEY, FID, data(2 * CS))
+@pytest.mark.parametrize("version", [1, 2])
+def test_flipped_byte_in_full_chunk_detected(version: int) -> None:
+    header, chunks = seal_file(KEY, FID, data(2 * CS), version)
     dec = FileDecryptor(KEY, header)
     for pos in (0, 23, 24, CS // 2, len(chunks[0]) - 17, len(chunks[0]) - 1):
         with pytest.raises(ChunkAuthError):
@@ -372,13 +452,20 @@ def test_decryptor_checks_sealed_length() -> None:
         dec.open(2, chunks[1])
 
 
-def test_non_synthetic_nonce_rejected() -> None:
+def test_non_synthetic_nonce_is_not_checked_by_readers() -> None:
+    """Format §6.4: only a holder of the file key can make a chunk whose tag verifies, and
+    such a holder can also compute the synthetic nonce, so readers no longer re-hash."""
     keys = derive_keys(KEY, FID)
     ad = chunk_associated_data(FID, 0, True)
     nonce = bytes(24)
-    forged = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(b"hi", ad, nonce, keys.chunk_key)
-    with pytest.raises(ChunkAuthError, match="synthetic nonce"):
-        open_chunk(keys, FID, 0, True, forged)
+    other = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(b"hi", ad, nonce, keys.chunk_key)
+    assert open_chunk(keys, FID, 0, True, other) == b"hi"
+    assert synthetic_nonce(keys, ad, b"hi") != nonce  # a conformance check can still tell
+    # Without chunk_key the nonce cannot be chosen: any other key fails the tag.
+    stranger = derive_keys(new_file_key(), FID)
+    bad = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(b"hi", ad, nonce, stranger.chunk_key)
+    with pytest.raises(ChunkAuthError):
+        open_chunk(keys, FID, 0, True, bad)
 
 
 def test_encryptor_checks_plaintext_length() -> None:
@@ -416,7 +503,7 @@ def test_header_json_round_trip() -> None:
     header = FileEncryptor(KEY, FID, 5 * CS // 2, CS).header
     doc = header.to_json_dict()
     assert doc == {
-        "version": 1,
+        "version": 2,
         "file_id": encode_file_id(FID),
         "chunk_size": CS,
         "plaintext_size": 5 * CS // 2,
@@ -433,7 +520,8 @@ def _good_header() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"version": 2}, "unsupported format version 2"),
+        ({"version": 3}, "unsupported format version 3; this reader supports 1 and 2"),
+        ({"version": 0}, "unsupported format version 0"),
         ({"version": True}, "version must be an integer"),
         ({"version": "1"}, "version must be an integer"),
         ({"file_id": "not-an-id"}, "file id"),
@@ -468,4 +556,6 @@ def test_header_constructor_validates() -> None:
     with pytest.raises(FormatError):
         FileHeader(1, FID, CS, 10, bytes(31))
     with pytest.raises(FormatError):
-        FileHeader(2, FID, CS, 10, bytes(32))
+        FileHeader(3, FID, CS, 10, bytes(32))
+    assert FileHeader(1, FID, CS, 10, bytes(32)).version == 1
+    assert FileHeader(2, FID, CS, 10, bytes(32)).version == 2

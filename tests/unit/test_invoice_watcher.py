@@ -26,12 +26,15 @@ import pytest
 from aiohttp import web
 
 from gateway.billing.quota import Plan
-from gateway.billing.settlement import InvoiceWatcher, Settlement, WatcherPool
+from gateway.billing.settlement import Settlement
+from gateway.billing.watcher import InvoiceWatcher, WatcherPool
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
-from gateway.tenants.registry import LightningNodes, TenantRegistry
+from gateway.tenants.nodes import LightningNodes, connection_key
+from gateway.tenants.registry import TenantRegistry
 from lightning.lnd import LndRestClient
+from rest.session import LazySession
 
 PLAN = Plan(id="p", name="P", quota_bytes=1_000, duration_s=60, price_msat=5_000)
 
@@ -49,7 +52,11 @@ class FakeLnd:
         app = web.Application()
         app.router.add_get("/v1/invoices/subscribe", self.subscribe)
         app.router.add_get("/v1/invoice/{hash}", self.lookup)
+        app.router.add_get("/v1/getinfo", self.getinfo)
         return app
+
+    async def getinfo(self, request: web.Request) -> web.Response:
+        return web.json_response({"identity_pubkey": "02" + "ab" * 32, "alias": "fake"})
 
     def _settled_line(self) -> bytes:
         invoice = {
@@ -89,7 +96,7 @@ class FakeLnd:
 def _client(url: str) -> LndRestClient:
     client = LndRestClient(url, "unused.cert", b"\x00")
     # Plain HTTP on loopback: no TLS context is needed (or possible without a cert).
-    client._session = aiohttp.ClientSession()
+    client._http = LazySession(aiohttp.ClientTimeout(total=30, sock_connect=5))
     return client
 
 
@@ -140,8 +147,9 @@ async def test_a_broken_stream_is_logged_and_retried(
     db, settlement, payment_hash, _ = books
     lnd = FakeLnd([fault, fault, "ok"], payment_hash)
     server = await aiohttp_server(lnd.app())
-    client = _client(str(server.make_url("")).rstrip("/"))
-    watcher = InvoiceWatcher(settlement, db, client, lambda: ["default"], retry_after_s=1)
+    url = str(server.make_url("")).rstrip("/")
+    client = _client(url)
+    watcher = InvoiceWatcher(settlement, db, client, url, lambda: ["default"], retry_after_s=1)
     caplog.set_level(logging.INFO, "bitcache.settlement")
     task = asyncio.create_task(watcher.run())
     try:
@@ -173,7 +181,8 @@ async def test_a_database_error_while_booking_is_retried(
     db, settlement, payment_hash, _ = books
     lnd = FakeLnd(["ok"], payment_hash)
     server = await aiohttp_server(lnd.app())
-    client = _client(str(server.make_url("")).rstrip("/"))
+    url = str(server.make_url("")).rstrip("/")
+    client = _client(url)
     real_book = settlement.book
     failures = [sqlite3.OperationalError("database is locked")]
 
@@ -183,7 +192,7 @@ async def test_a_database_error_while_booking_is_retried(
         return await real_book(*args, **kwargs)
 
     monkeypatch.setattr(settlement, "book", flaky_book)
-    watcher = InvoiceWatcher(settlement, db, client, lambda: ["default"], retry_after_s=1)
+    watcher = InvoiceWatcher(settlement, db, client, url, lambda: ["default"], retry_after_s=1)
     task = asyncio.create_task(watcher.run())
     try:
 
@@ -212,24 +221,25 @@ async def test_the_pool_restarts_a_watcher_that_ended(
     lnd = FakeLnd(["ok"], payment_hash)
     server = await aiohttp_server(lnd.app())
     url = str(server.make_url("")).rstrip("/")
-    nodes = LightningNodes(config.lnd.model_copy(update={"rest_url": url}))
-    nodes._clients[url] = _client(url)
+    settings = config.lnd.model_copy(update={"rest_url": url})
+    nodes = LightningNodes(settings, connect=lambda s: _client(s.rest_url))
     tenants = TenantRegistry(config)
     pool = WatcherPool(settlement, db, tenants, nodes, retry_after_s=1)
     await pool.ensure()
-    first = pool._tasks[url]
+    key = connection_key(settings)
+    first = pool._tasks[key]
     try:
         first.cancel()  # ended from outside, as a bug or a stray cancel would
         await asyncio.gather(first, return_exceptions=True)
         await pool.ensure()
-        second = pool._tasks[url]
+        second = pool._tasks[key]
         assert second is not first and not second.done()
         assert any(
             r.levelno == logging.ERROR and "had ended (cancelled); restarting" in r.getMessage()
             for r in caplog.records
         )
         await pool.ensure()  # a running watcher is left alone
-        assert pool._tasks[url] is second
+        assert pool._tasks[key] is second
     finally:
         lnd.release.set()
         await pool.stop()

@@ -1,4 +1,4 @@
-"""Tests for l402.caveats: identifiers, caveat rules, headers and credential checks."""
+"""Tests for l402: identifiers, caveat rules, headers and credential checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from l402.caveats import (
+from l402 import (
     AccessRequest,
     Caveat,
     Credential,

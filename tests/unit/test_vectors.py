@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
 
@@ -29,11 +30,22 @@ def test_file_matches_generator(stored: dict[str, Any]) -> None:
 
 
 def test_covers_required_cases(stored: dict[str, Any]) -> None:
-    sizes = [f["plaintext_size"] for f in stored["files"]]
-    assert 0 in sizes
-    main = stored["files"][0]
-    assert main["plaintext_size"] == main["chunk_size"] * 5 // 2
-    assert [c["last"] for c in main["chunks"]] == [False, False, True]
+    assert stored["readable_versions"] == [1, 2]
+    for version in (1, 2):
+        files = [f for f in stored["files"] if f["version"] == version]
+        assert [f["header"]["version"] for f in files] == [version, version]
+        assert 0 in [f["plaintext_size"] for f in files]
+        main = files[0]
+        assert main["plaintext_size"] == main["chunk_size"] * 5 // 2
+        assert [c["last"] for c in main["chunks"]] == [False, False, True]
+
+
+def test_v1_vectors_are_the_published_ones(stored: dict[str, Any]) -> None:
+    """Format v1 stays readable: its vectors must never change (only v2 was added)."""
+    v1 = "".join(c["sealed_hex"] for f in stored["files"] if f["version"] == 1 for c in f["chunks"])
+    assert hashlib.sha256(v1.encode()).hexdigest() == (
+        "3834007227d18e6302989670deee20bf37bf1344da50d4250770b754c181b6ec"
+    )
 
 
 def test_hkdf_vector(stored: dict[str, Any]) -> None:
@@ -48,7 +60,7 @@ def test_hkdf_vector(stored: dict[str, Any]) -> None:
     assert okm.hex() == v["okm_hex"]
 
 
-@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("which", [0, 1, 2, 3])
 def test_stored_chunks_open_to_stored_plaintext(stored: dict[str, Any], which: int) -> None:
     f = stored["files"][which]
     key, fid = bytes.fromhex(f["key_hex"]), bytes.fromhex(f["file_id_hex"])
@@ -74,11 +86,17 @@ def test_chunks_follow_spec_independently(stored: dict[str, Any]) -> None:
         fid = bytes.fromhex(f["file_id_hex"])
         nonce_key = bytes.fromhex(f["subkeys"]["nonce_key_hex"])
         chunk_key = bytes.fromhex(f["subkeys"]["chunk_key_hex"])
+        key = bytes.fromhex(f["key_hex"])
+        info = f"bitcache/v{f['version']}/nonce-key".encode()
+        assert hkdf_sha256(key, fid, info).hex() == f["subkeys"]["nonce_key_hex"]
         for c in f["chunks"]:
             ad = b"bitcache/v1/chunk" + fid + c["index"].to_bytes(8, "big") + bytes([c["last"]])
             assert ad.hex() == c["associated_data_hex"]
             plaintext = bytes.fromhex(c["plaintext_hex"])
-            nonce = hashlib.blake2b(ad + plaintext, digest_size=24, key=nonce_key).digest()
+            if f["version"] == 1:
+                nonce = hashlib.blake2b(ad + plaintext, digest_size=24, key=nonce_key).digest()
+            else:
+                nonce = blake3.blake3(ad + plaintext, key=nonce_key).digest(length=24)
             assert nonce.hex() == c["nonce_hex"]
             sealed = bytes.fromhex(c["sealed_hex"])
             assert sealed[:24] == nonce

@@ -29,7 +29,11 @@ before(async () => {
 
 describe("vectors", () => {
   test("format version", () => {
-    assert.equal(V.format_version, f.FORMAT_VERSION);
+    // The reference (Python) writer's version; this writer may write an older one.
+    assert.ok(f.READABLE_VERSIONS.includes(V.format_version));
+    assert.ok(f.READABLE_VERSIONS.includes(f.FORMAT_VERSION));
+    assert.deepEqual(V.readable_versions, [...f.READABLE_VERSIONS]);
+    assert.deepEqual([...new Set(V.files.map((file) => file.version))], [1, 2]);
   });
 
   test("HKDF-SHA256 RFC 5869 case 1", async () => {
@@ -39,9 +43,10 @@ describe("vectors", () => {
   });
 
   for (const [n, file] of V.files.entries()) {
-    describe(`files[${n}] (${file.description})`, () => {
+    describe(`files[${n}] (${file.description}, v${file.version})`, () => {
       const key = hex(file.key_hex);
       const fileId = hex(file.file_id_hex);
+      const version = file.version;
 
       test("text forms of key and file id", () => {
         assert.equal(f.encodeKey(key), file.key_text);
@@ -51,7 +56,8 @@ describe("vectors", () => {
       });
 
       test("subkeys and commitment", async () => {
-        const keys = await f.deriveKeys(key, fileId);
+        assert.equal(file.header.version, version);
+        const keys = await f.deriveKeys(key, fileId, version);
         assert.equal(toHex(keys.chunkKey), file.subkeys.chunk_key_hex);
         assert.equal(toHex(keys.nonceKey), file.subkeys.nonce_key_hex);
         assert.equal(toHex(keys.manifestKey), file.subkeys.manifest_key_hex);
@@ -59,7 +65,7 @@ describe("vectors", () => {
       });
 
       test("header JSON, byte for byte", async () => {
-        const enc = await f.FileEncryptor.create(key, fileId, file.plaintext_size, file.chunk_size);
+        const enc = await f.FileEncryptor.create(key, fileId, file.plaintext_size, file.chunk_size, version);
         assert.equal(JSON.stringify(enc.headerJson()), JSON.stringify(file.header));
         assert.equal(enc.chunkCount, file.chunks.length);
         const parsed = f.parseHeader(file.header);
@@ -69,9 +75,9 @@ describe("vectors", () => {
       });
 
       test("every chunk: plaintext, associated data, nonce, sealed bytes, opening", async () => {
-        const keys = await f.deriveKeys(key, fileId);
+        const keys = await f.deriveKeys(key, fileId, version);
         const whole = plaintextOf(file.plaintext_size);
-        const enc = await f.FileEncryptor.create(key, fileId, file.plaintext_size, file.chunk_size);
+        const enc = await f.FileEncryptor.create(key, fileId, file.plaintext_size, file.chunk_size, version);
         const dec = await f.FileDecryptor.create(key, file.header);
         for (const c of file.chunks) {
           const [start, end] = enc.chunkRange(c.index);
@@ -82,6 +88,7 @@ describe("vectors", () => {
           const sealed = f.sealChunk(keys, fileId, c.index, c.last, plaintext);
           assert.equal(toHex(sealed), c.sealed_hex, `sealed ${c.index}`);
           assert.equal(toHex(sealed.subarray(0, 24)), c.nonce_hex);
+          assert.equal(toHex(f.syntheticNonce(keys, hex(c.associated_data_hex), plaintext)), c.nonce_hex);
           assert.equal(toHex(enc.seal(c.index, plaintext)), c.sealed_hex);
           assert.equal(sealed.length, dec.sealedSize(c.index));
           assert.equal(toHex(f.openChunk(keys, fileId, c.index, c.last, hex(c.sealed_hex))), c.plaintext_hex);
@@ -128,7 +135,7 @@ describe("tampering (§6.4)", () => {
   const fileId = hex(file.file_id_hex);
   let keys;
   before(async () => {
-    keys = await f.deriveKeys(key, fileId);
+    keys = await f.deriveKeys(key, fileId, file.version);
   });
 
   test("a flipped byte in nonce, ciphertext or tag fails", () => {
@@ -182,12 +189,42 @@ describe("tampering (§6.4)", () => {
     assert.throws(() => f.openChunk(keys, fileId, 0, false, new Uint8Array(39)), f.ChunkAuthError);
   });
 
-  test("a non-synthetic nonce is rejected even though the tag verifies", () => {
+  test("readers do not recompute the nonce (§6.4); without chunkKey no nonce can be chosen", async () => {
     const c = file.chunks[0];
     const ad = f.chunkAssociatedData(fileId, 0, false);
     const nonce = new Uint8Array(24).fill(9);
     const body = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(hex(c.plaintext_hex), ad, null, nonce, keys.chunkKey);
-    assert.throws(() => f.openChunk(keys, fileId, 0, false, f.concatBytes(nonce, body)), /synthetic nonce/);
+    assert.equal(toHex(f.openChunk(keys, fileId, 0, false, f.concatBytes(nonce, body))), c.plaintext_hex);
+    assert.notEqual(toHex(f.syntheticNonce(keys, ad, hex(c.plaintext_hex))), toHex(nonce));
+    const stranger = await f.deriveKeys(f.newFileKey(), fileId);
+    const forged = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(hex(c.plaintext_hex), ad, null, nonce, stranger.chunkKey);
+    assert.throws(() => f.openChunk(keys, fileId, 0, false, f.concatBytes(nonce, forged)), f.ChunkAuthError);
+  });
+
+  test("v1 and v2 chunks of the same file open with either version's keys", async () => {
+    const v2 = V.files.find((x) => x.version === 2 && x.file_id_hex === file.file_id_hex);
+    const keys2 = await f.deriveKeys(key, fileId, 2);
+    assert.notEqual(toHex(keys2.nonceKey), toHex(keys.nonceKey));
+    assert.equal(toHex(keys2.chunkKey), toHex(keys.chunkKey));
+    for (const [i, c] of file.chunks.entries()) {
+      const c2 = v2.chunks[i];
+      assert.notEqual(c.nonce_hex, c2.nonce_hex);
+      for (const k of [keys, keys2]) {
+        assert.equal(toHex(f.openChunk(k, fileId, i, c.last, hex(c.sealed_hex))), c.plaintext_hex);
+        assert.equal(toHex(f.openChunk(k, fileId, i, c.last, hex(c2.sealed_hex))), c.plaintext_hex);
+      }
+    }
+  });
+
+  test("a v2 chunk with a flipped byte fails", async () => {
+    const v2 = V.files.find((x) => x.version === 2 && x.file_id_hex === file.file_id_hex);
+    const keys2 = await f.deriveKeys(key, fileId, 2);
+    for (const c of v2.chunks) {
+      const sealed = hex(c.sealed_hex);
+      for (const at of [0, 23, 24, sealed.length - 1]) {
+        assert.throws(() => f.openChunk(keys2, fileId, c.index, c.last, flipped(sealed, at)), f.ChunkAuthError);
+      }
+    }
   });
 
   test("wrong key is detected by the commitment before any chunk", async () => {
@@ -299,7 +336,8 @@ describe("strict encodings (§2)", () => {
       "x",
       { ...good, extra: 1 },
       (({ commitment, ...rest }) => rest)(good),
-      { ...good, version: 2 },
+      { ...good, version: 3 },
+      { ...good, version: 0 },
       { ...good, version: true },
       { ...good, chunk_size: "4096" },
       { ...good, chunk_size: 4096.5 },
@@ -311,10 +349,22 @@ describe("strict encodings (§2)", () => {
       { ...good, commitment: `${good.commitment}=` },
     ];
     for (const h of bad) assert.throws(() => f.parseHeader(h), f.FormatError, JSON.stringify(h));
-    assert.throws(() => f.parseHeader({ ...good, version: 2 }), /unsupported format version 2/);
+    assert.throws(() => f.parseHeader({ ...good, version: 3 }), /unsupported format version 3; this reader supports 1 and 2/);
+    assert.equal(f.parseHeader({ ...good, version: 1 }).version, 1);
+    assert.equal(f.parseHeader({ ...good, version: 2 }).version, 2);
     assert.throws(() => f.parseJsonIntegersOnly('{"chunk_size":4096.0}'), f.FormatError);
     assert.throws(() => f.parseJsonIntegersOnly('{"chunk_size":4e3}'), f.FormatError);
     assert.deepEqual(f.parseJsonIntegersOnly('{"a":"1.5e3","b":true,"c":false,"d":-3}'), { a: "1.5e3", b: true, c: false, d: -3 });
+  });
+
+  test("keys and encryptors refuse unknown versions", async () => {
+    const key = hex(V.files[0].key_hex);
+    const id = hex(V.files[0].file_id_hex);
+    for (const bad of [0, 3, "2", true]) {
+      await assert.rejects(() => f.deriveKeys(key, id, bad), f.FormatError);
+      await assert.rejects(() => f.FileEncryptor.create(key, id, 10, 4096, bad), f.FormatError);
+    }
+    assert.throws(() => f.syntheticNonce({ nonceKey: new Uint8Array(32) }, new Uint8Array(42), new Uint8Array(1)), f.FormatError);
   });
 
   test("chunk geometry", () => {
@@ -392,6 +442,19 @@ describe("manifest validation (§8)", () => {
 });
 
 describe("round trip with the default chunk size", () => {
+  test("1.5 MiB in format v2", async () => {
+    const size = 1.5 * 1024 * 1024;
+    const data = plaintextOf(size);
+    const key = f.newFileKey();
+    const enc = await f.FileEncryptor.create(key, f.newFileId(), size, undefined, 2);
+    assert.equal(enc.headerJson().version, 2);
+    const dec = await f.FileDecryptor.create(key, enc.headerJson());
+    for (let i = 0; i < enc.chunkCount; i++) {
+      const [s, e] = enc.chunkRange(i);
+      assert.deepEqual(dec.open(i, enc.seal(i, data.subarray(s, e))), data.subarray(s, e));
+    }
+  });
+
   test("3.5 MiB through FileEncryptor and FileDecryptor", async () => {
     const size = 3.5 * 1024 * 1024;
     const data = plaintextOf(size);
@@ -399,6 +462,7 @@ describe("round trip with the default chunk size", () => {
     const id = f.newFileId();
     const enc = await f.FileEncryptor.create(key, id, size);
     assert.equal(enc.chunkCount, 4);
+    assert.equal(enc.headerJson().version, f.FORMAT_VERSION);
     const dec = await f.FileDecryptor.create(key, enc.headerJson());
     const out = new Uint8Array(size);
     for (let i = 0; i < enc.chunkCount; i++) {

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.billing import ledger
+from gateway.billing.plans import sell_plan
 from gateway.billing.quota import SECONDS_PER_DAY, byte_seconds
 from gateway.billing.withdrawals import WithdrawalRefused
 from gateway.config import TenantSettings
 from gateway.http.auth import require_account, require_operator
+from gateway.http.models import BuyPlanBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance
 from gateway.http.problems import Problem, bad_request, not_found
-from gateway.persistence.ledger import balance, totals
+from gateway.persistence.ledger import balance, tenant_sum, totals
 from gateway.persistence.quotas import limit_bytes, subscriptions
 from gateway.services import Services, services, tenant_of
-
-
-class BuyPlanBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    plan_id: str = Field(min_length=1, max_length=32)
-
-
-class WithdrawBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    invoice: str = Field(min_length=20, max_length=4096)
+from lightning.bolt11 import check_invoice, invoice_amount_msat
 
 
 async def create_account(request: web.Request) -> web.Response:
@@ -45,41 +36,33 @@ async def create_account(request: web.Request) -> web.Response:
     )
 
 
-async def _files_usage(s: Services, account_id: str) -> list[dict[str, Any]]:
-    now = int(time.time())
-    rows = await s.db.fetch_all(
-        "SELECT id, state, stored_bytes, created_at, deleted_at, bytes_served, chunks_sold,"
-        " earned_msat FROM files WHERE owner_id = ? ORDER BY created_at",
-        (account_id,),
-    )
+async def _files_usage(s: Services, account_id: str, now: int) -> list[dict[str, Any]]:
     return [
         {
-            "file_id": r["id"],
-            "state": r["state"],
-            "bytes_stored": 0 if r["state"] == "deleted" else int(r["stored_bytes"]),
-            "byte_days": byte_seconds(
-                int(r["stored_bytes"]), int(r["created_at"]), int(r["deleted_at"] or now)
-            )
+            "file_id": f.id,
+            "state": f.state,
+            "bytes_stored": 0 if f.state == "deleted" else f.stored_bytes,
+            "byte_days": byte_seconds(f.stored_bytes, f.created_at, f.deleted_at or now)
             / SECONDS_PER_DAY,
-            "bytes_served": int(r["bytes_served"]),
-            "chunks_sold": int(r["chunks_sold"]),
-            "earned_msat": int(r["earned_msat"]),
+            "bytes_served": f.bytes_served,
+            "chunks_sold": f.chunks_sold,
+            "earned_msat": f.earned_msat,
         }
-        for r in rows
+        for f in await s.files.usage(account_id)
     ]
 
 
 async def account_usage(s: Services, tenant: TenantSettings, account_id: str) -> dict[str, Any]:
     account = await s.accounts.get(account_id)
     assert account is not None
-    now = int(time.time())
+    now = int(s.clock())
     subs = await subscriptions(s.db, account_id)
-    files = await _files_usage(s, account_id)
+    files = await _files_usage(s, account_id, now)
     return {
         "account_id": account.id,
         "tenant": account.tenant_id,
         "used_bytes": account.used_bytes,
-        "limit_bytes": await limit_bytes(s.db, tenant, account_id),
+        "limit_bytes": await limit_bytes(s.db, tenant, account_id, now),
         "free_quota_bytes": tenant.free_quota_bytes,
         "plans": [
             {
@@ -121,25 +104,16 @@ async def buy_plan(request: web.Request) -> web.Response:
         raise not_found(f"no plan {body.plan_id!r}; see GET /v1/plans")
     spend_invoice_allowance(request)
     node = s.nodes.settings_for(tenant)
-    invoice = await s.nodes.client(node).create_invoice(
-        plan.price_msat,
-        f"{tenant.display_name} plan: {plan.name}",
-        expiry_s=node.invoice_expiry_s,
+    invoice = await sell_plan(
+        s.db,
+        s.nodes.client(node),
+        node.invoice_expiry_s,
+        tenant,
+        account.id,
+        plan,
+        s.clock,
+        await s.nodes.node_id(node),
     )
-    async with s.db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO plan_invoices (payment_hash, account_id, plan_id, amount_msat, bolt11,"
-            " created_at, tenant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                invoice.payment_hash,
-                account.id,
-                plan.id,
-                plan.price_msat,
-                invoice.bolt11,
-                int(time.time()),
-                tenant.id,
-            ),
-        )
     return web.json_response(
         {
             "plan": plan.model_dump(),
@@ -149,6 +123,13 @@ async def buy_plan(request: web.Request) -> web.Response:
         },
         status=201,
     )
+
+
+_REFUSAL_STATUS = {
+    "insufficient-funds": 409,
+    "invoice-already-used": 409,
+    "idempotency-key-reused": 422,  # the same key with another body
+}
 
 
 async def withdraw(request: web.Request) -> web.Response:
@@ -162,15 +143,26 @@ async def withdraw(request: web.Request) -> web.Response:
             "idempotency-key-required",
         )
     body = await json_model(request, WithdrawBody)
+    invoice = await _checked_invoice(s, tenant_of(request), body.invoice)
     try:
-        result = await s.withdrawals.request(
-            account.id, tenant_of(request), body.invoice.strip(), key
-        )
+        result = await s.withdrawals.request(account.id, tenant_of(request), invoice, key)
     except WithdrawalRefused as exc:
-        status = 409 if exc.slug in ("insufficient-funds", "invoice-already-used") else 400
+        status = _REFUSAL_STATUS.get(exc.slug, 400)
         raise Problem(status, exc.slug, "Withdrawal refused", str(exc)) from exc
     status = {"succeeded": 200, "failed": 402, "pending": 202}[result.state]
     return web.json_response(result.public(), status=status)
+
+
+async def _checked_invoice(s: Services, tenant: TenantSettings, bolt11: str) -> str:
+    """The invoice in canonical form, or 422 before any Lightning node sees it (a bad
+    invoice string once went into an LND REST path unescaped)."""
+    try:
+        invoice_amount_msat(bolt11)  # bech32 alphabet, checksum and amount first: pure
+        network = await s.nodes.for_tenant(tenant).network()
+        invoice, _ = check_invoice(bolt11, network, require_amount=True)
+    except ValueError as exc:
+        raise Problem(422, "bad-invoice", "Not a payable invoice", str(exc)) from exc
+    return invoice
 
 
 async def get_withdrawal(request: web.Request) -> web.Response:
@@ -188,10 +180,10 @@ async def operator_report(request: web.Request) -> web.Response:
     s = services(request)
     tenants = []
     for tenant in s.tenants.tenants:
-        rows = await s.db.fetch_all(
-            "SELECT id FROM accounts WHERE tenant_id = ? ORDER BY created_at", (tenant.id,)
-        )
-        accounts = [await account_usage(s, tenant, r[0]) for r in rows]
+        accounts = [
+            await account_usage(s, tenant, account_id)
+            for account_id in await s.accounts.ids_in_tenant(tenant.id)
+        ]
         for usage in accounts:
             usage.pop("files")
         tenants.append(
@@ -200,6 +192,8 @@ async def operator_report(request: web.Request) -> web.Response:
                 "accounts": accounts,
                 "fees_msat": await balance(s.db, f"{ledger.OPERATOR_FEES}:{tenant.id}"),
                 "plans_msat": await balance(s.db, f"{ledger.OPERATOR_PLANS}:{tenant.id}"),
+                # Zero: each tenant's books stand on their own.
+                "ledger_sum_msat": await tenant_sum(s.db, tenant.id),
             }
         )
     entries_sum, balances_sum = await totals(s.db)

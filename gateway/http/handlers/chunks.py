@@ -8,6 +8,7 @@ import l402
 from gateway.billing.pricing import purchase_range
 from gateway.http.auth import optional_account
 from gateway.http.params import (
+    check_chunk_index,
     chunk_index_param,
     int_param,
     load_file,
@@ -20,8 +21,10 @@ from gateway.services import services, tenant_of
 
 async def get_chunk(request: web.Request) -> web.Response:
     s = services(request)
+    index = chunk_index_param(request)
+    count_param(request)  # malformed ?count= is a 400 even when the chunk is free or owned
     record = await load_file(request)
-    index = chunk_index_param(request, record)
+    check_chunk_index(record, index)
     if not record.complete:
         raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
     owner = await optional_account(request)
@@ -47,7 +50,7 @@ async def get_chunk(request: web.Request) -> web.Response:
     chunk = await s.files.chunk(record.id, index)
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
-    data = await s.kubo.cat(chunk.cid)
+    data = await s.ipfs.cat(chunk.cid)
     if len(data) != chunk.size:
         raise Problem(
             502,
@@ -63,16 +66,23 @@ async def get_chunk(request: web.Request) -> web.Response:
     )
 
 
+def count_param(request: web.Request) -> int:
+    """How many chunks to buy ahead (?count=N, default 1)."""
+    return int_param(request.query.get("count", "1"), "count", minimum=1)
+
+
 async def _payment_required(
     request: web.Request, record: FileRecord, index: int, detail: str
 ) -> Problem:
     s = services(request)
-    requested = int_param(request.query.get("count", "1"), "count", minimum=1)
+    requested = count_param(request)
     spend_invoice_allowance(request)
-    chunks = purchase_range(index, requested, record.chunk_count, s.config.max_range_chunks)
+    chunks = purchase_range(
+        index, requested, record.chunk_count, s.config.max_range_chunks, record.price_msat
+    )
     node = s.nodes.settings_for(tenant_of(request))
     challenge = await s.tokens.challenge(
-        record, chunks, s.nodes.client(node), node.invoice_expiry_s
+        record, chunks, s.nodes.client(node), node.invoice_expiry_s, await s.nodes.node_id(node)
     )
     return Problem(
         402,

@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
-from gateway.http.params import chunk_index_param, json_model, load_file
-from gateway.http.problems import Problem, bad_request, conflict
-from gateway.persistence.files import ChunkConflict, FileConflict, FileRecord
+from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
+from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
+from gateway.http.problems import Problem, bad_request, conflict, gone
+from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
-from storage.crypto import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, FileHeader, b64url_encode
+from storage.crypto import (
+    CHUNK_OVERHEAD,
+    MAX_CHUNK_SIZE,
+    FileHeader,
+    b64url_decode_any,
+    b64url_encode,
+)
 from storage.errors import FormatError
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-# A sealed manifest is small; anything near this is not one.
-_MAX_MANIFEST_BYTES = 64 * 1024
-
-
-class CreateFileBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    header: dict[str, Any]
-    manifest: str = Field(min_length=1, max_length=_MAX_MANIFEST_BYTES * 2)
-    price_msat: int | None = Field(default=None, ge=0, le=100_000_000)
-
-
-def _b64url_bytes(text: str, what: str) -> bytes:
-    if not _B64URL.fullmatch(text):
-        raise FormatError(f"{what} must be unpadded base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url_encode(data) != text:
-        raise FormatError(f"{what} is not canonical base64url")
-    return data
 
 
 def file_state(
@@ -76,14 +59,14 @@ async def create_file(request: web.Request) -> web.Response:
     body = await json_model(request, CreateFileBody)
     try:
         header = FileHeader.from_json_dict(body.header)
-        manifest = _b64url_bytes(body.manifest, "manifest")
+        manifest = b64url_decode_any(body.manifest, "manifest")
     except FormatError as exc:
         raise bad_request(str(exc), "bad-header") from exc
-    if len(manifest) > _MAX_MANIFEST_BYTES:
+    if len(manifest) > MAX_MANIFEST_BYTES:
         raise bad_request("manifest too large")
     tenant = tenant_of(request)
     price = price_default(request) if body.price_msat is None else body.price_msat
-    limit = await limit_bytes(s.db, tenant, account.id)
+    limit = await limit_bytes(s.db, tenant, account.id, int(s.clock()))
     try:
         record, created = await s.files.create(
             header, manifest, price, account.id, limit, tenant.id
@@ -136,8 +119,9 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def put_chunk(request: web.Request) -> web.Response:
     s = services(request)
+    index = chunk_index_param(request)
     record = await _owned_file(request, "upload to")
-    index = chunk_index_param(request, record)
+    check_chunk_index(record, index)
     expected = record.sealed_size(index)
     declared = request.content_length
     if declared is not None and declared > MAX_CHUNK_SIZE + CHUNK_OVERHEAD:
@@ -152,12 +136,19 @@ async def put_chunk(request: web.Request) -> web.Response:
     data = await request.read()
     if len(data) != expected:
         raise _wrong_size(index, expected, len(data))
-    cid = await s.kubo.add(data)
+    cid = await s.ipfs.add(data)
     try:
-        created = await s.files.put_chunk(record.id, index, cid, len(data))
-    except ChunkConflict as exc:
-        await s.kubo.pin_rm(cid)  # the stored chunk stays; drop the rejected bytes
+        created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
+    except (ChunkConflict, FileGone) as exc:
+        # The rejected bytes' pin was released unless another chunk uses that CID (the
+        # same ciphertext may belong to another file): unpin now if nobody does.
+        await s.unpinner.drain(only=[cid])
+        if isinstance(exc, FileGone):
+            raise gone(str(exc)) from exc
         raise conflict(str(exc), "chunk-exists") from exc
+    if first_reference:
+        # An unpinner may have unpinned this CID between our add and our commit.
+        await s.ipfs.pin_add(cid)
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
 
 
@@ -173,7 +164,10 @@ def _wrong_size(index: int, expected: int, got: int) -> Problem:
 async def complete_file(request: web.Request) -> web.Response:
     s = services(request)
     record = await _owned_file(request, "complete")
-    missing = await s.files.mark_complete(record.id, record.chunk_count)
+    try:
+        missing = await s.files.mark_complete(record.id, record.chunk_count)
+    except FileGone as exc:
+        raise gone(str(exc)) from exc
     if missing:
         raise conflict(
             f"{len(missing)} chunk(s) not uploaded yet", "upload-incomplete", missing=missing

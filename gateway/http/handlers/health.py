@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.services import Services, services
-from ipfs.kubo import KuboError
+from ipfs.errors import IpfsError
 from lightning.errors import LightningError
 
 _CHECK_TIMEOUT_S = 3.0
@@ -26,8 +26,8 @@ async def _lnd(s: Services) -> dict[str, Any]:
 
 async def _kubo(s: Services) -> dict[str, Any]:
     try:
-        version = await asyncio.wait_for(s.kubo.version(), _CHECK_TIMEOUT_S)
-    except (KuboError, TimeoutError) as exc:
+        version = await asyncio.wait_for(s.ipfs.version(), _CHECK_TIMEOUT_S)
+    except (IpfsError, TimeoutError) as exc:
         return {"ok": False, "error": str(exc) or "timeout"}
     return {"ok": True, "version": version}
 

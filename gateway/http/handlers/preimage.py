@@ -7,19 +7,17 @@ is settled, and the same L402 token then works as if the page had paid itself.
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 import l402
+from gateway.http.models import PreimageBody
 from gateway.http.params import json_model
 from gateway.http.problems import Problem, not_found
+from gateway.persistence.invoices import tenant_of_invoice
 from gateway.services import services, tenant_of
 from lightning.models import InvoiceState
-
-
-class PreimageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    macaroon: str = Field(min_length=10, max_length=64 * 1024)
 
 
 async def preimage(request: web.Request) -> web.Response:
@@ -29,13 +27,16 @@ async def preimage(request: web.Request) -> web.Response:
         payment_hash = s.tokens.holder_payment_hash(body.macaroon)
     except l402.L402Error as exc:
         raise Problem(403, "not-our-token", "Not a token of this gateway", str(exc)) from exc
-    row = await s.db.fetch_one(
-        "SELECT tenant_id FROM invoices WHERE payment_hash = ?", (payment_hash,)
-    )
-    if row is None or row[0] != tenant_of(request).id:
+    if await tenant_of_invoice(s.db, payment_hash) != tenant_of(request).id:
         raise not_found("no invoice for this token here")
     invoice = await s.nodes.for_tenant(tenant_of(request)).lookup_invoice(payment_hash)
-    if invoice.state != InvoiceState.SETTLED or invoice.preimage is None:
+    # The node's word is not proof (a tenant runs its own node): the preimage is.
+    proof = invoice.preimage
+    if (
+        invoice.state != InvoiceState.SETTLED
+        or proof is None
+        or hashlib.sha256(proof).digest() != payment_hash
+    ):
         return web.json_response(
             {"state": str(invoice.state), "detail": "not paid yet"},
             status=202,
@@ -43,6 +44,6 @@ async def preimage(request: web.Request) -> web.Response:
         )
     await s.tokens.note_paid(payment_hash)
     return web.json_response(
-        {"state": "settled", "preimage": invoice.preimage.hex()},
+        {"state": "settled", "preimage": proof.hex()},
         headers={"Cache-Control": "no-store"},
     )

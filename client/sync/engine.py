@@ -1,0 +1,568 @@
+"""One two-way pass between a folder and the vault.
+
+Each path is compared three ways: as it was when last in step (the local state), as it is on
+disk, and as the vault says. A side that did not move since the last pass takes the other's
+change; when both moved to different contents, the vault's version keeps the name and the
+local one becomes a Syncthing-style conflict copy, so nothing is lost. An edit beats a delete.
+Writes to the vault are compare-and-set: if another device wrote first, the pass reads its
+changes and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from client.progress import Progress
+from client.sync.chunker import Chunked, chunk_file, make_chunker
+from client.sync.naming import STATE_DIR, conflict_name, skipped
+from client.sync.state import State, Synced
+from client.sync.vault import Vault
+from client.tasks import _run_all
+from storage.vault import ChunkRef, chunk_mac, new_object_id
+from storage.vault import chunk_file as locate_chunk
+from storage.vault_tree import Entry, Version, check_path
+
+log = logging.getLogger("bitcache.sync")
+MAX_ROUNDS = 10
+After = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Stat:
+    kind: str  # "file" or "dir"
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+Upload = tuple[str, str, "Stat", Chunked, Entry | None]
+
+
+@dataclass
+class Report:
+    uploaded_bytes: int = 0
+    uploaded_chunks: int = 0
+    downloaded_bytes: int = 0
+    fetched_chunks: int = 0
+    hashed_files: int = 0
+    sent_objects: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
+def scan(folder: Path) -> dict[str, Stat]:
+    """Every file and folder under ``folder`` but our state (symlinks are not followed)."""
+    out: dict[str, Stat] = {}
+
+    def walk(directory: str, prefix: str) -> None:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if skipped(entry.name) or (not prefix and entry.name == STATE_DIR):
+                    continue
+                rel = prefix + entry.name
+                try:
+                    check_path(rel)
+                except ValueError:
+                    log.warning("skipping %r: not a name the vault can hold", rel)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    out[rel] = Stat("dir", 0, 0, st.st_ino)
+                    walk(entry.path, rel + "/")
+                elif stat.S_ISREG(st.st_mode):
+                    out[rel] = Stat("file", st.st_size, st.st_mtime_ns, st.st_ino)
+
+    walk(str(folder), "")
+    return out
+
+
+def _matches(s: Synced, st: Stat | None) -> bool:
+    return (
+        st is not None
+        and st.kind == s.kind
+        and (s.kind == "dir" or (st.size, st.mtime_ns, st.inode) == (s.size, s.mtime_ns, s.inode))
+    )
+
+
+def _content(size: int, refs: Iterable[ChunkRef]) -> Version:
+    chunks = [r.to_json() for r in refs]
+    return Version(n=1, size=size, mtime_ns=0, time=0, device="x", chunks=chunks)
+
+
+def _same(a: Version, b: Version) -> bool:
+    return hmac.compare_digest(a.content_id(), b.content_id())
+
+
+class SyncEngine:
+    def __init__(self, vault: Vault, folder: Path, device: str, *, progress: bool = False) -> None:
+        self.vault = vault
+        self.folder = folder.absolute()
+        self.device = device
+        self.progress = progress
+        self.state = State(self.folder)
+        self.chunker = make_chunker(vault.keys)
+        account = self.state.get("account")
+        if account is None:
+            self.state.set("account", vault.account)
+        elif account != vault.account:
+            raise ValueError(f"{folder} is synced with another account")
+
+    def close(self) -> None:
+        self.state.close()
+
+    # --- reading the vault ----------------------------------------------------------------------
+
+    async def pull(self, wait: int = 0) -> bool:
+        """Reads the vault's changes into the local state; True if there were any."""
+        counter, changed = await self.vault.changes(self.state.counter, wait)
+        if counter == self.state.counter and not changed:
+            return False
+        self.state.apply_remote(counter, changed)
+        return True
+
+    # --- one pass ---------------------------------------------------------------------------------
+
+    async def run_once(self) -> Report:
+        report = Report()
+        await self.pull()
+        for _ in range(MAX_ROUNDS):
+            writes, after, again = await self._round(report)
+            if not writes:
+                if not again:
+                    return report
+                continue
+            if await self.vault.write(self.state.counter, writes) is None:
+                await self.pull()  # another device wrote first: merge with what it did
+                continue
+            report.sent_objects += len(writes)
+            for apply in after:
+                apply()
+            await self.pull()
+        raise RuntimeError("the folder kept changing during the sync; run it again")
+
+    async def _round(self, report: Report) -> tuple[dict[str, Entry | None], list[After], bool]:
+        """Decides and does one round; returns the vault writes, what to record once they
+        are accepted, and whether another round is needed before writing."""
+        local = await asyncio.to_thread(scan, self.folder)
+        synced = self.state.synced()
+        remote = self.state.remote()
+        live = {e.path: oid for oid, e in remote.items() if e.deleted is None}
+        writes: dict[str, Entry | None] = {}
+        after: list[After] = []
+        now = int(time.time())
+        conflicts_before = len(report.conflicts)
+
+        if await self._remote_moves(synced, remote, local, report):
+            return {}, [], True
+        self._local_moves(synced, remote, local, live, writes, after, report)
+
+        renamed_to = {e.path for e in writes.values() if e is not None}
+        uploads: list[Upload] = []
+        downloads: list[tuple[str, str, Entry]] = []
+        dirs: list[str] = []
+        for path in sorted(set(local) | set(synced) | set(live)):
+            if path in renamed_to:
+                continue
+            st, s = local.get(path), synced.get(path)
+            oid = live.get(path) or (s.oid if s else None)
+            entry = remote.get(oid) if oid else None
+            if (
+                (st is not None and st.kind == "dir")
+                or (entry is not None and entry.kind == "dir")
+                or (st is None and entry is None and s is not None and s.kind == "dir")
+            ):
+                dirs.append(path)
+                continue
+            lc = st is not None and (s is None or not _matches(s, st))
+            rc = s is not None and (
+                entry is None
+                or s.oid != oid
+                or entry.deleted is not None
+                or entry.current is None
+                or entry.current.n != s.n
+            )
+            gone = entry is None or entry.deleted is not None
+            if st is None:
+                if s is None:
+                    if entry is not None and not gone and entry.current is not None:
+                        downloads.append((path, oid, entry))  # type: ignore[arg-type]
+                elif gone:
+                    self.state.drop_synced(path)
+                elif not rc:
+                    assert entry is not None and oid is not None
+                    writes[oid] = entry.model_copy(update={"deleted": now})  # into the trash
+                    after.append(partial(self.state.drop_synced, path))
+                    report.changed.append(f"deleted {path}")
+                else:  # deleted here, edited there: the edit wins
+                    downloads.append((path, oid, entry))  # type: ignore[arg-type]
+                continue
+            if s is not None and not lc:
+                if not rc:
+                    continue
+                if gone:
+                    await asyncio.to_thread(self._remove, path)
+                    self.state.drop_synced(path)
+                    report.changed.append(f"removed {path}")
+                else:
+                    downloads.append((path, oid, entry))  # type: ignore[arg-type]
+                continue
+            chunked = await asyncio.to_thread(
+                chunk_file, self.vault.keys, self.chunker, str(self.folder / path)
+            )
+            report.hashed_files += 1
+            mine = _content(chunked.size, chunked.refs)
+            if s is not None and not rc and s.kind == "file":
+                base = _content(s.size, [ChunkRef.from_json(c) for c in s.chunks])
+                if _same(base, mine):  # touched, not changed
+                    self.state.put_synced(self._synced_from(s, st))
+                    continue
+            theirs = None if gone or entry is None else entry.current
+            if theirs is not None and _same(theirs, mine):
+                assert entry is not None and oid is not None
+                self.state.put_synced(self._synced(path, oid, entry, st, chunked))
+                continue
+            if theirs is not None and (rc or s is None):
+                # Both sides changed: the vault's version keeps the name, ours becomes a copy.
+                copy = conflict_name(path, self.device, time.time())
+                await asyncio.to_thread(self._move, path, copy)
+                report.conflicts.append(copy)
+                self.state.drop_synced(path)
+                downloads.append((path, oid, entry))  # type: ignore[arg-type]
+                continue
+            same_object = s is not None and entry is not None and s.oid == oid
+            target = oid if same_object else new_object_id()
+            assert target is not None
+            uploads.append((path, target, st, chunked, entry if same_object else None))
+
+        for path in sorted(dirs, reverse=True):  # deepest first, after the files in them
+            st, s = local.get(path), synced.get(path)
+            oid = live.get(path) or (s.oid if s else None)
+            self._dir(
+                path, st, s, oid, remote.get(oid) if oid else None, writes, after, now, report
+            )
+        if downloads:
+            await self._download_all(downloads, synced, local, report)
+        if uploads:
+            await self._upload_all(uploads, writes, after, now, report)
+        # A conflict copy made this round is a new local file: the next round uploads it.
+        return writes, after, len(report.conflicts) > conflicts_before
+
+    async def _remote_moves(
+        self,
+        synced: dict[str, Synced],
+        remote: dict[str, Entry],
+        local: dict[str, Stat],
+        report: Report,
+    ) -> bool:
+        """Follows renames and moves made elsewhere without downloading anything."""
+        moved = False
+        for path, s in synced.items():
+            entry = remote.get(s.oid)
+            if entry is None or entry.deleted is not None or entry.path == path:
+                continue
+            cur = entry.current
+            if (
+                s.kind == "file"
+                and _matches(s, local.get(path))
+                and entry.path not in local
+                and cur is not None
+                and cur.n == s.n
+            ):
+                await asyncio.to_thread(self._move, path, entry.path)
+                st = await asyncio.to_thread(self._stat, entry.path)
+                self.state.put_synced(self._synced(entry.path, s.oid, entry, st))
+                report.changed.append(f"moved {path} -> {entry.path}")
+            # Otherwise the local file is new here and the vault's one downloads.
+            self.state.drop_synced(path)
+            moved = True
+        return moved
+
+    def _local_moves(
+        self,
+        synced: dict[str, Synced],
+        remote: dict[str, Entry],
+        local: dict[str, Stat],
+        live: dict[str, str],
+        writes: dict[str, Entry | None],
+        after: list[After],
+        report: Report,
+    ) -> None:
+        """A new path with the inode, size and mtime of a vanished one is a rename: the
+        object's path changes and no byte is read or sent."""
+        gone = {
+            (s.inode, s.size, s.mtime_ns): s
+            for p, s in synced.items()
+            if p not in local and s.kind == "file"
+        }
+        for path, st in local.items():
+            if path in synced or path in live or st.kind != "file":
+                continue
+            s = gone.pop((st.inode, st.size, st.mtime_ns), None)
+            entry = remote.get(s.oid) if s else None
+            if s is None or entry is None or entry.deleted is not None:
+                continue
+            if entry.path != s.path or entry.current is None or entry.current.n != s.n:
+                continue
+            writes[s.oid] = entry.model_copy(update={"path": path})
+            after.append(self._relink(s, path, st))
+            live.pop(s.path, None)
+            live[path] = s.oid
+            synced.pop(s.path)
+            synced[path] = s
+            report.changed.append(f"renamed {s.path} -> {path}")
+
+    # --- folders ---------------------------------------------------------------------------------
+
+    def _dir(
+        self,
+        path: str,
+        st: Stat | None,
+        s: Synced | None,
+        oid: str | None,
+        entry: Entry | None,
+        writes: dict[str, Entry | None],
+        after: list[After],
+        now: int,
+        report: Report,
+    ) -> None:
+        live = entry is not None and entry.deleted is None
+        if st is not None and not live:
+            if s is not None and entry is not None:  # deleted elsewhere
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.folder / path)
+                if not (self.folder / path).exists():
+                    self.state.drop_synced(path)
+                    return
+            new_oid = (
+                oid if (oid and entry is not None and entry.kind == "dir") else new_object_id()
+            )
+            writes[new_oid] = Entry(kind="dir", path=path, counter=0)
+            after.append(
+                partial(self.state.put_synced, Synced(path, new_oid, "dir", 0, 0, 0, 0, []))
+            )
+        elif st is None and live and s is not None:
+            assert oid is not None and entry is not None
+            writes[oid] = entry.model_copy(update={"deleted": now})
+            after.append(partial(self.state.drop_synced, path))
+        elif st is None and live:
+            (self.folder / path).mkdir(parents=True, exist_ok=True)
+            assert oid is not None
+            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, []))
+            report.changed.append(f"created folder {path}")
+        elif st is not None and live and s is None:
+            assert oid is not None
+            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, []))
+        elif st is None and s is not None:
+            self.state.drop_synced(path)
+
+    # --- uploads ---------------------------------------------------------------------------------
+
+    async def _upload_all(
+        self,
+        uploads: list[Upload],
+        writes: dict[str, Entry | None],
+        after: list[After],
+        now: int,
+        report: Report,
+    ) -> None:
+        keep = self.vault.keep_versions
+        todo: dict[bytes, tuple[str, int, ChunkRef]] = {}
+        for path, _, _, chunked, _ in uploads:
+            offset = 0
+            for ref in chunked.refs:
+                fid = locate_chunk(self.vault.keys, ref.mac).file_id_text
+                if not self.state.is_uploaded(fid) and ref.mac not in todo:
+                    todo[ref.mac] = (path, offset, ref)
+                offset += ref.length
+        meter = Progress(
+            sum(r.length for _, _, r in todo.values()), label="upload", quiet=not self.progress
+        )
+        order = iter(list(todo.values()))
+        failed: set[str] = set()
+
+        async def worker() -> None:
+            for path, offset, ref in order:
+                data = await asyncio.to_thread(self._read, path, offset, ref.length)
+                if data is None or not hmac.compare_digest(
+                    chunk_mac(self.vault.keys, data), ref.mac
+                ):
+                    failed.add(path)  # changed under us: next pass
+                    continue
+                fid = await self.vault.upload_chunk(ref, data)
+                self.state.mark_uploaded(fid)
+                report.uploaded_bytes += ref.length
+                report.uploaded_chunks += 1
+                meter.update(ref.length)
+
+        ok = False
+        try:
+            await _run_all([worker() for _ in range(min(8, max(1, len(todo))))])
+            ok = True
+        finally:
+            meter.close(ok)
+        for path, oid, st, chunked, entry in uploads:
+            if path in failed:
+                continue
+            versions = list(entry.versions) if entry else []
+            n = versions[-1].n + 1 if versions else 1
+            version = Version(
+                n=n,
+                size=chunked.size,
+                mtime_ns=st.mtime_ns,
+                time=now,
+                device=self.device,
+                chunks=[r.to_json() for r in chunked.refs],
+            )
+            new = Entry(
+                kind="file",
+                path=path,
+                counter=0,
+                deleted=None,
+                versions=[*versions, version][-keep:],
+            )
+            writes[oid] = new
+            after.append(partial(self.state.put_synced, self._synced(path, oid, new, st, chunked)))
+            report.changed.append(f"uploaded {path}")
+
+    def _read(self, path: str, offset: int, length: int) -> bytes | None:
+        try:
+            with open(self.folder / path, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except OSError:
+            return None
+        return data if len(data) == length else None
+
+    # --- downloads -------------------------------------------------------------------------------
+
+    async def _download_all(
+        self,
+        downloads: list[tuple[str, str, Entry]],
+        synced: dict[str, Synced],
+        local: dict[str, Stat],
+        report: Report,
+    ) -> None:
+        # Chunks we already hold in unchanged local files are copied, not fetched.
+        have: dict[bytes, tuple[str, int]] = {}
+        for p, s in synced.items():
+            if s.kind == "file" and _matches(s, local.get(p)):
+                offset = 0
+                for c in s.chunks:
+                    ref = ChunkRef.from_json(c)
+                    have.setdefault(ref.mac, (p, offset))
+                    offset += ref.length
+        total = sum(e.current.size for _, _, e in downloads if e.current)
+        meter = Progress(total, label="download", quiet=not self.progress)
+        ok = False
+        try:
+            for path, oid, entry in downloads:
+                await self._download(path, oid, entry, have, report, meter)
+            ok = True
+        finally:
+            meter.close(ok)
+
+    async def _download(
+        self,
+        path: str,
+        oid: str,
+        entry: Entry,
+        have: dict[bytes, tuple[str, int]],
+        report: Report,
+        meter: Progress,
+    ) -> None:
+        version = entry.current
+        assert version is not None
+        tmp_dir = self.state.dir / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        part = tmp_dir / f"{oid}.bitcache-part"
+        refs = version.refs()
+        offsets = [sum(r.length for r in refs[:i]) for i in range(len(refs))]
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, version.size)
+            sem = asyncio.Semaphore(8)
+
+            async def one(ref: ChunkRef, offset: int) -> None:
+                async with sem:
+                    data = None
+                    if ref.mac in have:
+                        src, at = have[ref.mac]
+                        data = await asyncio.to_thread(self._read, src, at, ref.length)
+                        if data is not None and chunk_mac(self.vault.keys, data) != ref.mac:
+                            data = None
+                    if data is None:
+                        data = await self.vault.fetch_chunk(ref)
+                        report.fetched_chunks += 1
+                    await asyncio.to_thread(os.pwrite, fd, data, offset)
+                    report.downloaded_bytes += ref.length
+                    meter.update(ref.length)
+
+            await _run_all([one(r, o) for r, o in zip(refs, offsets, strict=True)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.utime(part, ns=(version.mtime_ns, version.mtime_ns))
+        target = self.folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, target)
+        st = self._stat(path)
+        self.state.put_synced(self._synced(path, oid, entry, st))
+        report.changed.append(f"downloaded {path}")
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _stat(self, path: str) -> Stat:
+        st = os.stat(self.folder / path, follow_symlinks=False)
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+        return Stat(kind, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def _move(self, src: str, dst: str) -> None:
+        target = self.folder / dst
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.folder / src, target)
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.folder / path)
+
+    def _synced(
+        self, path: str, oid: str, entry: Entry, st: Stat, chunked: Chunked | None = None
+    ) -> Synced:
+        version = entry.current
+        chunks = (
+            [r.to_json() for r in chunked.refs]
+            if chunked is not None
+            else (version.chunks if version else [])
+        )
+        return Synced(
+            path,
+            oid,
+            entry.kind,
+            version.n if version else 0,
+            st.size,
+            st.mtime_ns,
+            st.inode,
+            chunks,
+        )
+
+    def _synced_from(self, s: Synced, st: Stat) -> Synced:
+        return Synced(s.path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks)
+
+    def _relink(self, s: Synced, path: str, st: Stat) -> After:
+        def apply() -> None:
+            self.state.drop_synced(s.path)
+            self.state.put_synced(
+                Synced(path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks)
+            )
+
+        return apply

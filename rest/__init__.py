@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the REST adapters (LND, kubo): nothing Bitcache-specific."""

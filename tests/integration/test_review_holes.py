@@ -1,0 +1,463 @@
+"""Issue 9's review holes, each reproduced on the real regtest network (LND, kubo).
+
+One section per numbered item of the issue; each test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from gateway.app import create_app
+from gateway.billing.pricing import MAX_INVOICE_MSAT
+from gateway.config import GatewayConfig
+from gateway.services import SERVICES, Services
+from lightning.errors import LightningError
+from lightning.lnd import LndRestClient
+from regtest.network import Network, wait_until
+from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
+from storage.manifest import Manifest, seal_manifest
+from tests.conftest import gateway_config
+from tests.support import TcpProxy, bearer, create_account, random_bytes, upload_raw
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@asynccontextmanager
+async def running(config: GatewayConfig) -> AsyncIterator[tuple[str, Services]]:
+    """A gateway like gateway.server.serve, also handing the test its services."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        yield f"http://{config.host}:{config.port}", app[SERVICES]
+    finally:
+        await runner.cleanup()
+
+
+# --- kubo, asked directly -------------------------------------------------------------
+
+
+def kubo_url(network: Network) -> str:
+    assert network.kubo is not None
+    return network.kubo.api_url
+
+
+async def pinned(session: aiohttp.ClientSession, network: Network) -> set[str]:
+    async with session.post(
+        f"{kubo_url(network)}/api/v0/pin/ls", params={"type": "recursive"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        return set((await resp.json())["Keys"])
+
+
+async def repo_gc(session: aiohttp.ClientSession, network: Network) -> None:
+    async with session.post(f"{kubo_url(network)}/api/v0/repo/gc") as resp:
+        assert resp.status == 200, await resp.text()
+        await resp.read()
+
+
+async def cid_of(session: aiohttp.ClientSession, network: Network, data: bytes) -> str:
+    """The CID the gateway's add gives these bytes, computed without storing them."""
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="chunk")
+    async with session.post(
+        f"{kubo_url(network)}/api/v0/add",
+        params={"cid-version": "1", "pin": "false", "only-hash": "true"},
+        data=form,
+    ) as resp:
+        return str((await resp.json())["Hash"])
+
+
+async def unpin(session: aiohttp.ClientSession, network: Network, cid: str) -> None:
+    async with session.post(f"{kubo_url(network)}/api/v0/pin/rm", params={"arg": cid}) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def create_file(
+    session: aiohttp.ClientSession, gateway: str, api_key: str, size: int, price_msat: int = 0
+) -> tuple[str, FileEncryptor]:
+    """Creates a file record (no chunks yet); returns its id and encryptor."""
+    key, fid = new_file_key(), new_file_id()
+    enc = FileEncryptor(key, fid, size)
+    manifest = seal_manifest(
+        derive_keys(key, fid),
+        fid,
+        Manifest(name="f.bin", size=size, chunk_size=enc.header.chunk_size),
+    )
+    body = {
+        "header": enc.header.to_json_dict(),
+        "manifest": b64url_encode(manifest),
+        "price_msat": price_msat,
+    }
+    async with session.post(f"{gateway}/v1/files", json=body, headers=bearer(api_key)) as resp:
+        assert resp.status == 201, await resp.text()
+        state = await resp.json()
+    return str(state["file_id"]), enc
+
+
+async def put(
+    session: aiohttp.ClientSession, gateway: str, api_key: str, file_id: str, i: int, data: bytes
+) -> tuple[int, dict[str, object]]:
+    async with session.put(
+        f"{gateway}/v1/files/{file_id}/chunks/{i}", data=data, headers=bearer(api_key)
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def assert_problem(status: int, body: dict[str, object], expected: int) -> None:
+    assert status == expected, body
+    assert {"type", "title", "detail"} <= body.keys(), body
+
+
+def _awaiting(awaitable: object, qualname: str) -> bool:
+    """`awaitable`, or a coroutine it is waiting on, is a call of `qualname`."""
+    while awaitable is not None:
+        code = getattr(awaitable, "cr_code", None)
+        if code is not None and code.co_qualname == qualname:
+            return True
+        awaitable = getattr(awaitable, "cr_await", None)
+    return False
+
+
+def suspended_in(qualname: str) -> bool:
+    """Some task of this event loop (the in-process gateway's included) is inside a call
+    of `qualname`: how a test knows a request reached a given step, without sleeping."""
+    return any(_awaiting(task.get_coro(), qualname) for task in asyncio.all_tasks())
+
+
+async def reaches(qualname: str) -> None:
+    async def there() -> bool:
+        return suspended_in(qualname)
+
+    await wait_until(f"a request to reach {qualname}", there, 10, every_s=0.01)
+
+
+async def invoice_stream_open(lnd_url: str) -> bool:
+    """The gateway's invoice subscription to `lnd_url` is sent and waiting for (or reading)
+    LND's answer: from now on the gateway sends LND nothing unless a request makes it."""
+    for obj in gc.get_objects():
+        if inspect.isasyncgen(obj) and obj.ag_code.co_qualname == "LndRestClient._stream":
+            local = obj.ag_frame.f_locals if obj.ag_frame is not None else {}
+            client = local.get("self")
+            if (
+                local.get("path") == "/v1/invoices/subscribe"
+                and isinstance(client, LndRestClient)
+                and client.url == lnd_url
+                # LND sends the headers with the first invoice, so usually still here:
+                and ("resp" in local or _awaiting(obj.ag_await, "ClientResponse.start"))
+            ):
+                return True
+    return False
+
+
+@asynccontextmanager
+async def lnd_behind_proxy(
+    network: Network, tmp_path: Path, **overrides: object
+) -> AsyncIterator[tuple[str, Services, TcpProxy]]:
+    """A gateway whose LND is reached through a proxy that counts what the gateway says
+    to LND; yields once the gateway's own background calls to LND are done."""
+    proxy = TcpProxy("127.0.0.1", network.node("gateway").rest_port)
+    await proxy.start()
+    base = gateway_config(network, tmp_path, **overrides)
+    lnd_url = f"https://127.0.0.1:{proxy.port}"
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"rest_url": lnd_url})})
+    try:
+        async with running(config) as (url, services):
+
+            async def stream_open() -> bool:
+                return await invoice_stream_open(lnd_url)
+
+            await wait_until("the invoice stream to open", stream_open, 30, every_s=0.05)
+            yield url, services, proxy
+    finally:
+        await proxy.cut()
+
+
+# --- 1. pins are reference-counted per CID ------------------------------------------
+
+
+async def test_1_no_account_can_unpin_another_accounts_chunks(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str
+) -> None:
+    # The victim uploads 2 MiB + 1 B (three chunks) at the default price.
+    victim = await upload_raw(session, gateway_url, random_bytes(2 * MIB + 1))
+    victim_chunk = f"{gateway_url}/v1/files/{victim.file_id}/chunks/0"
+    # Another account fetches the victim's chunk 0, paying for it like any buyer.
+    async with session.get(victim_chunk) as resp:
+        assert resp.status == 402
+        challenge = await resp.json()
+    payment = await network.node("payer").client.pay_invoice(challenge["invoice"], 1_000)
+    token = {"Authorization": f"L402 {challenge['macaroon']}:{payment.preimage.hex()}"}
+    async with session.get(victim_chunk, headers=token) as resp:
+        assert resp.status == 200
+        stolen = await resp.read()
+        victim_cid = resp.headers["ETag"].strip('"')
+    assert stolen == victim.sealed[0]
+    assert victim_cid in await pinned(session, network)
+
+    # It uploads its own 2 MiB file, then PUTs the victim's bytes as its chunk 0: 409.
+    attacker = await upload_raw(session, gateway_url, random_bytes(2 * MIB))
+    status, body = await put(session, gateway_url, attacker.api_key, attacker.file_id, 0, stolen)
+    assert_problem(status, body, 409)
+    assert victim_cid in await pinned(session, network), "a rejected PUT unpinned the victim"
+
+    # Positive control: rejected bytes that no chunk uses are unpinned.
+    junk = random_bytes(len(stolen))
+    junk_cid = await cid_of(session, network, junk)
+    status, body = await put(session, gateway_url, attacker.api_key, attacker.file_id, 0, junk)
+    assert_problem(status, body, 409)
+    assert junk_cid not in await pinned(session, network)
+
+    # A file of its own that reuses the victim's chunk, then deleted: the victim's CID
+    # stays; the CID only the deleted file used goes.
+    reuse_id, enc = await create_file(session, gateway_url, attacker.api_key, 2 * MIB)
+    status, _ = await put(session, gateway_url, attacker.api_key, reuse_id, 0, stolen)
+    assert status == 201
+    own = enc.seal(1, random_bytes(MIB))
+    own_cid = await cid_of(session, network, own)
+    status, _ = await put(session, gateway_url, attacker.api_key, reuse_id, 1, own)
+    assert status == 201
+    assert own_cid in await pinned(session, network)
+    async with session.delete(
+        f"{gateway_url}/v1/files/{reuse_id}", headers=bearer(attacker.api_key)
+    ) as resp:
+        assert resp.status == 200
+    now_pinned = await pinned(session, network)
+    assert victim_cid in now_pinned, "deleting a file unpinned a CID another file uses"
+    assert own_cid not in now_pinned, "a CID only the deleted file used is still pinned"
+
+    # The victim's data survives garbage collection and still downloads.
+    await repo_gc(session, network)
+    for index, sealed in enumerate(victim.sealed):
+        async with session.get(
+            f"{gateway_url}/v1/files/{victim.file_id}/chunks/{index}",
+            headers=bearer(victim.api_key),
+        ) as resp:
+            assert resp.status == 200
+            assert await resp.read() == sealed
+
+
+async def test_1_a_missing_block_is_a_502_problem_not_a_500(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str
+) -> None:
+    up = await upload_raw(session, gateway_url, random_bytes(MIB + 10), price_msat=0)
+    url = f"{gateway_url}/v1/files/{up.file_id}/chunks/0"
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        cid = resp.headers["ETag"].strip('"')
+    # Lost behind the gateway's back (an operator's mistake, a disk fault).
+    await unpin(session, network, cid)
+    await repo_gc(session, network)
+    async with session.get(url) as resp:
+        body = await resp.json(content_type=None)
+        assert resp.status in (502, 503), body
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        assert body["type"].endswith(("storage-missing", "dependency-unavailable")), body
+
+
+# --- 7. PUT or complete racing a DELETE ----------------------------------------------
+
+
+async def test_7_put_racing_delete_is_410_and_leaves_nothing_pinned(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with running(gateway_config(network, tmp_path)) as (url, services):
+        _, key = await create_account(session, url)
+        file_id, enc = await create_file(session, url, key, 2 * MIB)
+        chunk = enc.seal(0, random_bytes(MIB))
+        cid = await cid_of(session, network, chunk)
+        # Hold the database's write lock so that the DELETE commits while the PUT has
+        # already loaded the file (as 'uploading') and added its bytes to kubo.
+        async with services.db.transaction():
+            deleting = asyncio.ensure_future(
+                session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
+            )
+            await reaches("FileStore.delete")
+            putting = asyncio.ensure_future(put(session, url, key, file_id, 0, chunk))
+            await reaches("FileStore.put_chunk")
+        deleted = await deleting
+        assert deleted.status == 200
+        deleted.release()
+        status, body = await putting
+        assert_problem(status, body, 410)
+        assert cid not in await pinned(session, network)
+        # Later requests see the deletion too.
+        status, body = await put(session, url, key, file_id, 0, chunk)
+        assert_problem(status, body, 410)
+
+
+async def test_7_complete_racing_delete_is_410(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with running(gateway_config(network, tmp_path)) as (url, services):
+        _, key = await create_account(session, url)
+        file_id, enc = await create_file(session, url, key, 100)
+        status, _ = await put(session, url, key, file_id, 0, enc.seal(0, random_bytes(100)))
+        assert status == 201
+        async with services.db.transaction():
+            deleting = asyncio.ensure_future(
+                session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
+            )
+            await reaches("FileStore.delete")
+            completing = asyncio.ensure_future(
+                session.post(f"{url}/v1/files/{file_id}/complete", headers=bearer(key))
+            )
+            await reaches("FileStore.mark_complete")
+        deleted = await deleting
+        assert deleted.status == 200
+        deleted.release()
+        completed = await completing
+        body = await completed.json(content_type=None)
+        completed.release()
+        assert_problem(completed.status, body, 410)
+
+
+# --- 3. BOLT 11 checked before any LND call; URL values quoted ----------------------
+
+EVIL_INVOICE = "%2e%2e/%2e%2e/v1/getinfo?a=bbbbbbbbbbbbbb"
+# BOLT 11 example ("a cup of coffee", 2500u): valid, but a mainnet invoice.
+MAINNET_COFFEE = (
+    "lnbc2500u1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7en"
+    "xv4jsxqzpuaztrnwngzn3kdzw5hydlzf03qdgm2hdq27cqv3agm2awhz5se903vruatfhq77w3ls4evs3ch9zw97j2"
+    "5emudupq63nyw24cg27h2rspfj9srp"
+)
+
+
+async def withdraw(
+    session: aiohttp.ClientSession, gateway: str, api_key: str, invoice: str, key: str
+) -> tuple[int, dict[str, object]]:
+    async with session.post(
+        f"{gateway}/v1/account/withdrawals",
+        json={"invoice": invoice},
+        headers=bearer(api_key) | {"Idempotency-Key": key},
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_3_a_bad_withdrawal_invoice_is_422_before_any_lnd_call(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    async with lnd_behind_proxy(network, tmp_path) as (url, _, lnd):
+        _, key = await create_account(session, url)
+        said = lnd.sent
+        status, body = await withdraw(session, url, key, EVIL_INVOICE, "evil-0000")
+        assert_problem(status, body, 422)
+        assert str(body["type"]).endswith("bad-invoice")
+        # 64 in parallel: all refused, and not one byte reached LND.
+        results = await asyncio.gather(
+            *(withdraw(session, url, key, EVIL_INVOICE, f"evil-{i:04d}") for i in range(64))
+        )
+        assert [status for status, _ in results] == [422] * 64
+        assert lnd.sent == said, "the gateway called LND with an invoice it had not checked"
+        # Nothing was hurt: LND still answers through the gateway.
+        async with session.get(f"{url}/v1/health") as resp:
+            assert resp.status == 200
+
+        # A well-formed invoice of another network, and one without an amount: 422 too.
+        status, body = await withdraw(session, url, key, MAINNET_COFFEE, "mainnet-0001")
+        assert_problem(status, body, 422)
+        assert "another network" in str(body["detail"])
+        amountless = await network.node("payer").client.create_invoice(0, "any amount")
+        assert amountless.bolt11.startswith("lnbcrt1")
+        status, body = await withdraw(session, url, key, amountless.bolt11, "amountless-01")
+        assert_problem(status, body, 422)
+        assert "amount" in str(body["detail"])
+
+
+async def test_3_the_lnd_client_keeps_values_inside_their_path_segment(network: Network) -> None:
+    node = network.node("gateway")
+    async with LndRestClient(node.rest_url, node.tls_cert, node.admin_macaroon) as lnd:
+        # Unquoted, this was GET /v1/getinfo with the gateway's macaroon.
+        with pytest.raises(LightningError):
+            await lnd.decode_invoice(EVIL_INVOICE)
+        assert await lnd.network() == "regtest"
+
+
+# --- 9. bad input is never a 500 -----------------------------------------------------
+
+
+async def test_9_bad_input_is_a_4xx_problem_never_a_500(
+    session: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    up = await upload_raw(session, gateway_url, random_bytes(100), chunk_size=4096)
+    fid, owner = up.file_id, bearer(up.api_key)
+    json_bogus = {"Content-Type": "application/json; charset=bogus"}
+    cases: list[tuple[str, str, bytes | None, dict[str, str], int]] = [
+        # '²' passes str.isdigit() but not int().
+        ("GET", f"/v1/files/{fid}/chunks/%C2%B2", None, {}, 400),
+        ("GET", f"/v1/files/{fid}/chunks/0?count=%C2%B2", None, {}, 400),
+        ("PUT", f"/v1/files/{fid}/chunks/%D9%A1", b"x", owner, 400),
+        ("POST", "/v1/files", b"{}", owner | json_bogus, 415),
+        ("POST", "/v1/l402/preimage", b'{"macaroon": "x"}', json_bogus, 415),
+        ("POST", "/v1/files", b"[" * 100_000, owner, 400),
+        ("POST", "/v1/l402/preimage", b"[" * 100_000, {}, 400),
+        ("POST", "/v1/account/plans", b"[" * 100_000, owner, 400),
+        ("POST", "/v1/files", b"\xff\xfe{}", owner, 400),
+    ]
+    for method, path, data, headers, expected in cases:
+        async with session.request(
+            method, URL(gateway_url + path, encoded=True), data=data, headers=headers
+        ) as resp:
+            body = await resp.json(content_type=None)
+            assert resp.status == expected, (method, path, body)
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
+            assert {"type", "title", "detail"} <= body.keys(), (method, path, body)
+
+
+async def test_9_an_lnd_refusal_is_a_502_problem(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    # A node that answers but refuses: this macaroon may read, not create invoices.
+    base = gateway_config(network, tmp_path)
+    readonly = network.node("gateway").admin_macaroon.with_name("readonly.macaroon")
+    assert readonly.is_file()
+    config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"macaroon": readonly})})
+    async with running(config) as (url, _):
+        up = await upload_raw(session, url, random_bytes(100), chunk_size=4096)
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
+            body = await resp.json(content_type=None)
+        assert_problem(resp.status, body, 502)
+        assert str(body["type"]).endswith("lightning-error")
+        assert "127.0.0.1" not in str(body["detail"]) and "/v1/" not in str(body["detail"])
+
+
+async def test_9_ranges_are_capped_at_the_largest_invoice_lnd_creates(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str
+) -> None:
+    # The cap is LND's own ceiling: one satoshi more and the node refuses (it compares
+    # whole satoshis).
+    lnd = network.node("gateway").client
+    assert (await lnd.create_invoice(MAX_INVOICE_MSAT, "ceiling")).amount_msat == MAX_INVOICE_MSAT
+    with pytest.raises(LightningError, match="too large"):
+        await lnd.create_invoice(MAX_INVOICE_MSAT + 1_000, "over the ceiling")
+    # The dearest range the API can ask for is invoiced (a 402, not a 5xx).
+    price = 100_000_000  # the highest per-chunk price an upload may set
+    up = await upload_raw(
+        session, gateway_url, random_bytes(50 * 4096), price_msat=price, chunk_size=4096
+    )
+    async with session.get(f"{gateway_url}/v1/files/{up.file_id}/chunks/0?count=99999") as r:
+        body = await r.json(content_type=None)
+    assert_problem(r.status, body, 402)
+    assert body["count"] == 50 and body["amount_msat"] == 50 * price
