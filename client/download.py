@@ -3,7 +3,10 @@
 Downloads keep payment off the critical path: a purchaser buys chunk ranges ahead of the
 fetchers (1, 2, 4, … chunks per payment), so after the first small payment the fetchers
 rarely wait for money. Progress and paid tokens are kept in a ``.part.json`` sidecar, so an
-interrupted download resumes without fetching or paying twice.
+interrupted download resumes without fetching or paying twice. An offer is written there
+*before* it is paid: if the process dies mid-payment (kill -9, power cut), the next run
+asks the Lightning node whether that invoice was paid and takes its preimage, rather than
+paying for the same chunks again.
 """
 
 from __future__ import annotations
@@ -90,6 +93,32 @@ class _Offer:
     valid_until: int | None
     amount_msat: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "macaroon": self.macaroon,
+            "invoice": self.invoice,
+            "first": self.first,
+            "count": self.count,
+            "valid_until": self.valid_until,
+            "amount_msat": self.amount_msat,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> _Offer:
+        """Inverse of :meth:`to_json`; ValueError if anything is off."""
+        if not isinstance(data, dict):
+            raise ValueError("not an offer")
+        macaroon, invoice = data.get("macaroon"), data.get("invoice")
+        first, count, amount = data.get("first"), data.get("count"), data.get("amount_msat")
+        until = data.get("valid_until")
+        if not isinstance(macaroon, str) or not isinstance(invoice, str):
+            raise ValueError("bad offer")
+        if not (_is_count(first) and _is_count(count) and _is_count(amount)) or count < 1:
+            raise ValueError("bad offer range")
+        if until is not None and not _is_count(until):
+            raise ValueError("bad offer expiry")
+        return cls(macaroon, invoice, first, count, until, amount)
+
 
 class _Download:
     """One download: a purchaser buying ranges ahead, fetchers taking chunks in order."""
@@ -115,6 +144,8 @@ class _Download:
         self._done = bytearray(self._n)
         self._remaining = self._n
         self._tokens: list[Token] = []
+        # Offers being paid right now, or found in the sidecar after a crash mid-payment.
+        self._paying: list[_Offer] = []
         # Needed chunks with no token and no purchase under way; a heap gives the lowest.
         self._uncovered: set[int] = set()
         self._heap: list[int] = []
@@ -154,6 +185,13 @@ class _Download:
                     token.valid_until is None or token.valid_until > cutoff
                 ):
                     self._tokens.append(token)
+            for raw in state.get("paying") or []:
+                try:
+                    offer = _Offer.from_json(raw)
+                except ValueError:
+                    continue
+                if offer.first + offer.count <= self._n:
+                    self._paying.append(offer)
             if (
                 state.get("version") == _STATE_VERSION
                 and state.get("size") == h.plaintext_size
@@ -186,6 +224,7 @@ class _Download:
             "chunk_size": h.chunk_size,
             "done": _ranges(self._done),
             "tokens": [t.to_json() for t in self._tokens],
+            "paying": [o.to_json() for o in self._paying],
         }
         return self._seq, json.dumps(data).encode()
 
@@ -343,12 +382,41 @@ class _Download:
         payer = self._c.payer
         assert payer is not None
         log.debug("buying chunks %d-%d", offer.first, offer.first + offer.count - 1)
+        # On disk before any money moves: a crash from here on cannot lose this payment.
+        self._paying.append(offer)
+        await self._save(force=True)
         # A payment in flight cannot be recalled: even if interrupted, keep its token.
         await _settle(
             payer.pay(offer.invoice, offer.amount_msat),
-            lambda preimage: self._add_token(offer, preimage),
+            lambda preimage: self._paid_offer(offer, preimage),
         )
         return offer.count
+
+    def _paid_offer(self, offer: _Offer, preimage: bytes) -> None:
+        self._add_token(offer, preimage)
+        # Only a payment known to be done leaves the list; a failed one stays until a
+        # later run has asked the node (its outcome may be unknown, e.g. node unreachable).
+        self._paying = [o for o in self._paying if o is not offer]
+
+    async def _recover(self, payer: Payer | None) -> None:
+        """Offers a crashed run was paying: keep the token of each one the node did pay,
+        forget the others (their chunks are bought again)."""
+        if not self._paying:
+            return
+        recover = getattr(payer, "recover", None)
+        if recover is None:  # this payer cannot say what it paid: nothing to go on
+            self._paying.clear()
+            return
+        for offer in list(self._paying):
+            preimage = await recover(offer.invoice)
+            if preimage is not None:
+                last = offer.first + offer.count - 1
+                self._tokens.append(
+                    Token(offer.macaroon, preimage, offer.first, last, offer.valid_until)
+                )
+                log.debug("recovered the paid token for chunks %d-%d", offer.first, last)
+            self._paying.remove(offer)
+        await self._save(force=True)
 
     def _check_offer(self, first: int, count: int, reply: _Reply) -> _Offer:
         """Everything that must hold before paying; PaymentRefused otherwise."""
@@ -489,6 +557,7 @@ class _Download:
         h = self._r.header
         try:
             await asyncio.to_thread(self._prepare)
+            await self._recover(payer)
             needed = [i for i in range(self._n) if not self._done[i]]
             self._remaining = len(needed)
             for index in needed:

@@ -30,7 +30,9 @@ def format_msat(msat: int) -> str:
 
 
 class Payer(Protocol):
-    """Pays invoices. Implementations may expose a running ``fees_msat`` total."""
+    """Pays invoices. Implementations may expose a running ``fees_msat`` total, and an
+    ``async recover(bolt11) -> bytes | None`` that returns the preimage of an invoice the
+    node paid earlier (a download resumed after a crash uses it not to pay twice)."""
 
     async def pay(self, bolt11: str, expected_msat: int) -> bytes:
         """Pay ``bolt11`` if it asks exactly ``expected_msat``; return the 32-byte preimage.
@@ -94,4 +96,22 @@ class LndPayer:
         self.paid_msat += expected_msat
         self.payments += 1
         log.debug("paid %s (fee %s)", what, format_msat(payment.fee_msat))
+        return preimage
+
+    async def recover(self, bolt11: str) -> bytes | None:
+        """The preimage if this node paid `bolt11` before (waiting for a payment still in
+        flight to end); None if it never paid it or the payment failed."""
+        try:
+            decoded = await self._client.decode_invoice(bolt11)
+            status = await self._client.track_payment(decoded.payment_hash, wait=True)
+        except LightningError as exc:
+            # Not knowing is not "unpaid": stop, keep the record, and try again later.
+            raise PaymentError(
+                f"cannot ask the Lightning node whether an earlier payment went through: {exc}"
+            ) from None
+        preimage = status.preimage
+        if status.state != "succeeded" or preimage is None:
+            return None
+        if hashlib.sha256(preimage).digest() != decoded.payment_hash:
+            raise PaymentError("the Lightning node returned a preimage that does not match")
         return preimage

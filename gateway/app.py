@@ -120,11 +120,20 @@ def create_app(
             config.withdrawal_fee_limit_bps,
             config.withdrawal_min_fee_msat,
             clock,
+            answer_within_s=config.withdrawal_answer_within_s,
         )
         unpinner = Unpinner(db, store)
         # The lease is measured in real seconds, whatever clock the money paths are given.
         lease = StreamLease(db, config.stream_lease_s, report=metrics.following)
-        watchers = WatcherPool(settlement, db, tenants, nodes, config.retry_after_s, lease)
+        watchers = WatcherPool(
+            settlement,
+            db,
+            tenants,
+            nodes,
+            config.retry_after_s,
+            config.lnd_stream_idle_s,
+            lease,
+        )
         app[SERVICES] = Services(
             config,
             db,
@@ -171,6 +180,7 @@ def create_app(
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             await watchers.stop()
+            await withdrawals.close()
             await store.close()
             await nodes.close()
             await db.close()

@@ -133,6 +133,8 @@ class GatewayConfig(BaseModel):
     # Withdrawals: the routing fee the gateway may spend, held from the balance up front.
     withdrawal_fee_limit_bps: int = Field(default=50, ge=0, le=10_000)
     withdrawal_min_fee_msat: int = Field(default=1_000, ge=0)
+    # A withdrawal still in flight after this long is answered 202 (pending) and followed on.
+    withdrawal_answer_within_s: float = Field(default=20, gt=0, le=300)
     # Bearer token for the operator report; no report endpoint when unset.
     operator_token: SecretStr | None = None
     # New invoices (402 challenges, plan purchases) per client IP: a burst, then a rate.
@@ -152,6 +154,9 @@ class GatewayConfig(BaseModel):
     login_user_rate_per_s: float = Field(default=1 / 60, gt=0)
     # Pending withdrawals are reconciled and deleted chunks unpinned this often.
     maintenance_interval_s: float = Field(default=30, gt=0)
+    # LND's invoice stream is renewed after this long without a message: a connection
+    # that died silently (half-open, a TLS record cut short) would otherwise wait forever.
+    lnd_stream_idle_s: float = Field(default=60, ge=1, le=3_600)
     # The longest a long-poll (GET /v1/vault/changes?wait=S) is held open.
     long_poll_max_s: int = Field(default=55, ge=1, le=300)
     # Slow clients: a connection must send a complete request head within this (also the

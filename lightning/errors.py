@@ -11,3 +11,8 @@ class LightningUnavailable(LightningError):
 
 class PaymentFailed(LightningError):
     """A payment was attempted and definitely did not succeed."""
+
+
+class StreamIdle(LightningUnavailable):
+    """A stream sent nothing for its idle limit: it may be dead without either end knowing
+    (a half-open connection, a TLS record cut short): reconnect."""

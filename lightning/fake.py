@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from lightning.bolt11 import bech32_checksum
-from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
+from lightning.errors import LightningError, LightningUnavailable, PaymentFailed, StreamIdle
 from lightning.models import (
     DecodedInvoice,
     Invoice,
@@ -163,7 +163,7 @@ class FakeNode:
         return entry.invoice
 
     async def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
         self._check_up()
         queue: asyncio.Queue[Invoice] = asyncio.Queue()
@@ -178,7 +178,10 @@ class FakeNode:
             for invoice in backlog:
                 yield invoice
             while True:
-                yield await queue.get()
+                try:
+                    yield await asyncio.wait_for(queue.get(), idle_s)
+                except TimeoutError:
+                    raise StreamIdle(f"no invoice update for {idle_s} s") from None
         finally:
             self._subscribers.remove(queue)
 
@@ -200,7 +203,7 @@ class FakeNode:
         self.payments[payment_hash] = PaymentStatus("succeeded", self.fee_msat, entry.preimage)
         return Payment(payment_hash, entry.preimage, entry.invoice.amount_msat, self.fee_msat)
 
-    async def track_payment(self, payment_hash: bytes) -> PaymentStatus:
+    async def track_payment(self, payment_hash: bytes, wait: bool = False) -> PaymentStatus:
         self._check_up()
         return self.payments.get(payment_hash, PaymentStatus("unknown", 0, None))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from lightning.errors import LightningError, LightningUnavailable, PaymentFailed
+from lightning.errors import LightningError, LightningUnavailable, PaymentFailed, StreamIdle
 from lightning.models import (
     DecodedInvoice,
     Invoice,
@@ -162,7 +162,12 @@ class LndRestClient:
                         raise LightningUnavailable(f"LND {path}: {message}")
                     raise LightningError(f"LND {path}: {message}")
                 return dict(data)
-        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+        except (
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            ssl.SSLError,
+        ) as exc:
             raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
         except json.JSONDecodeError as exc:
             raise LightningError(f"LND {path}: answer is not JSON") from exc
@@ -174,10 +179,12 @@ class LndRestClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         total_s: float | None = None,
+        idle_s: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yields the `result` objects of a REST server-streaming call (JSON lines)."""
+        """Yields the `result` objects of a REST server-streaming call (JSON lines);
+        StreamIdle if nothing (not even the response headers) comes for `idle_s`."""
         with observed(self._observe, call_name(method, path), (LightningError,)):
-            async for item in self._stream_once(method, path, body, params, total_s):
+            async for item in self._stream_once(method, path, body, params, total_s, idle_s):
                 yield item
 
     async def _stream_once(
@@ -187,9 +194,10 @@ class LndRestClient:
         body: Mapping[str, Any] | None,
         params: Mapping[str, str] | None,
         total_s: float | None,
+        idle_s: float | None,
     ) -> AsyncIterator[dict[str, Any]]:
         session = self._ensure_session()
-        t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=None)
+        t = aiohttp.ClientTimeout(total=total_s, sock_connect=5, sock_read=idle_s)
         try:
             async with session.request(
                 method,
@@ -206,12 +214,22 @@ class LndRestClient:
                 async for line in resp.content:
                     if not line.strip():
                         continue
-                    item = json.loads(line)
+                    try:
+                        item = json.loads(line)
+                    except ValueError as exc:  # a line cut short, or not JSON at all
+                        raise LightningError(f"LND {path}: a stream message is not JSON") from exc
                     if "error" in item:
                         err = item["error"]
                         raise LightningError(f"LND {path}: {err.get('message', err)}")
                     yield dict(item.get("result", item))
-        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError) as exc:
+        except aiohttp.SocketTimeoutError as exc:
+            raise StreamIdle(f"LND {path}: nothing for {idle_s} s") from exc
+        except (
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,  # the connection dropped in the middle of a message
+            ssl.SSLError,
+        ) as exc:
             raise LightningUnavailable(f"LND at {self.url} unreachable: {exc!r}") from exc
 
     # --- node -----------------------------------------------------------------------
@@ -255,11 +273,14 @@ class LndRestClient:
         )
 
     async def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
-        """Every invoice added or settled after the given indexes, then live updates."""
+        """Every invoice added or settled after the given indexes, then live updates;
+        StreamIdle after `idle_s` without a message (LND sends none on an idle node)."""
         params = {"add_index": str(add_index), "settle_index": str(settle_index)}
-        async for item in self._stream("GET", "/v1/invoices/subscribe", params=params):
+        async for item in self._stream(
+            "GET", "/v1/invoices/subscribe", params=params, idle_s=idle_s
+        ):
             yield invoice_from_json(item)
 
     # --- payments -------------------------------------------------------------------
@@ -296,14 +317,17 @@ class LndRestClient:
             expires_at=_int(data.get("timestamp")) + _int(data.get("expiry")),
         )
 
-    async def track_payment(self, payment_hash: bytes) -> PaymentStatus:
-        """The final or current state of an outgoing payment; UNKNOWN if never initiated."""
+    async def track_payment(self, payment_hash: bytes, wait: bool = False) -> PaymentStatus:
+        """The current state of an outgoing payment ("in_flight" at once for one still
+        under way), or with `wait` its final state; "unknown" if never initiated."""
         try:
             async for update in self._stream(
                 "GET",
-                f"/v2/router/track/{_segment(payment_hash.hex())}",
-                params={"no_inflight_updates": "true"},
-                total_s=30,
+                # Bytes in a REST path are base64 (URL-safe): hex is read as 48 bytes.
+                f"/v2/router/track/{_segment(base64.urlsafe_b64encode(payment_hash).decode())}",
+                # Without in-flight updates the stream says nothing until the payment ends.
+                params={"no_inflight_updates": "true" if wait else "false"},
+                total_s=150 if wait else 30,
             ):
                 status = str(update.get("status"))
                 if status == "SUCCEEDED":

@@ -43,18 +43,20 @@ class LightningNode(Protocol):
         ...
 
     def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
         """Every invoice added or settled after the given indexes, then live updates,
-        until the connection breaks (LightningError)."""
+        until the connection breaks (LightningError), or StreamIdle after ``idle_s``
+        without a message."""
         ...
 
     async def pay_invoice(self, bolt11: str, fee_limit_msat: int, timeout_s: int = 60) -> Payment:
         """Pays and waits for the outcome; PaymentFailed if it definitely failed."""
         ...
 
-    async def track_payment(self, payment_hash: bytes) -> PaymentStatus:
-        """What became of an outgoing payment ("unknown" if it was never initiated)."""
+    async def track_payment(self, payment_hash: bytes, wait: bool = False) -> PaymentStatus:
+        """What became of an outgoing payment: "in_flight" at once for one still under
+        way, or with ``wait`` its final state; "unknown" if it was never initiated."""
         ...
 
     async def decode_invoice(self, bolt11: str) -> DecodedInvoice:

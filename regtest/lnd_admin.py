@@ -28,6 +28,10 @@ GATEWAY_PERMISSIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 @dataclass(frozen=True)
 class Route:
     """One route QueryRoutes found: the fee it would pay and the nodes it passes."""
@@ -106,3 +110,29 @@ class RegtestLndClient(LndRestClient):
         ):
             return str(update.get("status", ""))
         return ""
+
+    # Hold invoices (invoicesrpc): a payment to one stays in flight until the payee settles
+    # or cancels it, which is how tests hold a withdrawal in flight.
+
+    async def add_hold_invoice(
+        self, payment_hash: bytes, amount_msat: int, memo: str, expiry_s: int = 3600
+    ) -> str:
+        """A hold invoice for `payment_hash`; returns its BOLT11. A payment to it stays in
+        flight (ACCEPTED here) until settle_invoice() or cancel_invoice()."""
+        data = await self._request(
+            "POST",
+            "/v2/invoices/hodl",
+            {
+                "hash": _b64e(payment_hash),
+                "value_msat": str(amount_msat),
+                "memo": memo,
+                "expiry": str(expiry_s),
+            },
+        )
+        return str(data["payment_request"])
+
+    async def settle_invoice(self, preimage: bytes) -> None:
+        await self._request("POST", "/v2/invoices/settle", {"preimage": _b64e(preimage)})
+
+    async def cancel_invoice(self, payment_hash: bytes) -> None:
+        await self._request("POST", "/v2/invoices/cancel", {"payment_hash": _b64e(payment_hash)})

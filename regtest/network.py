@@ -376,6 +376,36 @@ class Network:
         with os.fdopen(fd, "wb") as out:
             out.write(macaroon)
 
+    async def restart_node(self, name: str, crash: bool = True) -> None:
+        """Stops one LND node (SIGKILL if `crash`, else cleanly) and starts it again on the
+        same data directory and ports; returns once payments flow both ways again."""
+        node = self.node(name)
+        if crash:
+            await node.process.kill()
+        else:
+            await node.process.stop()
+        await self.start_node(name)
+
+    async def stop_node(self, name: str) -> None:
+        """Stops one LND node cleanly, leaving it down until start_node()."""
+        await self.node(name).process.stop()
+
+    async def start_node(self, name: str) -> None:
+        """Starts a stopped node again (same data directory, ports and wallet)."""
+        node = self.node(name)
+        await node.process.start()
+
+        async def rest_ready() -> bool:
+            info = await node.client.get_info()
+            return info.synced_to_chain and info.num_active_channels > 0
+
+        await self._wait(node.process, f"lnd {name} after a restart", rest_ready, 90)
+        for a, b in self.channels:  # each of its channels forwards again, both ways
+            if name in (a, b):
+                await self._wait_payable(a, b)
+                await self._wait_payable(b, a)
+        await self.wait_idle()
+
     async def wait_synced(self, timeout_s: float = 60, nudge_every_s: float = 0) -> None:
         """Waits until every LND node is synced to btcd's tip. With nudge_every_s, mines a
         block that often while some node lags, and restarts a node that stays at the tip

@@ -91,21 +91,48 @@ def random_bytes(n: int) -> bytes:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops it, `restore()` brings it back
-    on the same port — a dependency going down and coming back, without touching it.
+    """Forwards 127.0.0.1:<port> to a target, with the faults a network can have, without
+    touching either end:
+
+    - `cut()` drops every connection and stops listening; `restore()` listens again on
+      the same port (a dependency going down and coming back);
+    - `cut_mid_message()` forwards only the first half of the next piece of data the
+      target sends on a connection already carrying data (past its TLS handshake), then
+      closes that connection: a stream broken in the middle of a message;
+    - `stall()` holds all data in both directions with the connections open, until
+      `resume()` (a hung peer, a full network queue); `stall(replies_only=True)` lets
+      requests through to the target but holds its answers once the caller has sent
+      more than its first piece of data (a TLS ClientHello: the handshake completes, the
+      request is acted on, the caller never hears);
+    - `slow(delay_s)` delays every piece of data by `delay_s` (a slow link).
+
     `sent` counts the bytes forwarded to the target: whether the gateway called it at all
-    (it cannot read TLS, only see that something was said)."""
+    (it cannot read TLS, only see that something was said).
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.delay_s = 0.0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()  # requests to the target
+        self._flowing.set()
+        self._replying = asyncio.Event()  # answers from the target
+        self._replying.set()
+        self._cut_next: asyncio.Future[int] | None = None
+        self._cuttable: set[asyncio.StreamWriter] = set()  # chosen when the cut is armed
+        self._received: dict[asyncio.StreamWriter, int] = {}  # bytes from the target
+        self._pieces_sent: dict[asyncio.StreamWriter, int] = {}  # pieces of data to the target
+        self.accepted = 0  # connections accepted so far
         self.sent = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        await self.cut()
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -119,24 +146,72 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
+    def cut_mid_message(self) -> asyncio.Future[int]:
+        """Arms the cut; the future resolves (to the bytes let through) once it happened."""
+        self._cuttable = {w for w, n in self._received.items() if n > 0}
+        self._cut_next = asyncio.get_running_loop().create_future()
+        return self._cut_next
+
+    def received(self) -> list[int]:
+        """Bytes each open connection has received from the target so far."""
+        return list(self._received.values())
+
+    def stall(self, replies_only: bool = False) -> None:
+        if not replies_only:
+            self._flowing.clear()
+        self._replying.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+        self._replying.set()
+
+    def slow(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
         self._conns.update((writer, up_writer))
+        self._received[writer] = 0
+        self._pieces_sent[writer] = 0
+
+        def close_both() -> None:
+            for w in (writer, up_writer):
+                w.close()
 
         async def pump(
-            src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_target: bool
         ) -> None:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 while data := await src.read(65536):
-                    if upstream:
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)  # the fault itself, not a wait
+                    await self._flowing.wait()  # a full stall holds everything
+                    if from_target and self._pieces_sent.get(dst, 0) > 1:
+                        await self._replying.wait()
+                    if not from_target:
+                        self._pieces_sent[writer] = self._pieces_sent.get(writer, 0) + 1
                         self.sent += len(data)
+                    cut = self._cut_next
+                    if from_target and cut is not None and not cut.done() and dst in self._cuttable:
+                        half = max(1, len(data) // 2)
+                        dst.write(data[:half])
+                        await dst.drain()
+                        cut.set_result(half)
+                        close_both()
+                        return
+                    if from_target:
+                        self._received[dst] = self._received.get(dst, 0) + len(data)
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
         self._conns.difference_update((writer, up_writer))
+        self._received.pop(writer, None)
+        self._pieces_sent.pop(writer, None)
+        self._cuttable.discard(writer)

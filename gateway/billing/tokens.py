@@ -33,15 +33,21 @@ def load_or_create_secret(path: Path) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(SECRET_LEN)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker won the race: use its secret
-            return load_or_create_secret(path)
+        # Written aside, then linked into place: another worker starting at the same
+        # moment sees no file or the whole secret, never an empty one.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(secrets.token_bytes(SECRET_LEN))
             fh.flush()
             os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another worker won the race: use its secret
+        finally:
+            tmp.unlink()
+        data = path.read_bytes()
     if len(data) != SECRET_LEN:
         raise ValueError(f"{path} must hold exactly 32 bytes")
     return data

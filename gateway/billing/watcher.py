@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,11 +22,16 @@ from gateway.persistence import invoices
 from gateway.persistence.database import Database
 from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
-from lightning.errors import LightningError
+from lightning.errors import LightningError, LightningUnavailable, StreamIdle
 from lightning.models import InvoiceState
 from lightning.node import LightningNode
 
 log = logging.getLogger("bitcache.settlement")
+
+# Reconnecting to LND: the first retry comes quickly (a cut stream is usually back at
+# once), later ones back off up to the configured retry_after_s.
+_BACKOFF_FIRST_S = 0.25
+_BACKOFF_RESET_S = 30.0
 
 
 class InvoiceWatcher:
@@ -45,6 +51,7 @@ class InvoiceWatcher:
         retry_after_s: int,
         connection: str | None = None,
         identity: Callable[[], Awaitable[str]] | None = None,
+        idle_s: float = 60.0,
     ) -> None:
         self._settlement = settlement
         self._db = db
@@ -58,6 +65,7 @@ class InvoiceWatcher:
         self._node = ":" + connection if connection else self._legacy_node
         self._tenant_ids = tenant_ids
         self._retry_after_s = retry_after_s
+        self._idle_s = idle_s
 
     async def _ask_identity(self) -> str:
         return (await self._lnd.get_info()).pubkey
@@ -71,7 +79,13 @@ class InvoiceWatcher:
         booked = 0
         reporter = self._reporter(await self._identity())
         for payment_hash in await invoices.open_payment_hashes(self._db, reporter):
-            invoice = await self._lnd.lookup_invoice(payment_hash)
+            try:
+                invoice = await self._lnd.lookup_invoice(payment_hash)
+            except LightningUnavailable:
+                raise
+            except LightningError as exc:  # one odd invoice must not stop the rest
+                log.warning("cannot look up invoice %s: %s", payment_hash.hex(), exc)
+                continue
             if invoice.state == InvoiceState.SETTLED:
                 booked += await self._settlement.book(
                     payment_hash, invoice.settle_index or None, self._node, reporter
@@ -81,16 +95,27 @@ class InvoiceWatcher:
         return booked
 
     async def run(self) -> None:
+        """Never returns: any failure (a stream cut mid-message, a bad line, a database
+        error while booking) is logged and retried with back-off. Nothing is lost
+        meanwhile: the stream resumes from the last settle index booked, which is stored
+        in the same transaction as the booking, so an invoice not booked is replayed."""
+        delay = _BACKOFF_FIRST_S
+        reconcile = True
         while True:
+            started = time.monotonic()
             try:
-                booked = await self.reconcile()
-                if booked:
-                    log.info("reconciled %d invoice(s) settled while we were away", booked)
+                if reconcile:
+                    booked = await self.reconcile()
+                    if booked:
+                        log.info("reconciled %d invoice(s) settled while we were away", booked)
+                reconcile = True
                 node_id = await self._identity()
                 start = await self._settlement.settle_index(
                     self._node
                 ) or await self._settlement.settle_index(self._legacy_node)
-                async for invoice in self._lnd.subscribe_invoices(settle_index=start):
+                async for invoice in self._lnd.subscribe_invoices(
+                    settle_index=start, idle_s=self._idle_s
+                ):
                     if invoice.state == InvoiceState.SETTLED:
                         await self._settlement.book(
                             invoice.payment_hash,
@@ -98,9 +123,25 @@ class InvoiceWatcher:
                             self._node,
                             self._reporter(node_id),
                         )
+                    delay = _BACKOFF_FIRST_S  # the stream works: a later cut retries fast
+                log.info("invoice stream of %s ended; reconnecting", self._url)
+            except StreamIdle:
+                # A connection that died without either end knowing (half-open, or a TLS
+                # record cut short before the first message) looks idle forever: renew
+                # it now and then. Resuming from the settle index misses nothing, so no
+                # reconcile is needed.
+                log.debug("invoice stream of %s idle for %s s; renewing", self._url, self._idle_s)
+                reconcile = False
+                delay = _BACKOFF_FIRST_S
+                continue
             except LightningError as exc:
                 log.warning("invoice stream of %s interrupted (%s); retrying", self._url, exc)
-            await asyncio.sleep(self._retry_after_s)
+            except Exception:  # the watcher is the retry: it must outlive any error
+                log.exception("invoice watcher of %s failed; retrying", self._url)
+            if time.monotonic() - started > _BACKOFF_RESET_S:
+                delay = _BACKOFF_FIRST_S
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max(float(self._retry_after_s), _BACKOFF_FIRST_S))
 
 
 class WatcherPool:
@@ -114,6 +155,7 @@ class WatcherPool:
         tenants: TenantRegistry,
         nodes: LightningNodes,
         retry_after_s: int,
+        idle_s: float = 60.0,
         lease: StreamLease | None = None,
     ) -> None:
         self._settlement = settlement
@@ -121,6 +163,7 @@ class WatcherPool:
         self._tenants = tenants
         self._nodes = nodes
         self._retry_after_s = retry_after_s
+        self._idle_s = idle_s
         self._lease = lease
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -132,11 +175,21 @@ class WatcherPool:
         ]
 
     async def ensure(self) -> None:
+        """Starts a watcher for every connection in use, and restarts one whose task
+        ended: a watcher should never end, but if one does (a bug, a cancellation from
+        outside), the node's invoices must still be followed."""
         for tenant in self._tenants.tenants:
             settings = self._nodes.settings_for(tenant)
             key = connection_key(settings)
-            if key in self._tasks:
+            task = self._tasks.get(key)
+            if task is not None and not task.done():
                 continue
+            if task is not None:
+                log.error(
+                    "invoice watcher of %s had ended (%s); restarting it",
+                    settings.rest_url,
+                    _ending(task),
+                )
             watcher = InvoiceWatcher(
                 self._settlement,
                 self._db,
@@ -146,6 +199,7 @@ class WatcherPool:
                 self._retry_after_s,
                 key,
                 functools.partial(self._nodes.node_id, settings),
+                self._idle_s,
             )
             self._tasks[key] = asyncio.create_task(
                 self._follow(key, watcher), name=f"invoices {key}"
@@ -162,3 +216,11 @@ class WatcherPool:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+
+
+def _ending(task: asyncio.Task[None]) -> str:
+    """How a finished task ended, for the log."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return "returned" if exc is None else f"{type(exc).__name__}: {exc}"

@@ -14,6 +14,8 @@ sales came in, so each tenant's books sum to zero on their own.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import secrets
 import sqlite3
@@ -62,6 +64,7 @@ class Withdrawals:
         fee_limit_bps: int,
         min_fee_msat: int,
         clock: Clock = system_clock,
+        answer_within_s: float = 20.0,
     ) -> None:
         self._db = db
         self._nodes = nodes
@@ -69,7 +72,16 @@ class Withdrawals:
         self._fee_limit_bps = fee_limit_bps
         self._min_fee_msat = min_fee_msat
         self._clock = clock
-        self._paying: set[str] = set()  # ids this process is paying right now
+        # A payment still in flight after this long is answered 202 and followed on.
+        self._answer_within_s = answer_within_s
+        self._paying: dict[str, asyncio.Task[None]] = {}  # ids this process is paying now
+
+    async def close(self) -> None:
+        """Stops following payments still in flight; reconcile() finishes them later."""
+        tasks = list(self._paying.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def get(self, account_id: str, withdrawal_id: str) -> Withdrawal | None:
         return await rows.get(self._db, account_id, withdrawal_id)
@@ -140,7 +152,29 @@ class Withdrawals:
     async def _pay(
         self, lnd: LightningNode, withdrawal_id: str, bolt11: str, reserve: int
     ) -> Withdrawal:
-        self._paying.add(withdrawal_id)
+        """Pays, and answers with the outcome, or 'pending' if the payment is still in
+        flight after answer_within_s (it is then followed to its end in the background)."""
+        task = asyncio.create_task(
+            self._pay_and_finish(lnd, withdrawal_id, bolt11, reserve),
+            name=f"withdrawal {withdrawal_id}",
+        )
+        self._paying[withdrawal_id] = task
+        task.add_done_callback(functools.partial(self._paid, withdrawal_id))
+        # wait() never cancels the task: a caller going away does not abandon the payment.
+        await asyncio.wait([task], timeout=self._answer_within_s)
+        withdrawal = await rows.by_id(self._db, withdrawal_id)
+        assert withdrawal is not None
+        return withdrawal
+
+    def _paid(self, withdrawal_id: str, task: asyncio.Task[None]) -> None:
+        self._paying.pop(withdrawal_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Left pending: reconcile() finishes it from what the node knows.
+            log.error("withdrawal %s: %r", withdrawal_id, task.exception())
+
+    async def _pay_and_finish(
+        self, lnd: LightningNode, withdrawal_id: str, bolt11: str, reserve: int
+    ) -> None:
         try:
             payment = await lnd.pay_invoice(bolt11, fee_limit_msat=reserve)
         except PaymentFailed as exc:
@@ -151,11 +185,6 @@ class Withdrawals:
             log.warning("withdrawal %s outcome unknown: %s", withdrawal_id, exc)
         else:
             await self._finish(withdrawal_id, payment.fee_msat, None)
-        finally:
-            self._paying.discard(withdrawal_id)
-        withdrawal = await rows.by_id(self._db, withdrawal_id)
-        assert withdrawal is not None
-        return withdrawal
 
     async def _finish(self, withdrawal_id: str, fee_paid: int | None, failure: str | None) -> None:
         """Settles (fee_paid given) or releases the hold, exactly once."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -42,9 +43,27 @@ class Database:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        try:
+            await self._use_wal(self._writer)
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except BaseException:
+            # An open connection's thread would keep the process alive after the error.
+            await self.close()
+            raise
+
+    @staticmethod
+    async def _use_wal(conn: aiosqlite.Connection) -> None:
+        """WAL mode (persistent in the file). Switching needs the file to itself and does
+        not wait on busy_timeout, so workers opening one new file together retry."""
+        for attempt in range(50):
+            try:
+                await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
@@ -62,9 +81,12 @@ class Database:
         one (branches land in any order) is still applied; user_version, which older
         databases used alone, stays the highest number applied.
         """
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        # Under the write lock (BEGIN IMMEDIATE waits for it): several gateway processes
+        # may open one new file at the same moment.
+        await conn.executescript(
+            "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);"
+            " COMMIT;"
         )
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
@@ -74,7 +96,8 @@ class Database:
         if not applied and legacy_version:
             # Made by the user_version-only runner, which applied everything up to it.
             await conn.executemany(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)",
+                "INSERT OR IGNORE INTO schema_migrations (version, name, applied_at)"
+                " VALUES (?, ?, 0)",
                 [(v, n) for v, n, _ in migrations() if v <= legacy_version],
             )
             applied = {v for v, _, _ in migrations() if v <= legacy_version}
@@ -92,6 +115,14 @@ class Database:
             except Exception as exc:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
+                # Several gateway processes may start on one new file: another one may
+                # have applied this migration while we waited for the write lock.
+                async with conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ) as cur:
+                    if await cur.fetchone() is not None:
+                        applied.add(version)
+                        continue
                 raise RuntimeError(f"database migration {name} failed: {exc}") from exc
             applied.add(version)
 

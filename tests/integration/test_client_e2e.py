@@ -201,7 +201,7 @@ async def bitcache(*args: str) -> tuple[int, str, str]:
 async def test_the_bitcache_command_uploads_and_gets(
     network: Network, e2e: tuple[GatewayConfig, str], tmp_path: Path
 ) -> None:
-    _, url = e2e
+    config, url = e2e
     uploader, downloader = await clients(network, url)
     up_cfg, down_cfg = tmp_path / "up.json", tmp_path / "down.json"
     up_cfg.write_text(uploader.model_dump_json())
@@ -218,6 +218,30 @@ async def test_the_bitcache_command_uploads_and_gets(
     assert code == 0, err
     assert (tmp_path / "got.pdf").read_bytes() == source.read_bytes()
     assert "paid 6 sat" in out
+    # A wrong key is caught before anything is paid: not a msat leaves the payer's node,
+    # and the gateway sells nothing more for this file.
+    file_id = link.split("/f/")[1].split("#")[0]
+    payer = network.node("payer").client
+    await network.wait_idle()
+    balance_before, _ = await payer.channel_balance_msat()
+    invoices_before = _invoices(config, file_id)
     wrong_key = link.split("#")[0] + "#" + "A" * 43
-    code, out, err = await bitcache("get", wrong_key, "--config", str(down_cfg))
+    code, out, err = await bitcache(
+        "get", wrong_key, "-o", str(tmp_path / "wrong.pdf"), "--config", str(down_cfg)
+    )
     assert code == 1 and err.startswith("error:") and "Traceback" not in err
+    assert "key" in err.lower()
+    await network.wait_idle()
+    assert (await payer.channel_balance_msat())[0] == balance_before
+    assert _invoices(config, file_id) == invoices_before
+    assert not (tmp_path / "wrong.pdf").exists()
+
+
+def _invoices(config: GatewayConfig, file_id: str) -> list[tuple[str, int]]:
+    """(state, amount) of every invoice the gateway issued for the file."""
+    with sqlite3.connect(config.database_path) as conn:
+        rows = conn.execute(
+            "SELECT state, amount_msat FROM invoices WHERE file_id = ? ORDER BY created_at",
+            (file_id,),
+        ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]

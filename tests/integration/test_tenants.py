@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import sqlite3
 import sys
@@ -176,7 +177,7 @@ async def test_unknown_or_missing_host_is_refused_cleanly(deployment: tuple[str,
 
 
 async def test_tenant_changes_apply_without_a_restart(
-    deployment: tuple[str, Path], network: Network
+    deployment: tuple[str, Path], network: Network, caplog: pytest.LogCaptureFixture
 ) -> None:
     url, tenants_file = deployment
     admin = [sys.executable, "-m", "gateway.admin", "--file", str(tenants_file), "tenant"]
@@ -200,8 +201,23 @@ async def test_tenant_changes_apply_without_a_restart(
                 return r.status == 201
 
         await wait_until("the new tenant to be served", live, timeout_s=5)
+        up = await upload_on(url, "gamma.test")  # no price given: the tenant's default
+
+        async def price_per_chunk() -> int:
+            async with gamma.request("GET", f"/v1/files/{up.file_id}/chunks/0") as r:
+                assert r.status == 402
+                return int((await r.json())["price_msat"])
+
+        assert await price_per_chunk() == 7_000
         code, out = await run("set", "gamma", "default_price_msat=9000")
         assert code == 0, out
+
+        async def repriced() -> bool:
+            nonlocal up
+            up = await upload_on(url, "gamma.test")
+            return await price_per_chunk() == 9_000
+
+        await wait_until("`tenant set` to change new uploads' price", repriced, timeout_s=5)
         code, out = await run("remove", "gamma")
         assert code == 0, out
 
@@ -211,8 +227,18 @@ async def test_tenant_changes_apply_without_a_restart(
 
         await wait_until("the removed tenant to stop answering", gone, timeout_s=5)
         # The file was edited behind the gateway's back into something invalid: kept as is.
+        caplog.set_level(logging.ERROR, "bitcache.tenants")
         tenants_file.write_text("{not json")
-        await asyncio.sleep(1.2)
+
+        async def refused() -> bool:
+            return any("keeping the previous tenants" in r.getMessage() for r in caplog.records)
+
+        async def ask() -> bool:  # the file is re-read when a request needs the tenants
+            async with HostSession(s, url, A).request("GET", "/v1/plans") as r:
+                assert r.status == 200
+            return await refused()
+
+        await wait_until("the broken tenants file to be read and refused", ask, timeout_s=5)
         async with HostSession(s, url, A).request("GET", "/v1/plans") as r:
             assert r.status == 200
 

@@ -661,6 +661,53 @@ async def test_interruption_during_a_payment_keeps_its_token(env: Env) -> None:
     assert env.payer.paid_msat == PRICE * N_CHUNKS  # nothing paid twice
 
 
+class LostAnswerPayer(FakePayer):
+    """The second payment goes through, but the answer never comes back: the process
+    dies (here: an error escapes) with the money gone and no preimage kept."""
+
+    async def pay(self, bolt11: str, expected_msat: int) -> bytes:
+        if len(self.calls) == 1:
+            self.calls.append((bolt11, expected_msat))
+            raise RuntimeError("killed mid-payment")
+        return await super().pay(bolt11, expected_msat)
+
+
+class RecoveringPayer(FakePayer):
+    """Knows what an earlier run paid (as an LND node does) and says so."""
+
+    def __init__(self, gateway: FakeGateway, paid_before: list[tuple[str, int]]) -> None:
+        super().__init__(gateway)
+        self.paid_before = {bolt11 for bolt11, _ in paid_before}
+        self.asked: list[str] = []
+
+    async def recover(self, bolt11: str) -> bytes | None:
+        self.asked.append(bolt11)
+        return self.gateway.preimages[bolt11] if bolt11 in self.paid_before else None
+
+
+async def test_a_payment_whose_answer_was_lost_is_recovered_not_paid_again(env: Env) -> None:
+    src = env.source()
+    link = await env.upload(src)
+    out = env.tmp / "lost.bin"
+    dying = LostAnswerPayer(env.gateway)
+    cfg = ClientConfig(gateway_url=env.url, purchase_concurrency=1)
+    async with BitcacheClient(cfg, payer=dying, cache_dir=env.tmp / "cache") as client:
+        with pytest.raises(RuntimeError, match="killed mid-payment"):
+            await client.download(link, out=out, progress=False)
+    lost = dying.calls[1][0]
+    sidecar = json.loads(Path(f"{out}.part.json").read_text())
+    assert [o["invoice"] for o in sidecar["paying"]] == [lost]  # recorded before paying
+
+    again = RecoveringPayer(env.gateway, dying.calls)
+    async with BitcacheClient(cfg, payer=again, cache_dir=env.tmp / "cache") as client:
+        result = await client.download(link, out=out, progress=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert again.asked == [lost]
+    assert lost not in [bolt11 for bolt11, _ in again.calls]
+    assert dying.paid_msat + again.paid_msat == PRICE * N_CHUNKS  # nothing paid twice
+    assert result.paid_msat == again.paid_msat  # what this run paid, not the recovered
+
+
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -107,10 +107,10 @@ class RecordingNode(FakeNode):
         self.resumed_from: list[int] = []
 
     async def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
         self.resumed_from.append(settle_index)
-        async for invoice in super().subscribe_invoices(add_index, settle_index):
+        async for invoice in super().subscribe_invoices(add_index, settle_index, idle_s):
             yield invoice
 
 

@@ -84,7 +84,7 @@ class LyingNode(FakeNode):
         return self._settled(payment_hash, 1)
 
     async def subscribe_invoices(
-        self, add_index: int = 0, settle_index: int = 0
+        self, add_index: int = 0, settle_index: int = 0, idle_s: float | None = None
     ) -> AsyncIterator[Invoice]:
         for index, payment_hash in enumerate(self.claims, start=1):
             if index > settle_index:

@@ -1,0 +1,197 @@
+"""The books of a gateway database checked against themselves and against its LND node.
+
+`check_books()` fails a test if money was created or lost anywhere a reviewer would look:
+
+- inside the ledger: every transaction sums to zero, every account's stored balance equals
+  the sum of its entries, and no account but the outside world is negative;
+- against Lightning: every invoice of this database that the node says is settled is booked
+  exactly once, for exactly what the node received, and nothing the node did not receive
+  is booked; every withdrawal the node paid is settled in the ledger with the fee the node
+  reports, and every withdrawal released was not paid by the node.
+
+It reads the SQLite file directly (WAL: safe beside a running gateway) and asks LND about
+each payment hash, so it works for in-process gateways and gateway processes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.lnd import LndRestClient
+from lightning.models import InvoiceState
+
+INCOMING = ("chunk_sale", "plan_purchase")
+
+
+@dataclass
+class Books:
+    """What the check saw, for tests that also count (e.g. exactly-once bookings)."""
+
+    kinds: Counter[str] = field(default_factory=Counter)  # ledger transactions per kind
+    received_msat: int = 0  # what LND received for this database's invoices
+    booked_in_msat: int = 0  # what the ledger booked as received
+    paid_out_msat: int = 0  # withdrawals LND paid, amount + fee
+    booked_out_msat: int = 0  # withdrawals the ledger settled, amount + fee
+    balances: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> int:
+        return self.kinds[kind]
+
+
+def _rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def ledger_problems(db_path: Path) -> list[str]:
+    """Internal consistency only (no LND): the empty list when the books balance."""
+    problems = []
+    for tx_id, kind, ref, total in _rows(
+        db_path,
+        "SELECT t.id, t.kind, t.reference, SUM(e.amount_msat) FROM ledger_transactions t"
+        " JOIN ledger_entries e ON e.tx_id = t.id GROUP BY t.id HAVING SUM(e.amount_msat) != 0",
+    ):
+        problems.append(f"transaction {tx_id} ({kind} {ref}) sums to {total}")
+    for account, stored, summed in _rows(
+        db_path,
+        "SELECT COALESCE(b.account, e.account), b.balance_msat, e.total FROM"
+        " (SELECT account, SUM(amount_msat) AS total FROM ledger_entries GROUP BY account) e"
+        " LEFT JOIN balances b ON b.account = e.account"
+        " UNION ALL SELECT b.account, b.balance_msat, NULL FROM balances b"
+        " WHERE b.account NOT IN (SELECT account FROM ledger_entries)",
+    ):
+        if stored != summed:
+            problems.append(f"{account}: stored balance {stored}, entries sum to {summed}")
+    for account, value in _rows(
+        db_path,
+        "SELECT account, balance_msat FROM balances"
+        " WHERE balance_msat < 0 AND account NOT LIKE 'external:%'",
+    ):
+        problems.append(f"{account} is overdrawn: {value}")
+    return problems
+
+
+async def check_books(
+    db_path: Path, lnd: LndRestClient, tenants: set[str] | None = None, timeout_s: float = 15
+) -> Books:
+    """`books_once()` until it passes: a payment LND just settled is booked a moment
+    later (the invoice stream); anything still wrong after `timeout_s` fails the test."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await books_once(db_path, lnd, tenants)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None = None) -> Books:
+    """Asserts the books balance and match LND (see the module docstring); returns them.
+    `tenants`: only the invoices and withdrawals of these tenants are on `lnd`."""
+    problems = ledger_problems(db_path)
+    books = Books()
+    for kind, n in _rows(db_path, "SELECT kind, COUNT(*) FROM ledger_transactions GROUP BY kind"):
+        books.kinds[str(kind)] = int(n)
+    books.balances = {
+        str(a): int(v) for a, v in _rows(db_path, "SELECT account, balance_msat FROM balances")
+    }
+
+    def mine(tenant: object) -> bool:
+        return tenants is None or tenant in tenants
+
+    # Incoming: every invoice this database issued, as LND sees it.
+    booked_in = {
+        str(ref): -int(amount)
+        for ref, amount in _rows(
+            db_path,
+            "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
+            " JOIN ledger_entries e ON e.tx_id = t.id"
+            f" WHERE t.kind IN {INCOMING} AND e.account LIKE 'external:%'",
+        )
+    }
+    issued = _rows(
+        db_path,
+        "SELECT payment_hash, state, amount_msat, tenant_id FROM invoices"
+        " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM plan_invoices",
+    )
+    for raw_hash, state, amount, tenant in issued:
+        if not mine(tenant):
+            continue
+        payment_hash = bytes(raw_hash)
+        ref = payment_hash.hex()
+        invoice = await lnd.lookup_invoice(payment_hash)
+        if invoice.state == InvoiceState.SETTLED:
+            books.received_msat += invoice.amount_paid_msat
+            if state != "settled":
+                problems.append(f"invoice {ref} settled on LND but {state} here")
+            if booked_in.get(ref) != invoice.amount_paid_msat:
+                problems.append(
+                    f"invoice {ref}: LND received {invoice.amount_paid_msat}, "
+                    f"ledger booked {booked_in.get(ref)}"
+                )
+            if invoice.amount_paid_msat != amount:
+                problems.append(f"invoice {ref}: paid {invoice.amount_paid_msat} of {amount}")
+        elif state == "settled" or ref in booked_in:
+            problems.append(f"invoice {ref} booked here but {invoice.state} on LND")
+        if ref in booked_in:
+            books.booked_in_msat += booked_in[ref]
+
+    # Outgoing: every withdrawal, as LND's payment record sees it.
+    settled_out = {
+        str(ref): int(amount)
+        for ref, amount in _rows(
+            db_path,
+            "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
+            " JOIN ledger_entries e ON e.tx_id = t.id"
+            " WHERE t.kind = 'withdrawal_settle' AND e.account LIKE 'external:%'",
+        )
+    }
+    released = {
+        str(r[0])
+        for r in _rows(
+            db_path, "SELECT reference FROM ledger_transactions WHERE kind = 'withdrawal_release'"
+        )
+    }
+    for wid, raw_hash, state, amount, fee_paid, tenant in _rows(
+        db_path,
+        "SELECT id, payment_hash, state, amount_msat, fee_paid_msat, tenant_id FROM withdrawals",
+    ):
+        if not mine(tenant):
+            continue
+        wid = str(wid)
+        status = await lnd.track_payment(bytes(raw_hash))
+        if status.state == "succeeded":
+            out = int(amount) + status.fee_msat
+            books.paid_out_msat += out
+            if state != "succeeded" or settled_out.get(wid) != out or fee_paid != status.fee_msat:
+                problems.append(
+                    f"withdrawal {wid}: LND paid {out} (fee {status.fee_msat}), here {state} "
+                    f"with {settled_out.get(wid)} booked (fee {fee_paid})"
+                )
+        elif wid in settled_out:
+            problems.append(f"withdrawal {wid} settled here but {status.state} on LND")
+        if wid in released and status.state == "succeeded":
+            problems.append(f"withdrawal {wid} was released but LND paid it")
+        if wid in released and wid in settled_out:
+            problems.append(f"withdrawal {wid} both released and settled")
+        books.booked_out_msat += settled_out.get(wid, 0)
+
+    assert not problems, "the books do not balance:\n  " + "\n  ".join(problems)
+    assert books.received_msat == books.booked_in_msat
+    assert books.paid_out_msat == books.booked_out_msat
+    return books
+
+
+def count_bookings(db_path: Path, reference: str) -> int:
+    """How many ledger transactions name this payment hash or withdrawal id."""
+    rows = _rows(
+        db_path, "SELECT COUNT(*) FROM ledger_transactions WHERE reference = ?", (reference,)
+    )
+    return int(rows[0][0])
