@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.config import ConfigError, TenantSettings, load_config
 from gateway.identity.import_source import FORMATS, tenant_policies
@@ -54,7 +54,7 @@ def register(parser: argparse.ArgumentParser, areas: Any) -> None:
     cmd.set_defaults(handler=cmd_import)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(1)
 
