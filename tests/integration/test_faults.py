@@ -124,7 +124,7 @@ async def pay(network: Network, invoices: list[tuple[str, bytes]]) -> None:
 
 
 async def wait_booked_once(
-    cfg: GatewayConfig, invoices: list[tuple[str, bytes]], timeout_s: float = 10
+    cfg: GatewayConfig, invoices: list[tuple[str, bytes]], timeout_s: float = 20
 ) -> None:
     """Every invoice booked within `timeout_s`, and exactly once."""
 
@@ -198,7 +198,7 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
         await wait_until(
             "the watcher to log the cut",
             lambda: _true(messages(caplog, "ClientPayloadError")),
-            timeout_s=10,
+            timeout_s=20,
         )
         # 3. The message that carries the plan's settlement.
         invoices = await plan_and_chunk_invoices(session, gw, key, network)
