@@ -55,8 +55,9 @@ async def stream_block(
         return response, 0
     received = sent = 0
     held: bytes | None = None  # the last piece, sent once the stream proves its size
+    pieces = store.cat_stream(cid)
     try:
-        async for piece in store.cat_stream(cid):
+        async for piece in pieces:
             received += len(piece)
             if received > size:
                 raise _WrongSize(f"more than the {size} bytes recorded")
@@ -84,6 +85,11 @@ async def stream_block(
     except ConnectionError:
         # The client went away; nothing to answer. aiohttp closes the connection.
         log.info("client left after %d of %d bytes of %s", sent, size, cid)
+    finally:
+        # Left early (error, client gone): release kubo's answer now, not when collected.
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return response, sent
 
 

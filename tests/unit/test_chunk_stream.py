@@ -30,13 +30,18 @@ class FakeStore:
         self.pieces = pieces
         self.fail = fail
         self.reads = 0
+        self.open_streams = 0  # like kubo answers not yet released
 
     async def cat_stream(self, cid: str, block: int = 256 * 1024) -> AsyncIterator[bytes]:
         self.reads += 1
-        for piece in self.pieces:
-            yield piece
-        if self.fail is not None:
-            raise self.fail
+        self.open_streams += 1
+        try:
+            for piece in self.pieces:
+                yield piece
+            if self.fail is not None:
+                raise self.fail
+        finally:
+            self.open_streams -= 1
 
 
 def split(data: bytes, n: int) -> list[bytes]:
@@ -105,13 +110,15 @@ async def test_a_wrong_size_in_one_piece_is_a_problem_answer(serve: Any, wrong: 
     "wrong", [SIZE - 1000, SIZE + 1, SIZE + 70_000], ids=["short", "long", "longer"]
 )
 async def test_a_wrong_size_midway_is_never_a_complete_200(serve: Any, wrong: int) -> None:
-    served, url = await serve(FakeStore(split(os.urandom(wrong), 4)))
+    store = FakeStore(split(os.urandom(wrong), 4))
+    served, url = await serve(store)
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 200  # headers went out with the first piece
         assert resp.headers["Content-Length"] == str(SIZE)
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()  # the body ends short of Content-Length: an error, not a chunk
     assert served.sent[0] < SIZE
+    assert store.open_streams == 0  # the storage answer was released, not left to the GC
 
 
 async def test_storage_failing_midway_cuts_the_connection(serve: Any) -> None:
