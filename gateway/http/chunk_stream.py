@@ -24,9 +24,13 @@ from gateway.http.problems import Problem
 from ipfs.errors import IpfsError
 from ipfs.store import BlockStore
 
-__all__ = ["stream_block"]
+__all__ = ["BODY_BYTES_SENT", "stream_block"]
 
 log = logging.getLogger("bitcache.gateway")
+
+# The body bytes a streamed answer sent (its headers excluded, a cut-off counted as far as
+# it went), for whoever accounts for them after the handler: the metrics middleware.
+BODY_BYTES_SENT = web.RequestKey("body_bytes_sent", int)
 
 
 class _WrongSize(Exception):
@@ -52,6 +56,7 @@ async def stream_block(
     if request.method == "HEAD":
         await response.prepare(request)
         await response.write_eof()
+        request[BODY_BYTES_SENT] = 0
         return response, 0
     received = sent = 0
     held: bytes | None = None  # the last piece, sent once the stream proves its size
@@ -90,6 +95,7 @@ async def stream_block(
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:
             await aclose()
+        request[BODY_BYTES_SENT] = sent
     return response, sent
 
 
