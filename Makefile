@@ -48,8 +48,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy storage l402 rest lightning ipfs gateway client sandbox regtest bench
 
+# Each prints its figures beside baselines from the same run and merges them into
+# bench/results.json; the network benches run the gateway as its own process.
 bench: tools
 	$(PY) -m bench.crypto
+	$(PY) -m bench.tokens
 	$(PY) -m bench.download
 
 clean:

@@ -1,135 +1,307 @@
-"""Download throughput of a large file: paid per chunk vs the same file free vs kubo cat.
+"""Upload, download, time to first byte and gateway memory, each beside its baseline.
 
-    python -m bench.download [--mib 256] [--runs 2]
+    python -m bench.download [--mib 256] [--runs 3] [--rss-mib 256] [--no-write]
 
-All three read the same kind of data from the same kubo node on the same machine:
-- kubo cat: the file's ciphertext chunks fetched straight from kubo's RPC API, as many in
-  flight as the client uses (no gateway, no crypto, no payment) — the ceiling;
-- free: `bitcache get` of the file uploaded at price 0 (gateway + decryption, no payment);
-- paid: `bitcache get` of the file at the default price, paying with the regtest payer node.
-The ratios paid/free and paid/kubo say what paying and the gateway cost.
+The gateway runs as its own process (``python -m gateway --config …``, as deployed); this
+process is the client. Every figure is printed beside a baseline measured in the same run,
+best of ``--runs`` (the machine is shared, so ratios mean more than absolute MiB/s):
+
+- upload_vs_kubo_add: ``bitcache upload`` (read, seal, PUT) of a fresh random file against
+  ``kubo add`` of the same bytes, in 1 MiB pieces, as many in flight as the client uses;
+- paid_vs_kubo: ``bitcache get`` of a paid file (buying, fetching, decrypting, writing) against
+  kubo cat of the same ciphertext chunks from kubo's RPC API (no gateway, no crypto);
+- paid_vs_free: the same download of the same data uploaded at price 0;
+- ttfb_paid_vs_free: from nothing to the first byte of chunk 0, as the client does it: the
+  file's state, then the chunk (paid: the 402 challenge, paying the invoice, the chunk);
+- gateway_rss_mb: the gateway's peak RSS while 10 clients download one ``--rss-mib`` MiB paid
+  file at once, beside its RSS before (idle, after start-up and the uploads).
+
+Writes those figures into bench/results.json, keeping the figures other benches wrote there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+
+from bench.crypto import RESULTS_PATH, merge_results
+from bench.harness import (
+    MIB,
+    GatewayProcess,
+    RssSampler,
+    chunk_cids,
+    gateway_process,
+    write_random_file,
+)
 from client import account
 from client.api import BitcacheClient
+from client.config import ClientConfig
 from client.payer import LndPayer
-from gateway.server import serve
 from ipfs.kubo import KuboClient
+from l402 import parse_challenge
 from regtest.network import Network
-from regtest.process import free_port
-from sandbox.run import sandbox_client_config, sandbox_gateway_config
+from sandbox.run import sandbox_client_config
+from storage.capability import ShareLink
 from storage.crypto import encode_file_id
 
-MIB = 1 << 20
+RSS_DOWNLOADS = 10
 
 
-def _write_random_file(path: Path, mib: int) -> None:
-    with path.open("wb") as fh:
-        for _ in range(mib):
-            fh.write(os.urandom(MIB))
+def figure(value: float, baseline: float, unit: str) -> dict[str, Any]:
+    return {
+        "value": round(value, 3),
+        "baseline": round(baseline, 3),
+        "ratio": round(value / baseline, 3),
+        "unit": unit,
+    }
 
 
-async def _kubo_cat_all(api_url: str, cids: list[str], concurrency: int) -> float:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for cid in cids:
-        queue.put_nowait(cid)
+async def kubo_add_mibs(api_url: str, source: Path, concurrency: int) -> float:
+    """``kubo add`` of the file's bytes in 1 MiB pieces, ``concurrency`` at a time."""
+    size = (await asyncio.to_thread(source.stat)).st_size
+    offsets = iter(range(0, size, MIB))
+    async with KuboClient(api_url) as kubo:
+
+        async def worker() -> None:
+            with source.open("rb") as fh:
+                for offset in offsets:
+                    fh.seek(offset)
+                    await kubo.add(await asyncio.to_thread(fh.read, MIB))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return size / MIB / (time.perf_counter() - started)
+
+
+async def kubo_cat_mibs(api_url: str, cids: list[str], concurrency: int) -> float:
+    """Every chunk read whole from kubo's RPC API, ``concurrency`` at a time."""
+    todo = iter(cids)
     total = 0
     async with KuboClient(api_url) as kubo:
 
         async def worker() -> None:
             nonlocal total
-            while not queue.empty():
-                data = await kubo.cat(queue.get_nowait())
+            for cid in todo:
+                data = await kubo.cat(cid)
                 total += len(data)  # after the await: `total +=` before it would lose updates
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / MIB / (time.perf_counter() - started)
+
+
+async def download_mibs(
+    config: ClientConfig, payer: LndPayer, link: ShareLink, out: Path
+) -> tuple[float, int]:
+    """MiB/s of one ``bitcache get`` (a fresh client: no tokens from earlier runs), and the
+    number of payments it made."""
+    payments = payer.payments
+    async with BitcacheClient(config, payer) as client:
+        started = time.perf_counter()
+        result = await client.download(link, out, progress=False)
         elapsed = time.perf_counter() - started
-        print(f"    kubo: {total} bytes in {elapsed:.2f}s", flush=True)
-        return total / MIB / elapsed
+    await asyncio.to_thread(out.unlink)
+    return result.size / MIB / elapsed, payer.payments - payments
 
 
-def _cids(db_path: Path, file_id: str) -> list[str]:
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT cid FROM chunks WHERE file_id = ? ORDER BY idx", (file_id,)
-        ).fetchall()
-    return [r[0] for r in rows]
+async def first_byte(url: str, file_id: str, payer: LndPayer | None) -> dict[str, float]:
+    """Seconds from a new connection to the first byte of chunk 0, the client's way, and its
+    phases: the file's state, the 402 challenge and the payment (paid only), the chunk."""
+    phases: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        started = mark = time.perf_counter()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = now - mark
+            mark = now
+
+        async with session.get(f"{url}/v1/files/{file_id}") as resp:
+            assert resp.status == 200, resp.status
+            await resp.read()
+        phase("state")
+        headers = {}
+        if payer is not None:
+            async with session.get(f"{url}/v1/files/{file_id}/chunks/0") as resp:
+                assert resp.status == 402, resp.status
+                problem = await resp.json()
+                challenge = parse_challenge(resp.headers.getall("WWW-Authenticate"))
+            phase("challenge")
+            preimage = await payer.pay(challenge.invoice, int(problem["amount_msat"]))
+            phase("payment")
+            headers["Authorization"] = f"L402 {challenge.macaroon}:{preimage.hex()}"
+        async with session.get(f"{url}/v1/files/{file_id}/chunks/0", headers=headers) as resp:
+            assert resp.status == 200, resp.status
+            await resp.content.readany()
+            phase("chunk")
+            phases["total"] = time.perf_counter() - started
+            await resp.read()
+    if payer is not None:  # what the gateway adds, without the Lightning round trips
+        phases["gateway"] = phases["total"] - phases["challenge"] - phases["payment"]
+    return phases
 
 
-async def main(mib: int, runs: int) -> None:
+async def rss_phase(
+    net: Network, gw: GatewayProcess, uploader: ClientConfig, work: Path, mib: int
+) -> tuple[float, float]:
+    """(idle RSS, peak RSS) of the gateway, in MB, around 10 concurrent paid downloads."""
+    source = work / "large.bin"
+    await asyncio.to_thread(write_random_file, source, mib)
+    async with BitcacheClient(uploader) as up:
+        link = await up.upload(source, progress=False)
+    source.unlink()
+    idle = gw.rss_mb()
+    config = sandbox_client_config(net, gw.url)
+    payer = LndPayer(net.node("payer").client, config.max_fee_msat)
+
+    async def one(n: int) -> None:
+        out = work / f"large-{n}.bin"
+        async with BitcacheClient(config, payer) as client:
+            await client.download(link, out, progress=False)
+        out.unlink()
+
+    started = time.perf_counter()
+    async with RssSampler(gw) as sampler:
+        await asyncio.gather(*(one(n) for n in range(RSS_DOWNLOADS)))
+    elapsed = time.perf_counter() - started
+    print(
+        f"  {RSS_DOWNLOADS} concurrent paid downloads of {mib} MiB in {elapsed:.1f}s "
+        f"({RSS_DOWNLOADS * mib / elapsed:.1f} MiB/s in all); gateway RSS idle {idle:.0f} MB, "
+        f"peak {sampler.peak_mb:.0f} MB",
+        flush=True,
+    )
+    return idle, sampler.peak_mb
+
+
+async def main(mib: int, runs: int, rss_mib: int, write: bool) -> None:
+    best: dict[str, float] = {}
+
+    def keep(name: str, value: float) -> None:
+        best[name] = max(best.get(name, value), value)
+
     async with Network.start() as net:
         assert net.kubo is not None
         work = Path(tempfile.mkdtemp(prefix="bitcache-bench-"))
-        config = sandbox_gateway_config(net, work / "gateway", free_port())
-        async with serve(config) as url:
-            async with BitcacheClient(sandbox_client_config(net, url)) as anonymous:
+        async with gateway_process(net, work / "gw") as gw:
+            async with BitcacheClient(sandbox_client_config(net, gw.url)) as anonymous:
                 api_key = (await account.create(anonymous))["api_key"]
             # The uploader's config: downloads by the owner would be free, so the
             # downloads below use a config without the account key.
-            uploader = sandbox_client_config(net, url, api_key)
-            client_config = sandbox_client_config(net, url)
-            payer_node = net.node("payer").client
-            source = work / "source.bin"
-            _write_random_file(source, mib)
-            async with BitcacheClient(uploader) as up:
-                started = time.perf_counter()
-                paid_link = await up.upload(source, progress=False)
-                upload_mibs = mib / (time.perf_counter() - started)
-                free_link = await up.upload(source, price_msat=0, progress=False)
-            payer = LndPayer(payer_node, client_config.max_fee_msat)
-            async with BitcacheClient(client_config, payer) as client:
-                cids = _cids(config.database_path, encode_file_id(paid_link.file_id))
+            uploader = sandbox_client_config(net, gw.url, api_key)
+            downloader = sandbox_client_config(net, gw.url)
+            payer = LndPayer(net.node("payer").client, downloader.max_fee_msat)
+            concurrency = downloader.concurrency
 
-                results: dict[str, list[float]] = {"kubo": [], "free": [], "paid": []}
-                paid_msat = payments = payments_before = 0
-                for run in range(runs):
-                    results["kubo"].append(
-                        await _kubo_cat_all(net.kubo.api_url, cids, client_config.concurrency)
+            # Uploads: a fresh file each run, so kubo never sees bytes it already holds.
+            links: list[ShareLink] = []
+            for run in range(max(runs, 2)):
+                source = work / f"source-{run}.bin"
+                await asyncio.to_thread(write_random_file, source, mib)
+                kubo = await kubo_add_mibs(net.kubo.api_url, source, concurrency)
+                async with BitcacheClient(uploader) as up:
+                    started = time.perf_counter()
+                    # The first upload is paid, the second free; both serve the downloads.
+                    links.append(
+                        await up.upload(source, price_msat=None if run else 0, progress=False)
                     )
-                    for name, link in (("free", free_link), ("paid", paid_link)):
-                        out = work / f"{name}-{run}.bin"
-                        started = time.perf_counter()
-                        result = await client.download(link, out, progress=False)
-                        results[name].append(mib / (time.perf_counter() - started))
-                        if name == "paid":
-                            paid_msat = result.paid_msat
-                            payments = payer.payments - payments_before
-                        payments_before = payer.payments
-                        out.unlink()
-                    print(
-                        f"  run {run + 1}: "
-                        + ", ".join(f"{k} {v[-1]:.1f} MiB/s" for k, v in results.items()),
-                        flush=True,
-                    )
+                    upload = mib / (time.perf_counter() - started)
+                source.unlink()
+                keep("kubo add", kubo)
+                keep("upload", upload)
+                print(f"  upload run {run + 1}: kubo add {kubo:.1f}, upload {upload:.1f} MiB/s")
+            free_link, paid_link = links[0], links[1]
+            paid_id = encode_file_id(paid_link.file_id)
+            cids = chunk_cids(gw.config, paid_id)
 
-        best = {name: max(values) for name, values in results.items()}
-        print(f"\nDownload of a {mib} MiB file ({len(cids)} chunks), best of {runs} runs:")
-        print(f"  kubo cat (baseline)  {best['kubo']:8.1f} MiB/s")
-        print(f"  free download        {best['free']:8.1f} MiB/s")
+            # Downloads, in turns, so a burst of load from elsewhere hits all three alike.
+            payments = 0
+            for run in range(runs):
+                kubo = await kubo_cat_mibs(net.kubo.api_url, cids, concurrency)
+                free, _ = await download_mibs(downloader, payer, free_link, work / "free.bin")
+                paid, payments = await download_mibs(
+                    downloader, payer, paid_link, work / "paid.bin"
+                )
+                keep("kubo cat", kubo)
+                keep("free", free)
+                keep("paid", paid)
+                print(
+                    f"  download run {run + 1}: kubo cat {kubo:.1f}, free {free:.1f}, "
+                    f"paid {paid:.1f} MiB/s ({payments} payments)",
+                    flush=True,
+                )
+
+            # Time to first byte: best of several, each phase the best of its own.
+            ttfb: dict[str, dict[str, float]] = {"free": {}, "paid": {}}
+            free_id = encode_file_id(free_link.file_id)
+            for _ in range(max(runs, 5)):
+                for name, file_id, who in (("free", free_id, None), ("paid", paid_id, payer)):
+                    for part, seconds in (await first_byte(gw.url, file_id, who)).items():
+                        ttfb[name][part] = min(ttfb[name].get(part, seconds), seconds)
+            print(
+                "  first byte, best ms: free "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["free"].items())
+                + "; paid "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["paid"].items()),
+                flush=True,
+            )
+
+            idle, peak = await rss_phase(net, gw, uploader, work, rss_mib)
+
+    figures = {
+        "upload_vs_kubo_add": figure(best["upload"], best["kubo add"], "MiB/s"),
+        "paid_vs_kubo": figure(best["paid"], best["kubo cat"], "MiB/s"),
+        "paid_vs_free": figure(best["paid"], best["free"], "MiB/s"),
+        "ttfb_paid_vs_free": figure(
+            ttfb["paid"]["total"] * 1000, ttfb["free"]["total"] * 1000, "ms"
+        ),
+        # Not one of issue 15's names: the paid first byte less the Lightning round trips
+        # (invoice, payment), i.e. what the gateway itself adds to a paid request.
+        "ttfb_paid_without_payment_vs_free": figure(
+            ttfb["paid"]["gateway"] * 1000,
+            ttfb["free"]["total"] * 1000,
+            "ms",
+        ),
+        "gateway_rss_mb": figure(peak, idle, "MB"),
+    }
+    print(f"\n{mib} MiB files ({len(cids)} chunks), {concurrency} in flight, best of {runs}:")
+    rows = [
+        ("upload_vs_kubo_add", "upload", "kubo add", "≥ 0.6"),
+        ("paid_vs_kubo", "paid download", "kubo cat", "≥ 0.6"),
+        ("paid_vs_free", "paid download", "free download", "≥ 0.95"),
+        ("ttfb_paid_vs_free", "first byte, paid", "first byte, free", "≤ 2"),
+        (
+            "ttfb_paid_without_payment_vs_free",
+            "  less invoice and payment",
+            "first byte, free",
+            "-",
+        ),
+        ("gateway_rss_mb", f"gateway RSS, {RSS_DOWNLOADS} x {rss_mib} MiB", "idle", "≤ 150 MB"),
+    ]
+    for name, what, against, target in rows:
+        f = figures[name]
         print(
-            f"  paid download        {best['paid']:8.1f} MiB/s   "
-            f"({payments} payments, {paid_msat // 1000} sat)"
+            f"  {what:30} {f['value']:9.1f} {f['unit']:5}  {against:17} {f['baseline']:9.1f}"
+            f"  ratio {f['ratio']:5.2f}  (target {target})"
         )
-        print(f"  paid / free          {best['paid'] / best['free']:8.2f}")
-        print(f"  paid / kubo cat      {best['paid'] / best['kubo']:8.2f}")
-        print(f"  free / kubo cat      {best['free'] / best['kubo']:8.2f}")
-        print(f"  (upload: {upload_mibs:.1f} MiB/s, encrypting on the client)")
+    if write:
+        merge_results(RESULTS_PATH, figures)
+        print(f"wrote {', '.join(figures)} to {RESULTS_PATH}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--mib", type=int, default=256, help="size of the files timed")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--rss-mib", type=int, default=256, help=f"size of the file {RSS_DOWNLOADS} clients get"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch results.json")
     args = parser.parse_args()
-    asyncio.run(main(args.mib, args.runs))
+    asyncio.run(main(args.mib, args.runs, args.rss_mib, not args.no_write))

@@ -123,10 +123,12 @@ class BitcacheClient:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         limit: int = _JSON_LIMIT,
+        into: bytearray | memoryview | None = None,
     ) -> _Reply:
         """One HTTP exchange, retried with back-off on 429/502/503/504 and connection errors.
 
-        Every request Bitcache makes is idempotent, so a retry is always safe.
+        Every request Bitcache makes is idempotent, so a retry is always safe. ``into``: see
+        client.http._request.
         """
         return await _request(
             self._http(),
@@ -138,6 +140,7 @@ class BitcacheClient:
             json_body=json_body,
             headers=self._with_account(url, headers),
             limit=limit,
+            into=into,
             attempts=self._attempts,
             retry_delay_s=self._retry_delay_s,
         )

@@ -1,12 +1,15 @@
 """The download engine: buy chunk ranges ahead of the fetchers, decrypt, save, resume.
 
-Downloads keep payment off the critical path: a purchaser buys chunk ranges ahead of the
-fetchers (1, 2, 4, … chunks per payment), so after the first small payment the fetchers
-rarely wait for money. Progress and paid tokens are kept in a ``.part.json`` sidecar, so an
-interrupted download resumes without fetching or paying twice. An offer is written there
-*before* it is paid: if the process dies mid-payment (kill -9, power cut), the next run
-asks the Lightning node whether that invoice was paid and takes its preimage, rather than
-paying for the same chunks again.
+Downloads keep payment off the critical path: purchasers buy chunk ranges ahead of the
+fetchers (1, 4, 16, … chunks per payment, up to max_range_chunks), so after the first
+payment the fetchers do not wait for money. Progress and paid tokens are kept in a
+``.part.json`` sidecar, so an interrupted download resumes without fetching or paying twice:
+a saver task records finished chunks once a second (after an fsync of ``.part``), and each
+purchase records its token at once, without that fsync, so neither fetchers nor purchasers
+wait for the disk. An offer is written there *before* it is paid: if the process dies
+mid-payment (kill -9, power cut), the next run asks the Lightning node whether that invoice
+was paid and takes its preimage, rather than paying for the same chunks again. Each fetcher
+reads its chunks into one reused buffer and decrypts from it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from storage.crypto import plaintext_chunk_size, sealed_chunk_size
 log = logging.getLogger("bitcache.client")
 
 _SAVE_INTERVAL_S = 1.0
+# Each purchase is this many times the last one: a payment takes a few hundred ms, so the
+# first round of purchases (made at once by the purchasers) must already cover the chunks
+# the fetchers take in that time. 1, 4, 16 is 21 chunks; 1, 2, 4 left them waiting.
+_RANGE_GROWTH = 4
 # A resumed token this close to its expiry is not worth presenting.
 _EXPIRY_MARGIN_S = 5
 
@@ -162,7 +169,8 @@ class _Download:
         self._save_lock = threading.Lock()
         self._seq = 0
         self._saved_seq = 0
-        self._last_save = 0.0
+        # The done ranges known to be on disk (fsynced): all a sidecar may claim as done.
+        self._durable: list[list[int]] = []
 
     # --- persistence (sync; run in a thread or from cleanup) ----------------------------
 
@@ -213,38 +221,59 @@ class _Download:
         else:
             fd.truncate(0)  # bytes without a matching record are not trusted
         fd.truncate(h.plaintext_size)
+        self._durable = _ranges(self._done)  # as recorded before: on disk
 
-    def _snapshot(self) -> tuple[int, bytes]:
+    def _snapshot(
+        self, chunks: bool = True
+    ) -> tuple[int, dict[str, list[dict[str, Any]]], list[list[int]] | None]:
+        """What to save, taken on the event loop: tokens and offers being paid, and the
+        done ranges unless only those are being saved."""
         self._seq += 1
-        h = self._r.header
-        data = {
-            "version": _STATE_VERSION,
-            "file_id": self._r.file_id,
-            "size": h.plaintext_size,
-            "chunk_size": h.chunk_size,
-            "done": _ranges(self._done),
+        money = {
             "tokens": [t.to_json() for t in self._tokens],
             "paying": [o.to_json() for o in self._paying],
         }
-        return self._seq, json.dumps(data).encode()
+        return self._seq, money, _ranges(self._done) if chunks else None
 
-    def _write_sidecar(self, seq: int, data: bytes) -> None:
+    def _write_sidecar(
+        self, seq: int, money: dict[str, list[dict[str, Any]]], done: list[list[int]] | None
+    ) -> None:
+        """Write the sidecar; with ``done``, first make those chunks durable (fsync)."""
         with self._save_lock:
             if seq <= self._saved_seq:
                 return
-            if self._fd is not None:
+            if done is not None and self._fd is not None:
                 # Chunks recorded as done must be on disk first.
                 self._fd.fsync()
-            atomic_write_private(self._sidecar, data)
+                self._durable = done
+            h = self._r.header
+            data = {
+                "version": _STATE_VERSION,
+                "file_id": self._r.file_id,
+                "size": h.plaintext_size,
+                "chunk_size": h.chunk_size,
+                "done": self._durable,
+                **money,
+            }
+            atomic_write_private(self._sidecar, json.dumps(data).encode())
             self._saved_seq = seq
 
-    async def _save(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_save < _SAVE_INTERVAL_S:
-            return
-        self._last_save = now
-        seq, data = self._snapshot()
-        await asyncio.to_thread(self._write_sidecar, seq, data)
+    async def _save(self, chunks: bool = True) -> None:
+        await asyncio.to_thread(self._write_sidecar, *self._snapshot(chunks))
+
+    async def _saver(self) -> None:
+        """Records finished chunks once a second until the download is done, so that
+        fetchers never wait for an fsync."""
+        while self._remaining:
+            async with self._cond:
+                try:
+                    await asyncio.wait_for(
+                        self._cond.wait_for(lambda: self._remaining == 0), _SAVE_INTERVAL_S
+                    )
+                except TimeoutError:
+                    pass
+            if self._remaining:
+                await self._save()
 
     def _abandon(self) -> None:
         """After a failure or interruption: record what we have (tokens above all)."""
@@ -271,8 +300,9 @@ class _Download:
         _fsync_dir(self._target.parent)
         self._sidecar.unlink(missing_ok=True)
 
-    def _store(self, index: int, sealed: bytes) -> int:
-        """Authenticate, decrypt and write one chunk (runs in a worker thread)."""
+    def _store(self, index: int, sealed: memoryview) -> int:
+        """Authenticate, decrypt and write one chunk (runs in a worker thread); ``sealed``
+        is read in place, in the fetcher's buffer."""
         plaintext = self._r.decryptor.open(index, sealed)  # ChunkAuthError names the chunk
         assert self._fd is not None
         self._fd.pwrite_all(plaintext, index * self._r.header.chunk_size)
@@ -356,13 +386,15 @@ class _Download:
                 if self._remaining == 0:
                     return
                 first, count = self._take_run(min(self._next_range, maximum))
-                self._next_range = min(self._next_range * 2, maximum)
+                self._next_range = min(self._next_range * _RANGE_GROWTH, maximum)
             try:
                 await self._buy(first, count)
             finally:
                 self._end_buy(first, count)
             await self._notify()
-            await self._save(force=True)  # a paid token must survive any interruption
+            # A paid token must survive any interruption; recording only the tokens needs
+            # no fsync of .part, so the next purchase is not held up by the disk.
+            await self._save(chunks=False)
 
     async def _buy(self, first: int, count: int) -> int:
         url = f"{self._r.chunk_url(first)}?count={count}"
@@ -384,7 +416,7 @@ class _Download:
         log.debug("buying chunks %d-%d", offer.first, offer.first + offer.count - 1)
         # On disk before any money moves: a crash from here on cannot lose this payment.
         self._paying.append(offer)
-        await self._save(force=True)
+        await self._save(chunks=False)
         # A payment in flight cannot be recalled: even if interrupted, keep its token.
         await _settle(
             payer.pay(offer.invoice, offer.amount_msat),
@@ -416,7 +448,7 @@ class _Download:
                 )
                 log.debug("recovered the paid token for chunks %d-%d", offer.first, last)
             self._paying.remove(offer)
-        await self._save(force=True)
+        await self._save(chunks=False)
 
     def _check_offer(self, first: int, count: int, reply: _Reply) -> _Offer:
         """Everything that must hold before paying; PaymentRefused otherwise."""
@@ -490,32 +522,42 @@ class _Download:
         return token
 
     async def _fetcher(self, order: Iterator[int]) -> None:
-        for index in order:  # shared iterator: fetchers take chunks in file order
-            await self._fetch(index)
-
-    async def _fetch(self, index: int) -> None:
+        # One buffer per fetcher, reused for every chunk it fetches: the largest sealed
+        # chunk plus one byte, so an oversized answer fails the length check.
         h = self._r.header
-        # One byte more than expected, so an oversized answer fails the length check.
-        limit = max(sealed_chunk_size(index, h.plaintext_size, h.chunk_size) + 1, _PROBLEM_LIMIT)
+        buffer = bytearray(sealed_chunk_size(0, h.plaintext_size, h.chunk_size) + 1)
+        for index in order:  # shared iterator: fetchers take chunks in file order
+            await self._fetch(index, buffer)
+
+    async def _fetch(self, index: int, buffer: bytearray) -> None:
+        h = self._r.header
+        into = memoryview(buffer)[: sealed_chunk_size(index, h.plaintext_size, h.chunk_size) + 1]
         url = self._r.chunk_url(index)
         while True:
             token = await self._wait_token(index) if self._paid else None
             headers = {"Authorization": token.authorization()} if token is not None else None
             reply = await self._c._request(
-                "GET", url, ok=(200,), allow_402=True, headers=headers, limit=limit
+                "GET",
+                url,
+                ok=(200,),
+                allow_402=True,
+                headers=headers,
+                limit=_PROBLEM_LIMIT,
+                into=into,
             )
             if reply.status == 402:
                 await self._refused(index, token, reply)
                 continue
             if token is not None:
                 token.used = True
+            body = reply.body
+            assert isinstance(body, memoryview)  # a 200 read into our buffer
             # Received bytes are kept even if the download is being interrupted.
             await _settle(
-                asyncio.to_thread(self._store, index, reply.body),
+                asyncio.to_thread(self._store, index, body),
                 lambda length: self._mark_done(index, length),
             )
             await self._notify()
-            await self._save()
             return
 
     async def _refused(self, index: int, token: Token | None, reply: _Reply) -> None:
@@ -582,6 +624,8 @@ class _Download:
             ]
             if self._paid and needed:
                 tasks += [self._purchaser() for _ in range(self._c.config.purchase_concurrency)]
+            if needed:
+                tasks.append(self._saver())
             ok = False
             try:
                 await _run_all(tasks)

@@ -43,14 +43,15 @@ class _Reply:
     status: int
     reason: str
     headers: CIMultiDictProxy[str]
-    body: bytes
+    # A view of the caller's buffer when a 200 was read ``into`` one (chunks), else bytes.
+    body: bytes | memoryview
     truncated: bool
 
     def json_object(self) -> dict[str, Any]:
         if self.truncated:
             raise GatewayError(self.status, self.reason, "the answer is too large")
         try:
-            data = json.loads(self.body)
+            data = json.loads(bytes(self.body))
         except ValueError:
             raise GatewayError(self.status, self.reason, "the answer is not JSON") from None
         if not isinstance(data, dict):
@@ -69,7 +70,7 @@ class _Reply:
         title = _clean(problem.get("title")) or _clean(self.reason) or "Error"
         detail = _clean(problem.get("detail"))
         if not detail:
-            detail = _clean(self.body[:200].decode("utf-8", "replace")) or "(no detail)"
+            detail = _clean(bytes(self.body[:200]).decode("utf-8", "replace")) or "(no detail)"
         return GatewayError(self.status, title, detail)
 
     def retry_after(self) -> float | None:
@@ -96,6 +97,23 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes
     return bytes(buf), False
 
 
+async def _read_into(
+    resp: aiohttp.ClientResponse, into: bytearray | memoryview
+) -> tuple[memoryview, bool]:
+    """The body copied straight into ``into`` (one copy, no growing buffer, no final
+    ``bytes``): a view of what arrived, and whether there was more than fits."""
+    view = memoryview(into)
+    size = 0
+    async for piece in resp.content.iter_chunked(256 << 10):
+        end = size + len(piece)
+        if end > len(view):
+            view[size:] = piece[: len(view) - size]
+            return view, True
+        view[size:end] = piece
+        size = end
+    return view[:size], False
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -111,12 +129,15 @@ async def _request(
     json_body: Any = None,
     headers: Mapping[str, str] | None = None,
     limit: int = _JSON_LIMIT,
+    into: bytearray | memoryview | None = None,
     attempts: int,
     retry_delay_s: float,
 ) -> _Reply:
     """One HTTP exchange, retried with back-off on 429/502/503/504 and connection errors.
 
-    Every request Bitcache makes is idempotent, so a retry is always safe.
+    Every request Bitcache makes is idempotent, so a retry is always safe. With ``into``, a
+    200's body is read into that buffer (its size is the limit) and the reply's body is a
+    view of it; other answers are read as usual, up to ``limit``.
     """
     delay = retry_delay_s
     attempt = 0
@@ -126,7 +147,11 @@ async def _request(
             async with session.request(
                 method, url, data=data, json=json_body, headers=headers
             ) as resp:
-                body, truncated = await _read_limited(resp, limit)
+                body: bytes | memoryview
+                if into is not None and resp.status == 200:
+                    body, truncated = await _read_into(resp, into)
+                else:
+                    body, truncated = await _read_limited(resp, limit)
                 reply = _Reply(
                     resp.status,
                     resp.reason or "",
@@ -179,4 +204,5 @@ class _Requester(Protocol):
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         limit: int = _JSON_LIMIT,
+        into: bytearray | memoryview | None = None,
     ) -> _Reply: ...

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.billing.metered import MeteredSettlement
+from gateway.billing.metering import ServedMeter
 from gateway.billing.signup import Signups
 from gateway.billing.stream_lease import StreamLease
 from gateway.billing.tokens import TokenService, load_or_create_secret
@@ -47,6 +48,8 @@ log = logging.getLogger("bitcache.gateway")
 
 # A PUT carries one sealed chunk; the largest allowed plus headroom for JSON.
 MAX_BODY_BYTES = MAX_CHUNK_SIZE + CHUNK_OVERHEAD + 64 * 1024
+# Bytes served are written this often (and at shutdown), in one transaction.
+METER_INTERVAL_S = 1.0
 
 
 async def _every(interval_s: float, *jobs: Callable[[], Awaitable[object]]) -> None:
@@ -123,6 +126,8 @@ def create_app(
             answer_within_s=config.withdrawal_answer_within_s,
         )
         unpinner = Unpinner(db, store)
+        file_store = FileStore(db)
+        meter = ServedMeter(file_store.add_served)
         # The lease is measured in real seconds, whatever clock the money paths are given.
         lease = StreamLease(db, config.stream_lease_s, report=metrics.following)
         watchers = WatcherPool(
@@ -137,7 +142,7 @@ def create_app(
         app[SERVICES] = Services(
             config,
             db,
-            FileStore(db),
+            file_store,
             tokens,
             store,
             nodes,
@@ -162,8 +167,10 @@ def create_app(
             ),
             login_user_limiter=RateLimiter(config.login_user_rate_per_s, config.login_user_burst),
             login_salt_key=login.salt_key(secret),
+            meter=meter,
             clock=clock,
         )
+        metering = asyncio.create_task(meter.run(METER_INTERVAL_S), name="metering")
         maintenance = asyncio.create_task(
             _every(
                 config.maintenance_interval_s,
@@ -179,6 +186,9 @@ def create_app(
         finally:
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
+            # After the last request (aiohttp runs this once they are done): the final flush.
+            meter.stop()
+            await asyncio.gather(metering, return_exceptions=True)
             await watchers.stop()
             await withdrawals.close()
             await store.close()

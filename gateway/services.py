@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.billing.metering import ServedMeter
 from gateway.billing.settlement import Settlement
 from gateway.billing.signup import Signups
 from gateway.billing.tokens import TokenService
@@ -54,6 +55,7 @@ class Services:
     login_user_limiter: RateLimiter
     # Keys the login salt of names with none of their own (identity/login.py).
     login_salt_key: bytes
+    meter: ServedMeter  # bytes served per file, written in batches
     clock: Clock = system_clock
 
 

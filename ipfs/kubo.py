@@ -32,6 +32,11 @@ class KuboClient:
         self.api_url = api_url.rstrip("/")
         self._observe = observe
         self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
+        # A stream runs at the pace of whoever reads it (the gateway streams a chunk to its
+        # client as it arrives), so only a stalled read times out, never a slow reader.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=5, sock_read=timeout_s
+        )
 
     async def __aenter__(self) -> KuboClient:
         return self
@@ -84,7 +89,9 @@ class KuboClient:
     async def _cat_stream_once(self, cid: str, block: int) -> AsyncIterator[bytes]:
         session = self._http.get()
         try:
-            async with session.post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as resp:
+            async with session.post(
+                f"{self.api_url}/api/v0/cat", params={"arg": cid}, timeout=self._stream_timeout
+            ) as resp:
                 if resp.status != 200:
                     raise _error("cat", resp.status, await resp.read())
                 async for part in resp.content.iter_chunked(block):

@@ -41,10 +41,12 @@ from l402.macaroon import Macaroon
 from l402.mint import mint_token, root_key
 from l402.token import Token
 from l402.verify import (
+    Grant,
     identifier_of,
     issued_payment_hash,
     verify_authorization,
     verify_credential,
+    verify_grant,
 )
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "Challenge",
     "ChallengeError",
     "Credential",
+    "Grant",
     "L402Error",
     "Macaroon",
     "MacaroonError",
@@ -78,4 +81,5 @@ __all__ = [
     "token_scope",
     "verify_authorization",
     "verify_credential",
+    "verify_grant",
 ]

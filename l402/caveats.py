@@ -122,8 +122,9 @@ def _service_names(value: str) -> set[str]:
     return names
 
 
-def check_caveats(caveats: Sequence[Caveat], request: AccessRequest) -> None:
-    """Raise :class:`TokenRejected` unless the caveats grant ``request``.
+def check_caveats(caveats: Sequence[Caveat], request: AccessRequest) -> tuple[int, int, int]:
+    """Raise :class:`TokenRejected` unless the caveats grant ``request``; return what they
+    grant on the requested file: the chunk range and the expiry, ``(first, last, valid_until)``.
 
     As in Aperture, a repeated condition may only narrow what came before it; unlike
     Aperture, unknown ``bitcache_*`` conditions fail closed.
@@ -169,6 +170,7 @@ def check_caveats(caveats: Sequence[Caveat], request: AccessRequest) -> None:
         raise TokenRejected("token is not valid for this chunk")
     if deadlines[-1] <= request.now:
         raise TokenRejected("token has expired")
+    return first, last, deadlines[-1]
 
 
 # --- client side: what did I buy? -------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -64,7 +63,8 @@ class Macaroon:
 
 
 def _hmac(key: bytes, msg: bytes) -> bytes:
-    return hmac.new(key, msg, hashlib.sha256).digest()
+    # The one-shot form: no HMAC object per call (a token check makes six of these).
+    return hmac.digest(key, msg, "sha256")
 
 
 def _chain(root_key: bytes, identifier: bytes, caveats: tuple[bytes, ...]) -> bytes:
@@ -126,60 +126,62 @@ def serialize_v2(m: Macaroon) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        start = self.pos
-        while True:
-            if self.pos >= len(self.data):
-                raise MacaroonError("truncated macaroon (varint past end of data)")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 35:
-                raise MacaroonError("macaroon varint out of range")
-        # Go never writes non-minimal varints; refusing them keeps decode/encode a bijection.
-        if self.pos - start > 1 and self.data[self.pos - 1] == 0:
-            raise MacaroonError("macaroon varint is not minimally encoded")
-        if value > _MAX_VARINT:
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (go-macaroon's parseVarint rules)."""
+    value = shift = 0
+    start = pos
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise MacaroonError("truncated macaroon (varint past end of data)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 35:
             raise MacaroonError("macaroon varint out of range")
-        return value
+    # Go never writes non-minimal varints; refusing them keeps decode/encode a bijection.
+    if pos - start > 1 and data[pos - 1] == 0:
+        raise MacaroonError("macaroon varint is not minimally encoded")
+    if value > _MAX_VARINT:
+        raise MacaroonError("macaroon varint out of range")
+    return value, pos
 
-    def packet(self) -> tuple[int, bytes]:
-        field = self.uvarint()
+
+def _section(data: bytes, pos: int) -> tuple[list[tuple[int, bytes]], int]:
+    """The packets up to EOS from ``pos``, and the position after it; field types must
+    strictly increase (parseSectionV2).
+
+    The hot path of every token check, so it is one loop with the one-byte varints (every
+    field of a Bitcache token) read inline; longer ones go through :func:`_read_uvarint`.
+    """
+    packets: list[tuple[int, bytes]] = []
+    prev = -1
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise MacaroonError("truncated macaroon (section past end of data)")
+        field = data[pos]
+        if field < 0x80:
+            pos += 1
+        else:
+            field, pos = _read_uvarint(data, pos)
         if field == _FIELD_EOS:
-            return field, b""
-        length = self.uvarint()
-        if length > len(self.data) - self.pos:
+            return packets, pos
+        if pos < end and data[pos] < 0x80:
+            length = data[pos]
+            pos += 1
+        else:
+            length, pos = _read_uvarint(data, pos)
+        if length > end - pos:
             raise MacaroonError("truncated macaroon (field data past end of data)")
-        data = self.data[self.pos : self.pos + length]
-        self.pos += length
-        return field, data
-
-    def section(self) -> list[tuple[int, bytes]]:
-        """Read packets up to EOS; field types must strictly increase (parseSectionV2)."""
-        packets: list[tuple[int, bytes]] = []
-        prev = -1
-        while True:
-            if self.at_end():
-                raise MacaroonError("truncated macaroon (section past end of data)")
-            field, data = self.packet()
-            if field == _FIELD_EOS:
-                return packets
-            if field <= prev:
-                raise MacaroonError("macaroon fields out of order")
-            packets.append((field, data))
-            prev = field
+        if field <= prev:
+            raise MacaroonError("macaroon fields out of order")
+        packets.append((field, data[pos : pos + length]))
+        pos += length
+        prev = field
 
 
 def _utf8(data: bytes, what: str) -> str:
@@ -200,10 +202,7 @@ def deserialize(data: bytes) -> Macaroon:
         if data[:1] == b"{":
             raise MacaroonError("JSON macaroons are not supported; send binary V2")
         raise MacaroonError("unsupported macaroon format; only binary V2 is accepted")
-    reader = _Reader(data)
-    reader.pos = 1
-
-    header = reader.section()
+    header, pos = _section(data, 1)
     location = ""
     if header and header[0][0] == _FIELD_LOCATION:
         location = _utf8(header[0][1], "location")
@@ -214,9 +213,14 @@ def deserialize(data: bytes) -> Macaroon:
 
     caveats: list[bytes] = []
     while True:
-        section = reader.section()
+        section, pos = _section(data, pos)
         if not section:  # the empty section closes the caveat list
             break
+        if len(section) == 1 and section[0][0] == _FIELD_IDENTIFIER:  # the usual caveat
+            if len(caveats) >= MAX_CAVEATS:
+                raise MacaroonError(f"macaroon has more than {MAX_CAVEATS} caveats")
+            caveats.append(section[0][1])
+            continue
         if any(field == _FIELD_VID for field, _ in section):
             raise MacaroonError("third-party caveats are not supported")
         if section[0][0] == _FIELD_LOCATION:
@@ -227,14 +231,21 @@ def deserialize(data: bytes) -> Macaroon:
             raise MacaroonError(f"macaroon has more than {MAX_CAVEATS} caveats")
         caveats.append(section[0][1])
 
-    if reader.at_end():
+    if pos >= len(data):
         raise MacaroonError("truncated macaroon (missing signature)")
-    field, signature = reader.packet()
+    field, pos = _read_uvarint(data, pos)
+    signature = b""
+    if field != _FIELD_EOS:
+        length, pos = _read_uvarint(data, pos)
+        if length > len(data) - pos:
+            raise MacaroonError("truncated macaroon (field data past end of data)")
+        signature = data[pos : pos + length]
+        pos += length
     if field != _FIELD_SIGNATURE:
         raise MacaroonError("expected macaroon signature field")
     if len(signature) != SIGNATURE_LEN:
         raise MacaroonError("macaroon signature must be 32 bytes")
-    if not reader.at_end():
+    if pos != len(data):
         raise MacaroonError("unexpected data after macaroon signature")
     return Macaroon(location, identifier, tuple(caveats), signature)
 
@@ -255,7 +266,8 @@ def from_base64(s: str) -> Macaroon:
         raise MacaroonError("macaroon base64 has bad padding")
     body = body.replace("-", "+").replace("_", "/")
     try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        # The alphabet was checked above; strict mode also refuses misplaced padding.
+        raw = binascii.a2b_base64(body + "=" * (-len(body) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
         raise MacaroonError("macaroon is not valid base64") from None
     return deserialize(raw)

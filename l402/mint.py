@@ -8,7 +8,6 @@ the caller decides ``valid_until``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 
@@ -24,7 +23,7 @@ SECRET_LEN = 32
 
 def root_key(secret: bytes, identifier: bytes) -> bytes:
     """The root key of the macaroon with this identifier."""
-    return hmac.new(secret, ROOT_KEY_DOMAIN + identifier, hashlib.sha256).digest()
+    return hmac.digest(secret, ROOT_KEY_DOMAIN + identifier, "sha256")
 
 
 def mint_token(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from l402.caveats import AccessRequest, check_caveats, parse_caveat
 from l402.errors import L402Error, MacaroonError, TokenRejected
@@ -16,7 +17,37 @@ from l402.identifier import TokenId
 from l402.macaroon import Macaroon, from_base64, verify_signature
 from l402.mint import root_key
 
-__all__ = ["identifier_of", "issued_payment_hash", "verify_authorization", "verify_credential"]
+__all__ = [
+    "Grant",
+    "identifier_of",
+    "issued_payment_hash",
+    "verify_authorization",
+    "verify_credential",
+    "verify_grant",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a fully verified token grants: chunks ``first..last`` of ``file_id`` until
+    ``valid_until``. Payment and signature were checked when it was made, so re-checking a
+    request against it needs no crypto (a cache of verified credentials keeps these)."""
+
+    token: TokenId
+    file_id: str
+    first: int
+    last: int
+    valid_until: int
+
+    def check(self, file_id: str, chunk_index: int, now: int) -> None:
+        """Raise TokenRejected, as :func:`check_caveats` would, unless this grants the
+        request."""
+        if file_id != self.file_id:
+            raise TokenRejected("token is not valid for this file")
+        if not self.first <= chunk_index <= self.last:
+            raise TokenRejected("token is not valid for this chunk")
+        if self.valid_until <= now:
+            raise TokenRejected("token has expired")
 
 
 def _single_macaroon(credential: Credential) -> Macaroon:
@@ -32,6 +63,12 @@ def identifier_of(credential: Credential) -> bytes:
 
 def verify_credential(credential: Credential, key: bytes, request: AccessRequest) -> TokenId:
     """Check payment, signature (with root key ``key``) and caveats; return the identifier."""
+    return _verify(credential, key, request)[0]
+
+
+def _verify(
+    credential: Credential, key: bytes, request: AccessRequest
+) -> tuple[TokenId, tuple[int, int, int]]:
     mac = _single_macaroon(credential)
     try:
         token = TokenId.decode(mac.identifier)
@@ -46,8 +83,7 @@ def verify_credential(credential: Credential, key: bytes, request: AccessRequest
         caveats = [parse_caveat(raw) for raw in mac.caveats]
     except L402Error as exc:
         raise TokenRejected(str(exc)) from None
-    check_caveats(caveats, request)
-    return token
+    return token, check_caveats(caveats, request)
 
 
 def verify_authorization(
@@ -57,9 +93,21 @@ def verify_authorization(
 
     Raises L402Error (malformed) or TokenRejected (well-formed, but not for this).
     """
+    return verify_grant(values, secret, file_id, chunk_index, now).token
+
+
+def verify_grant(
+    values: list[str], secret: bytes, file_id: str, chunk_index: int, now: int
+) -> Grant:
+    """As :func:`verify_authorization`, returning everything the token grants: the caveats
+    passed :func:`check_caveats` for this file, so every file caveat names it, and the
+    narrowest chunk range and expiry are the scope."""
     credential = parse_authorization(values)
     key = root_key(secret, identifier_of(credential))
-    return verify_credential(credential, key, AccessRequest(file_id, chunk_index, now))
+    token, (first, last, valid_until) = _verify(
+        credential, key, AccessRequest(file_id, chunk_index, now)
+    )
+    return Grant(token, file_id, first, last, valid_until)
 
 
 def issued_payment_hash(secret: bytes, macaroon_b64: str) -> bytes:

@@ -412,7 +412,7 @@ class FileDecryptor(_FileCipher):
         check_key(self._keys, header.commitment)
         self._header = header
 
-    def open(self, index: int, sealed: bytes) -> bytes:
+    def open(self, index: int, sealed: bytes | bytearray | memoryview) -> bytes:
         h = self._header
         expected = sealed_chunk_size(index, h.plaintext_size, h.chunk_size)
         # Opened length is sealed length - 40, so checking first avoids decrypting junk.

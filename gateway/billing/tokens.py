@@ -3,7 +3,8 @@
 The token itself is the l402 package's (mint, verify: no database or node on the download
 path, only SHA-256 and the HMAC chain). This service adds what needs the outside world:
 the secret file, an invoice on the tenant's Lightning node, the invoice row, the clock,
-and booking the sale as soon as a valid preimage proves payment.
+and booking the sale as soon as a valid preimage proves payment. Credentials that verified
+fully are cached (credential_cache.py), so a download's repeated token costs a lookup.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import l402
+from gateway.billing.credential_cache import DEFAULT_CAPACITY, CredentialCache
 from gateway.billing.pricing import ChunkRange, price_msat
 from gateway.billing.settlement import Settlement
 from gateway.clock import Clock, system_clock
@@ -72,6 +74,7 @@ class TokenService:
         settlement: Settlement,
         token_ttl_s: int,
         clock: Clock = system_clock,
+        cache_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         self._secret = secret
         self._db = db
@@ -79,6 +82,7 @@ class TokenService:
         self._ttl = token_ttl_s
         self._clock = clock
         self._seen_settled: set[bytes] = set()
+        self._verified = CredentialCache(cache_capacity)
 
     async def challenge(
         self,
@@ -118,10 +122,23 @@ class TokenService:
         return Challenge(to_base64(macaroon), invoice.bolt11, amount, chunks, valid_until)
 
     def verify(self, authorization: list[str], file_id: str, index: int) -> l402.TokenId:
-        """Checks a credential for one chunk; raises l402.L402Error (or TokenRejected)."""
-        return l402.verify_authorization(
-            authorization, self._secret, file_id, index, int(self._clock())
-        )
+        """Checks a credential for one chunk; raises l402.L402Error (or TokenRejected).
+
+        A value seen before skips the crypto, never the checks of file, chunk and expiry."""
+        now = int(self._clock())
+        key = self._verified.key(authorization)
+        grant = self._verified.get(key)
+        if grant is None:
+            grant = l402.verify_grant(authorization, self._secret, file_id, index, now)
+            self._verified.put(key, grant)  # only reached when every check passed
+            return grant.token
+        try:
+            grant.check(file_id, index, now)
+        except l402.TokenRejected:
+            if grant.valid_until <= now:
+                self._verified.discard(key)  # expired for good: make room
+            raise
+        return grant.token
 
     def holder_payment_hash(self, macaroon_b64: str) -> bytes:
         """The payment hash of a macaroon this gateway minted (signature checked), for

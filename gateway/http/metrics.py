@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway.http.auth import bearer_token
+from gateway.http.chunk_stream import BODY_BYTES_SENT
 from gateway.http.middleware import TENANT
 from gateway.http.problems import Handler, Problem
 from gateway.metrics import Metrics
@@ -76,7 +77,7 @@ async def _outcome(metrics: Metrics, request: web.Request, response: web.StreamR
     tenant_id = tenant.id if tenant is not None else "none"
     if route == CHUNK_ROUTE and method == "GET":
         if status == 200:
-            metrics.served(tenant_id, _body_size(response))
+            metrics.served(tenant_id, request.get(BODY_BYTES_SENT, _body_size(response)))
         elif status == 402:
             metrics.invoice_created(tenant_id, "chunks")
     elif route == CHUNK_ROUTE and method == "PUT" and status == 201:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiosqlite
@@ -186,6 +187,14 @@ class FileStore:
         async with self.db.transaction() as conn:
             await conn.execute(
                 "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?", (size, file_id)
+            )
+
+    async def add_served(self, totals: Mapping[str, int]) -> None:
+        """Adds bytes served to many files in one transaction (the meter's batch)."""
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?",
+                [(size, file_id) for file_id, size in totals.items()],
             )
 
     async def usage(self, owner_id: str) -> list[FileUsage]:

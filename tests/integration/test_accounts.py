@@ -236,7 +236,11 @@ async def test_a_download_credits_the_uploader_exactly(
     async def credited() -> bool:
         return (await usage(session, gw, key))["balance_msat"] > 0
 
+    async def metered() -> bool:  # bytes served are written in batches, once a second
+        return (await usage(session, gw, key))["totals"]["bytes_served"] > 0
+
     await wait_until("the sale to be booked", credited, timeout_s=10)
+    await wait_until("the bytes served to be written", metered, timeout_s=10)
     u = await usage(session, gw, key)
     assert u["balance_msat"] == expected == 5_400
     assert u["totals"]["chunks_sold"] == 3 and u["totals"]["earned_msat"] == expected

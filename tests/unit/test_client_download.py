@@ -23,6 +23,9 @@ import pytest
 from aiohttp import web
 
 import l402
+from client import config as dl_config
+from client import download as dl
+from client import files as dl_files
 from client.api import BitcacheClient
 from client.cli import main
 from client.config import ClientConfig
@@ -115,6 +118,7 @@ class FakeGateway:
         self.fail_puts_after: int | None = None
         self.expire_after_served: int | None = None
         self.tamper: set[int] = set()
+        self.resize: dict[int, int] = {}  # chunk index → bytes added (or cut, if negative)
         self.overcharge_msat = 0
         self.advertised_price: int | None = None
         self.unavailable: int = 0  # answer this many next requests with 503
@@ -250,6 +254,9 @@ class FakeGateway:
         data = f.chunks[index]
         if index in self.tamper:
             data = data[:50] + bytes([data[50] ^ 1]) + data[51:]
+        if index in self.resize:
+            delta = self.resize[index]
+            data = data + os.urandom(delta) if delta > 0 else data[:delta]
         self.served.append(index)
         if self.expire_after_served is not None and len(self.served) == self.expire_after_served:
             self.clock_offset += 100_000  # every token sold so far is now expired
@@ -338,9 +345,9 @@ async def test_paid_round_trip(env: Env) -> None:
     assert result.fees_msat == len(env.payer.calls)
     for invoice, expected in env.payer.calls:
         assert invoice_amount_msat(invoice) == expected
-    # Ranges double from one chunk: payment stays ahead of the fetchers.
-    # Ranges double as they are taken; with several purchasers they may arrive out of order.
-    assert sorted(env.gateway.challenges) == [(0, 1), (1, 2), (3, 4), (7, 8), (15, 5)]
+    # Ranges grow fourfold from one chunk as they are taken, so payment stays ahead of the
+    # fetchers; with several purchasers they may arrive out of order.
+    assert sorted(env.gateway.challenges) == [(0, 1), (1, 4), (5, 15)]
     assert sorted(env.gateway.served) == list(range(N_CHUNKS))  # each chunk fetched once
     assert sorted(p.name for p in env.out_dir().iterdir()) == ["data.bin"]  # no .part left
 
@@ -350,7 +357,7 @@ async def test_ranges_capped_by_client_and_clipped_by_gateway(env: Env) -> None:
     link = await env.upload(src)
     async with env.client(max_range_chunks=4) as client:
         await client.download(link, out=env.tmp / "a.bin", progress=False)
-    assert [c for _, c in env.gateway.challenges] == [1, 2, 4, 4, 4, 4, 1]
+    assert [c for _, c in env.gateway.challenges] == [1, 4, 4, 4, 4, 3]
 
     env.gateway.challenges.clear()
     env.gateway.max_range = 3  # the gateway sells less than asked: the rest is bought later
@@ -432,6 +439,76 @@ async def test_tampered_chunk_fails_and_nothing_is_saved(env: Env) -> None:
         with pytest.raises(ChunkAuthError, match="chunk 3"):
             await client.download(link, out=out, progress=False)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("delta", [1, 5000, -1], ids=["one-more", "much-more", "one-less"])
+async def test_a_chunk_of_the_wrong_size_is_refused(env: Env, delta: int) -> None:
+    # Read into a buffer one byte larger than the chunk: more cannot overflow it, and is
+    # refused like less.
+    link = await env.upload(env.source())
+    env.gateway.resize = {3: delta}
+    out = env.tmp / "r.bin"
+    async with env.client() as client:
+        with pytest.raises(ChunkAuthError, match=r"chunk 3: expected \d+ sealed bytes"):
+            await client.download(link, out=out, progress=False)
+    assert not out.exists()
+
+
+async def test_sidecars_claim_only_chunks_already_on_disk(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens are saved without an fsync of .part, so no sidecar may list a chunk as done
+    before an fsync that followed its write."""
+    written: set[int] = set()  # chunk offsets written to .part
+    durable: set[int] = set()  # ... and fsynced since
+    saved: list[tuple[set[int], int]] = []  # each sidecar: its done chunks, its token count
+    real_pwrite, real_fsync = dl_files._SharedFd.pwrite_all, dl_files._SharedFd.fsync
+    real_write = dl_config.atomic_write_private
+
+    def pwrite_all(fd: Any, data: bytes, offset: int) -> None:
+        real_pwrite(fd, data, offset)
+        written.add(offset // CHUNK)
+
+    def fsync(fd: Any) -> None:
+        pending = set(written)
+        real_fsync(fd)
+        durable.update(pending)
+
+    def write(path: Path, data: bytes) -> None:
+        state = json.loads(data)
+        done = {i for first, last in state["done"] for i in range(first, last + 1)}
+        assert done <= durable, f"sidecar claims {sorted(done - durable)} before an fsync"
+        saved.append((done, len(state["tokens"])))
+        real_write(path, data)
+
+    monkeypatch.setattr(dl_files._SharedFd, "pwrite_all", pwrite_all)
+    monkeypatch.setattr(dl_files._SharedFd, "fsync", fsync)
+    monkeypatch.setattr(dl, "atomic_write_private", write)
+    # No periodic save: only purchases (tokens) and the failure below write the sidecar.
+    monkeypatch.setattr(dl, "_SAVE_INTERVAL_S", 3600.0)
+    link = await env.upload(env.source())
+    env.gateway.fail_gets_after = 12
+    async with env.client(payer=False) as client:
+        client.payer = SlowishPayer(env.gateway)  # chunks are written while it pays
+        with pytest.raises(GatewayError):
+            await client.download(link, out=env.tmp / "s.bin", progress=False)
+    assert len([tokens for _, tokens in saved if tokens]) >= 3  # each purchase recorded
+    assert written - {0} and saved[-2][0] == set()  # nothing was fsynced before the failure
+    assert saved[-1][0] == durable == written  # which fsyncs and records every chunk
+
+
+class SlowishPayer(FakePayer):
+    """Each payment takes longer than the one before, so later purchases end (and save
+    their tokens) while chunks bought earlier are being written."""
+
+    def __init__(self, gateway: FakeGateway) -> None:
+        super().__init__(gateway)
+        self.started = 0
+
+    async def pay(self, bolt11: str, expected_msat: int) -> bytes:
+        self.started += 1
+        await asyncio.sleep(0.05 * self.started)
+        return await super().pay(bolt11, expected_msat)
 
 
 async def test_wrong_key_is_caught_before_paying(env: Env) -> None:
@@ -652,7 +729,7 @@ async def test_interruption_during_a_payment_keeps_its_token(env: Env) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     sidecar = json.loads(Path(f"{out}.part.json").read_text())
-    assert (1, 2) in [(t["first"], t["last"]) for t in sidecar["tokens"]]
+    assert (1, 4) in [(t["first"], t["last"]) for t in sidecar["tokens"]]  # the held one
 
     env.payer.calls = list(payer.calls)
     async with env.client() as client:

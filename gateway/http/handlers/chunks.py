@@ -1,4 +1,4 @@
-"""GET a chunk: 402 with an L402 challenge until paid, then the ciphertext from IPFS."""
+"""GET a chunk: 402 with an L402 challenge until paid, then the ciphertext streamed from IPFS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from aiohttp import web
 import l402
 from gateway.billing.pricing import purchase_range
 from gateway.http.auth import optional_account
+from gateway.http.chunk_stream import stream_block
 from gateway.http.params import (
     check_chunk_index,
     chunk_index_param,
@@ -19,7 +20,7 @@ from gateway.persistence.files import FileRecord
 from gateway.services import services, tenant_of
 
 
-async def get_chunk(request: web.Request) -> web.Response:
+async def get_chunk(request: web.Request) -> web.StreamResponse:
     s = services(request)
     index = chunk_index_param(request)
     count_param(request)  # malformed ?count= is a 400 even when the chunk is free or owned
@@ -50,20 +51,15 @@ async def get_chunk(request: web.Request) -> web.Response:
     chunk = await s.files.chunk(record.id, index)
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
-    data = await s.ipfs.cat(chunk.cid)
-    if len(data) != chunk.size:
-        raise Problem(
-            502,
-            "storage-corrupt",
-            "Storage returned the wrong size",
-            f"chunk {index}: expected {chunk.size} bytes, got {len(data)}",
-        )
-    await s.files.note_served(record.id, len(data))
-    return web.Response(
-        body=data,
-        content_type="application/octet-stream",
-        headers={"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000"},
+    response, sent = await stream_block(
+        request,
+        s.ipfs,
+        chunk.cid,
+        chunk.size,
+        {"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000"},
     )
+    s.meter.add(record.id, sent)  # written in batches (gateway/billing/metering.py)
+    return response
 
 
 def count_param(request: web.Request) -> int:
