@@ -1,9 +1,10 @@
-"""Shared fixtures. The regtest network is started once per test session, on demand."""
+"""Shared fixtures. The regtest network is started once per test session, on demand, and
+so is a PostgreSQL server when a test needs one."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from gateway.config import GatewayConfig
 from gateway.server import serve
+from regtest import postgres
 from regtest.network import Network
 from regtest.process import free_port
 from sandbox.run import sandbox_gateway_config
@@ -24,6 +26,21 @@ async def network() -> AsyncIterator[Network]:
     cluster = os.environ.get("BITCACHE_CLUSTER") == "1"
     async with Network.start(router=True, cluster=cluster) as net:
         yield net
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """An admin URL of a PostgreSQL server: BITCACHE_TEST_DATABASE_URL's, or else one
+    started for this session (installed from Debian's package if missing)."""
+    url = os.environ.get(postgres.URL_ENV)
+    if url:
+        yield url
+        return
+    server = postgres.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
 
 
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,12 @@ import pytest
 from gateway.billing.quota import Plan
 from gateway.billing.settlement import Settlement
 from gateway.config import TenantSettings
-from gateway.persistence.database import Database
+from gateway.persistence.database import open_database
 from gateway.server import serve
 from gateway.tenants.registry import TenantRegistry
 from regtest.network import Network, wait_until
 from tests.conftest import gateway_config
+from tests.sql import execute, fetch_value
 from tests.support import bearer, create_account, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
@@ -308,17 +308,16 @@ async def test_marking_stale_invoices_expired_never_loses_a_payment(
         )
         async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
             invoice = (await resp.json())["invoice"]
-        with sqlite3.connect(config.database_path) as conn:  # pretend it is long expired
-            conn.execute("UPDATE invoices SET expires_at = 0 WHERE bolt11 = ?", (invoice,))
-        db = Database(config.database_path)
+        # Pretend it is long expired.
+        await execute(config, "UPDATE invoices SET expires_at = 0 WHERE bolt11 = ?", invoice)
+        db = open_database(config.database)
         await db.open()
         try:
             assert await Settlement(db, TenantRegistry(config)).expire_stale() == 1
         finally:
             await db.close()
-        with sqlite3.connect(config.database_path) as conn:
-            row = conn.execute("SELECT state FROM invoices WHERE bolt11 = ?", (invoice,))
-            assert row.fetchone()[0] == "expired"
+        state = await fetch_value(config, "SELECT state FROM invoices WHERE bolt11 = ?", invoice)
+        assert state == "expired"
         await network.node("payer").client.pay_invoice(invoice, fee_limit_msat=1_000)
         await wait_until(
             "the late payment to be booked", lambda: _has_balance(session, url, key), timeout_s=15
