@@ -294,7 +294,11 @@ class FileStore:
         """Marks the file complete if every chunk is present; returns the missing ones.
         Raises FileGone if the file was deleted (perhaps after the caller loaded it)."""
         async with self.db.transaction() as conn:
-            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+            # Locked (PostgreSQL): a delete committing meanwhile would otherwise leave this
+            # answering "complete" for a deleted file; PUTs in flight finish first.
+            async with conn.execute(
+                "SELECT state FROM files WHERE id = ? FOR UPDATE", (file_id,)
+            ) as cur:
                 state = await cur.fetchone()
             if state is None or state[0] == "deleted":
                 raise FileGone(f"file {file_id} was deleted by its owner")
