@@ -1,8 +1,15 @@
-"""Shared fixtures. The regtest network is started once per test session, on demand, and
-so is a PostgreSQL server when a test needs one."""
+"""Shared fixtures. The regtest network is started once per test session, on demand.
+
+The set-up under test is chosen by environment variables, so that `make test-scale` runs
+the same suite on the scale-out parts (each part adds its variable here):
+
+- BITCACHE_TEST_DATABASE_URL: a PostgreSQL server (an admin URL; `python -m regtest.postgres
+  run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,8 +50,20 @@ def postgres_server() -> Iterator[str]:
         server.stop()
 
 
+def database_url_for(data_dir: Path) -> str | None:
+    """The PostgreSQL database for a test gateway keeping its files in ``data_dir`` (the
+    same one for the same dir, so a restarted gateway finds its data); None on SQLite."""
+    server = os.environ.get(postgres.URL_ENV)
+    if not server:
+        return None
+    name = "gw_" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
+    return postgres.run_sync(postgres.create_database(server, name))
+
+
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:
-    """The sandbox's gateway config, on a free loopback port."""
+    """The sandbox's gateway config, on a free loopback port, on the database under test."""
+    if "database_url" not in overrides:
+        overrides["database_url"] = database_url_for(data_dir)
     return sandbox_gateway_config(net, data_dir, free_port(), **overrides)
 
 
