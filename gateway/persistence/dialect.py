@@ -11,6 +11,8 @@ Stores write SQL that both engines take where one exists (`ON CONFLICT … DO NO
 | `SELECT … FOR UPDATE` | without `FOR UPDATE`   | as is: a row lock until commit       |
 | `SELECT … FOR SHARE`  | without `FOR SHARE`    | as is: blocks writers until commit   |
 | `MAX(a, b)`, `MIN(…)` | as is                  | `GREATEST(a, b)`, `LEAST(…)`         |
+| `CAST(x AS INTEGER)`  | as is                  | `CAST(x AS BIGINT)`: 64-bit, as SQLite |
+| `CAST(x AS BLOB)`     | as is                  | `CAST(x AS BYTEA)`                   |
 
 SQLite needs no row lock: its writers are serialised (`BEGIN IMMEDIATE`). PostgreSQL runs
 them concurrently at READ COMMITTED, so a store that reads a row to decide a write locks
@@ -39,6 +41,10 @@ _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _ROW_LOCK = re.compile(
     r"\s+FOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)(?:\s+(?:NOWAIT|SKIP\s+LOCKED))?\b",
     re.IGNORECASE,
+)
+_CAST_TYPES = (
+    (re.compile(r"\bAS\s+INTEGER\b", re.IGNORECASE), "AS BIGINT"),
+    (re.compile(r"\bAS\s+BLOB\b", re.IGNORECASE), "AS BYTEA"),
 )
 _MIN_MAX = re.compile(r"\b(MAX|MIN)\s*\(", re.IGNORECASE)
 _ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES|SHOW)\b|\bRETURNING\b", re.IGNORECASE)
@@ -107,6 +113,8 @@ def postgres_query(sql: str) -> str:
             return f"${plain}"
 
         text = _PLACEHOLDER.sub(placeholder, text)
+        for pattern, replacement in _CAST_TYPES:
+            text = pattern.sub(replacement, text)
         if ignore:
             text = _INSERT_OR_IGNORE.sub("INSERT INTO", text)
         out.append(text)

@@ -61,6 +61,12 @@ def test_scalar_max_and_min_become_greatest_and_least() -> None:
     )
 
 
+def test_cast_types_keep_sqlite_widths() -> None:
+    assert postgres_query("SELECT CAST(value AS INTEGER), CAST('i:' || ?1 AS BLOB) FROM t") == (
+        "SELECT CAST(value AS BIGINT), CAST('i:' || $1 AS BYTEA) FROM t"
+    )
+
+
 def test_which_statements_return_rows() -> None:
     assert returns_rows("SELECT 1")
     assert returns_rows("  with x AS (SELECT 1) SELECT * FROM x")
