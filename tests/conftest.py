@@ -5,6 +5,7 @@ the same suite on the scale-out parts (each part adds its variable here):
 
 - BITCACHE_TEST_DATABASE_URL: a PostgreSQL server (an admin URL; `python -m regtest.postgres
   run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
+- BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def _legacy_row(db: Path) -> tuple[object, ...]:
 
 
 async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    config = gateway_config(network, tmp_path / "gw")
+    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
+    config = gateway_config(network, tmp_path / "gw", database_url=None)
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()

@@ -31,7 +31,8 @@ FUTURE = int(time.time()) + 30 * 86_400
 
 
 async def test_the_login_form_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    config = gateway_config(network, tmp_path / "gw")
+    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
+    config = gateway_config(network, tmp_path / "gw", database_url=None)
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         row = {
