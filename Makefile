@@ -1,13 +1,14 @@
 # The two commands a fresh machine needs: `make sandbox` and `make test`.
 # Each installs what it needs first (idempotent): Python packages, then the Go-built
 # btcd, lnd and kubo into ~/.cache/bitcache (built once per version pin).
+# `make test-scale` runs the integration suite again on the scale-out set-up.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test unit lint tools web browser bench clean
+.PHONY: sandbox test test-scale unit lint tools web browser postgres bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,14 +34,29 @@ web: $(WEB_STAMP)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Debian's PostgreSQL server binaries: the store tests run on it as well as on SQLite, and
+# `make test-scale` runs the gateways on it. Tests start throwaway servers of their own
+# (regtest/postgres.py); the cluster the package may start is not used.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
 sandbox: tools web
 	$(VENV)/bin/bitcache-sandbox
 
-test: tools web browser
+test: tools web browser postgres
 	cd web && npm test
 	$(PY) -m pytest -q
 
-unit: $(STAMP)
+# The integration suite on the scale-out set-up. Each part is a wrapper that starts it and
+# tells tests/conftest.py about it through an environment variable: regtest.postgres runs
+# the command with BITCACHE_TEST_DATABASE_URL naming a fresh server, so every test gateway
+# gets a PostgreSQL database instead of a SQLite file. Later parts chain in front of it.
+SCALE_SETUP ?= $(PY) -m regtest.postgres run --
+
+test-scale: tools web browser postgres
+	$(SCALE_SETUP) $(PY) -m pytest -q tests/integration
+
+unit: $(STAMP) postgres
 	$(PY) -m pytest -q tests/unit
 
 lint: $(STAMP)

@@ -38,8 +38,8 @@ import orjson
 
 from gateway.config import TenantSettings
 from gateway.identity.import_source import read_batches, tenant_policies
-from gateway.persistence.database import Database
 from gateway.persistence.legacy_import import account_insert_sql, plan_insert_sql, plan_row
+from gateway.persistence.sqlite import SqliteDatabase
 
 RESULTS = Path(__file__).with_name("results.json")
 GB = 1_000_000_000
@@ -112,7 +112,7 @@ def generate(path: Path, rows: int) -> None:
 
 
 async def _migrate(db_path: Path) -> None:
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     await db.open()
     await db.close()
 

@@ -33,7 +33,7 @@ from gateway.identity import login
 from gateway.maintenance.unpinner import Unpinner
 from gateway.metrics import Metrics
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import open_database
 from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
 from gateway.tenants.nodes import LightningNodes
@@ -103,7 +103,7 @@ def create_app(
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        db = Database(config.database_path)
+        db = open_database(config.database, pool_size=config.database_pool_size)
         await db.open()
         nodes = LightningNodes(config.lnd, connect or lnd)
         store = (block_store or kubo)(config.kubo_api_url)

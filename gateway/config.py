@@ -20,6 +20,7 @@ from pydantic import (
 from gateway.billing.quota import Plan
 
 GB = 1_000_000_000
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
@@ -116,6 +117,12 @@ class GatewayConfig(BaseModel):
     # The address users reach the gateway at, for share links of tenants that name none.
     public_url: HttpUrl | None = None
     data_dir: Path
+    # The database: a SQLite file (default: data_dir/gateway.sqlite3) or a PostgreSQL URL
+    # (postgresql://user:password@host:port/dbname), which several gateway processes can
+    # share. Never shown in repr() or logs: the URL may hold a password.
+    database_url: str | None = Field(default=None, min_length=1, repr=False)
+    # Connections each process keeps to PostgreSQL at most.
+    database_pool_size: int = Field(default=10, ge=1, le=1_000)
     kubo_api_url: str
     lnd: LndSettings
     default_price_msat: int = Field(default=2_000, ge=0, le=100_000_000)
@@ -184,8 +191,34 @@ class GatewayConfig(BaseModel):
         check_tenants(self.tenants)
         return self
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        if url is None or url.startswith(_POSTGRES_SCHEMES):
+            return url
+        if "://" in url:  # neither a path nor PostgreSQL; do not echo it (a password?)
+            raise ValueError("must be a SQLite file path or a postgresql:// URL")
+        return url
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None and self.database_url.startswith(_POSTGRES_SCHEMES)
+
+    @property
+    def database(self) -> str | Path:
+        """Where the database is: a postgresql:// URL or the SQLite file's path."""
+        if self.uses_postgres:
+            assert self.database_url is not None
+            return self.database_url
+        return self.database_path
+
     @property
     def database_path(self) -> Path:
+        """The SQLite file; there is none when the database is PostgreSQL."""
+        if self.uses_postgres:
+            raise ValueError("the database is PostgreSQL, not a SQLite file")
+        if self.database_url is not None:
+            return Path(self.database_url).expanduser()
         return self.data_dir / "gateway.sqlite3"
 
     @property

@@ -1,9 +1,18 @@
-"""Shared fixtures. The regtest network is started once per test session, on demand."""
+"""Shared fixtures. The regtest network is started once per test session, on demand.
+
+The set-up under test is chosen by environment variables, so that `make test-scale` runs
+the same suite on the scale-out parts (each part adds its variable here):
+
+- BITCACHE_TEST_DATABASE_URL: a PostgreSQL server (an admin URL; `python -m regtest.postgres
+  run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
+- BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +20,7 @@ import pytest
 
 from gateway.config import GatewayConfig
 from gateway.server import serve
+from regtest import postgres
 from regtest.network import Network
 from regtest.process import free_port
 from sandbox.run import sandbox_gateway_config
@@ -26,8 +36,35 @@ async def network() -> AsyncIterator[Network]:
         yield net
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """An admin URL of a PostgreSQL server: BITCACHE_TEST_DATABASE_URL's, or else one
+    started for this session (installed from Debian's package if missing)."""
+    url = os.environ.get(postgres.URL_ENV)
+    if url:
+        yield url
+        return
+    server = postgres.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+def database_url_for(data_dir: Path) -> str | None:
+    """The PostgreSQL database for a test gateway keeping its files in ``data_dir`` (the
+    same one for the same dir, so a restarted gateway finds its data); None on SQLite."""
+    server = os.environ.get(postgres.URL_ENV)
+    if not server:
+        return None
+    name = "gw_" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
+    return postgres.run_sync(postgres.create_database(server, name))
+
+
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:
-    """The sandbox's gateway config, on a free loopback port."""
+    """The sandbox's gateway config, on a free loopback port, on the database under test."""
+    if "database_url" not in overrides:
+        overrides["database_url"] = database_url_for(data_dir)
     return sandbox_gateway_config(net, data_dir, free_port(), **overrides)
 
 
@@ -39,3 +76,14 @@ async def gateway_url(
     config = gateway_config(network, tmp_path_factory.mktemp("gateway"))
     async with serve(config) as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL (make test-scale), tests that read or write the gateway's SQLite file
+    directly (the books check, the legacy importer, login fixtures) are skipped, and say so."""
+    if not os.environ.get(postgres.URL_ENV):
+        return
+    skip = pytest.mark.skip(reason="reads the gateway's SQLite file directly; SQLite only")
+    for item in items:
+        if item.get_closest_marker("sqlite_file"):
+            item.add_marker(skip)

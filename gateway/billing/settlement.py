@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import logging
 
-import aiosqlite
-
 from gateway.billing import ledger
 from gateway.billing.quota import Plan, extend
 from gateway.clock import Clock, system_clock
 from gateway.persistence import files, invoices, quotas
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 from gateway.persistence.invoices import Reporter
 from gateway.persistence.ledger import book
 from gateway.tenants.registry import TenantRegistry
@@ -68,7 +66,7 @@ class Settlement:
 
     async def _book_chunk_sale(
         self,
-        conn: aiosqlite.Connection,
+        conn: Connection,
         payment_hash: bytes,
         now: int,
         settle_index: int | None,
@@ -94,7 +92,7 @@ class Settlement:
 
     async def _book_plan(
         self,
-        conn: aiosqlite.Connection,
+        conn: Connection,
         payment_hash: bytes,
         now: int,
         reporter: Reporter | None,

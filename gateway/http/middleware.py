@@ -1,8 +1,9 @@
 """The gateway's middleware: every failure answered as a problem, every request's tenant.
 
-`problem_middleware` turns Problem, unavailable dependencies (503 + Retry-After) and
-aiohttp's own errors into RFC 9457 bodies, and anything unexpected into a 500 that tells
-the client nothing. `tenant_middleware` picks the tenant from the Host header.
+`problem_middleware` turns Problem, unavailable dependencies (Lightning, IPFS, the
+database: 503 + Retry-After) and aiohttp's own errors into RFC 9457 bodies, and anything
+unexpected into a 500 that tells the client nothing. `tenant_middleware` picks the
+tenant from the Host header.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from gateway.config import TenantSettings
 from gateway.http.problems import Handler, Problem, unavailable
+from gateway.persistence.database import DatabaseUnavailable
 from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
 from lightning.errors import LightningError, LightningUnavailable
 
@@ -46,6 +48,9 @@ def problem_middleware(retry_after_s: int) -> Any:
         except IpfsUnavailable as exc:
             log.warning("IPFS unavailable: %s", exc)
             return unavailable("Storage node", retry_after_s).response()
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable: %s", exc)
+            return unavailable("Database", retry_after_s).response()
         except IpfsError as exc:
             # The store answered but could not serve the data (e.g. a block is missing): the
             # dependency failed, not the request and not the gateway.

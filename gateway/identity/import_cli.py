@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 
 from gateway.config import ConfigError, TenantSettings, load_config
 from gateway.identity.import_source import FORMATS, tenant_policies
-from gateway.persistence.database import Database
 from gateway.persistence.legacy_import import (
     ImportFailed,
     ImportOptions,
@@ -26,6 +25,7 @@ from gateway.persistence.legacy_import import (
     Progress,
     run_import,
 )
+from gateway.persistence.sqlite import SqliteDatabase
 from gateway.tenants.registry import TenantFileError, read_tenants_file
 
 PLAIN_PROGRESS_EVERY_S = 5.0
@@ -60,7 +60,7 @@ def _fail(message: str) -> NoReturn:
 
 
 async def _migrate(db_path: Path) -> None:
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     await db.open()  # applies any migration this code has and the database lacks
     await db.close()
 
@@ -73,6 +73,8 @@ def _tenants(args: argparse.Namespace) -> tuple[Path, list[TenantSettings]]:
         tenants = read_tenants_file(config.tenants_file) if config.tenants_file else config.tenants
     except (ConfigError, TenantFileError) as exc:
         _fail(str(exc))
+    if config.uses_postgres:  # the importer writes SQLite directly (sqlite3, per batch)
+        _fail("import into PostgreSQL is not supported yet: the database_url is postgresql://")
     return config.database_path, tenants
 
 

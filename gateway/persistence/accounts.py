@@ -7,9 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 API_KEY_PREFIX = "bck_"
 
@@ -26,7 +24,7 @@ def hash_api_key(api_key: str) -> bytes:
 
 
 async def insert_account(
-    conn: aiosqlite.Connection, tenant_id: str, now: int | None = None
+    conn: Connection, tenant_id: str, now: int | None = None
 ) -> tuple[Account, str]:
     """A new account and its API key, inside the caller's transaction."""
     account_id = "acct_" + secrets.token_hex(8)

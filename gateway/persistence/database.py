@@ -1,24 +1,134 @@
-"""SQLite (WAL) through aiosqlite: one writer connection behind a lock, one for reads.
+"""The database the stores use, whichever engine is behind it.
 
-Every change goes through `transaction()`, so a multi-statement change is all or nothing
-and two tasks never interleave statements inside one transaction.
+`Database` is what a store holds: reads (`fetch_one`, `fetch_all`) and `transaction()`,
+which yields a `Connection` for changes that must commit together (a settlement and its
+ledger entries). Two implementations: SQLite (persistence/sqlite.py, the embedded default)
+and PostgreSQL through asyncpg (persistence/postgres.py, for several gateway processes).
+`open_database` picks one from the configured location.
+
+Stores write SQL once (persistence/dialect.py rewrites it for PostgreSQL) and read rows by
+index or column name, which sqlite3.Row and asyncpg.Record both allow. A constraint
+violation raises `IntegrityError` on both; an unreachable server `DatabaseUnavailable`.
+On PostgreSQL a failed statement ends its transaction: catch IntegrityError outside the
+`transaction()` block, or avoid it with ON CONFLICT.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
-import aiosqlite
+__all__ = [
+    "Connection",
+    "Cursor",
+    "Database",
+    "DatabaseUnavailable",
+    "IntegrityError",
+    "Row",
+    "Statement",
+    "is_postgres_url",
+    "migrations",
+    "open_database",
+]
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class IntegrityError(sqlite3.IntegrityError):
+    """A UNIQUE, CHECK, NOT NULL or foreign key constraint refused a change.
+
+    A subclass of sqlite3's, so code written for SQLite (`except sqlite3.IntegrityError`)
+    keeps working on PostgreSQL; new code catches this one."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database server cannot be reached; the change did not happen (503)."""
+
+
+class Row(Protocol):
+    """A result row: by position or by column name."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class Cursor:
+    """A statement's result: its rows (all read), and how many rows it changed (or
+    returned, for a query or a RETURNING clause)."""
+
+    rows: list[Row] = field(default_factory=list)
+    rowcount: int = -1
+
+    async def fetchone(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[Row]:
+        return list(self.rows)
+
+    async def __aiter__(self) -> AsyncIterator[Row]:
+        for row in self.rows:
+            yield row
+
+
+class Statement:
+    """What `Connection.execute` returns: await it, or use it as `async with … as cur`,
+    as with aiosqlite."""
+
+    def __init__(self, run: Awaitable[Cursor]) -> None:
+        self._run = run
+
+    def __await__(self) -> Generator[Any, None, Cursor]:
+        return self._run.__await__()
+
+    async def __aenter__(self) -> Cursor:
+        return await self._run
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class Connection(Protocol):
+    """One connection inside a transaction: what store functions that change rows take."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Statement: ...
+
+    async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def open(self) -> None:
+        """Connects and brings the schema up to date (every migration not yet applied)."""
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int:
+        """The newest migration applied."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None: ...
+
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -31,127 +141,17 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class Database:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+def is_postgres_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(_POSTGRES_SCHEMES)
 
-    async def open(self) -> None:
-        # aiosqlite logs every statement with its parameters at DEBUG: never in our logs.
-        logging.getLogger("aiosqlite").setLevel(logging.INFO)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        try:
-            await self._use_wal(self._writer)
-            await self._migrate(self._writer)
-            self._reader = await self._connect()
-        except BaseException:
-            # An open connection's thread would keep the process alive after the error.
-            await self.close()
-            raise
 
-    @staticmethod
-    async def _use_wal(conn: aiosqlite.Connection) -> None:
-        """WAL mode (persistent in the file). Switching needs the file to itself and does
-        not wait on busy_timeout, so workers opening one new file together retry."""
-        for attempt in range(50):
-            try:
-                await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                await asyncio.sleep(0.1)
+def open_database(location: str | Path, *, pool_size: int = 10) -> Database:
+    """The database at ``location`` (a SQLite file path or a postgresql:// URL), not yet
+    opened. asyncpg is imported only for PostgreSQL."""
+    if is_postgres_url(location):
+        from gateway.persistence.postgres import PostgresDatabase
 
-    async def _connect(self) -> aiosqlite.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
-        return conn
+        return PostgresDatabase(str(location), pool_size=pool_size)
+    from gateway.persistence.sqlite import SqliteDatabase
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        """Applies every migration not yet recorded in schema_migrations, in order.
-
-        Each applied migration is recorded by number, so one merged after a higher-numbered
-        one (branches land in any order) is still applied; user_version, which older
-        databases used alone, stays the highest number applied.
-        """
-        # Under the write lock (BEGIN IMMEDIATE waits for it): several gateway processes
-        # may open one new file at the same moment.
-        await conn.executescript(
-            "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);"
-            " COMMIT;"
-        )
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        legacy_version = int(row[0]) if row else 0
-        async with conn.execute("SELECT version FROM schema_migrations") as cur:
-            applied = {int(r[0]) async for r in cur}
-        if not applied and legacy_version:
-            # Made by the user_version-only runner, which applied everything up to it.
-            await conn.executemany(
-                "INSERT OR IGNORE INTO schema_migrations (version, name, applied_at)"
-                " VALUES (?, ?, 0)",
-                [(v, n) for v, n, _ in migrations() if v <= legacy_version],
-            )
-            applied = {v for v, _, _ in migrations() if v <= legacy_version}
-        for version, name, sql in migrations():
-            if version in applied:
-                continue
-            highest = max(version, legacy_version, *applied)
-            try:
-                await conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\n"
-                    f"INSERT INTO schema_migrations (version, name, applied_at)"
-                    f" VALUES ({version}, '{name}', CAST(strftime('%s', 'now') AS INTEGER));\n"
-                    f"PRAGMA user_version = {highest};\nCOMMIT;"
-                )
-            except Exception as exc:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                # Several gateway processes may start on one new file: another one may
-                # have applied this migration while we waited for the write lock.
-                async with conn.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                ) as cur:
-                    if await cur.fetchone() is not None:
-                        applied.add(version)
-                        continue
-                raise RuntimeError(f"database migration {name} failed: {exc}") from exc
-            applied.add(version)
-
-    async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        assert self._writer is not None, "database not open"
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
-
-    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        # One call on the reader's thread runs the statement to its end. Awaiting execute
-        # and fetch separately would let concurrent reads interleave on this connection,
-        # and a read started while another statement is still open shares that statement's
-        # older snapshot: a row committed just before would be missing.
-        assert self._reader is not None, "database not open"
-        return list(await self._reader.execute_fetchall(sql, tuple(params)))
+    return SqliteDatabase(Path(location))

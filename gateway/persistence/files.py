@@ -7,11 +7,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiosqlite
-
 from gateway.billing.quota import check_reservation
 from gateway.persistence import pins
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 from gateway.persistence.free_tier import check_free_tier
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
@@ -110,6 +108,14 @@ class FileStore:
         header_json = _header_json(header)
         size = stored_size(header, manifest)
         async with self.db.transaction() as conn:
+            # The owner's row first, locked (PostgreSQL; SQLite's writer lock covers it):
+            # parallel creates by one owner then reserve one after another, each seeing
+            # the bytes the one before reserved, and the file row as it now stands.
+            async with conn.execute(
+                "SELECT used_bytes FROM accounts WHERE id = ? FOR UPDATE", (owner_id,)
+            ) as cur:
+                account = await cur.fetchone()
+            assert account is not None, "owner must exist"
             async with conn.execute(
                 "SELECT header, manifest, owner_id, state FROM files WHERE id = ?", (file_id,)
             ) as cur:
@@ -124,11 +130,6 @@ class FileStore:
                     raise FileConflict(f"file {file_id} exists with a different header")
                 created = False
             else:
-                async with conn.execute(
-                    "SELECT used_bytes FROM accounts WHERE id = ?", (owner_id,)
-                ) as cur:
-                    account = await cur.fetchone()
-                assert account is not None, "owner must exist"
                 check_reservation(int(account[0]), size, limit_bytes)
                 if free_tier_cap is not None:
                     at = int(time.time()) if now is None else now
@@ -137,10 +138,10 @@ class FileStore:
                     "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
                     (size, owner_id),
                 )
-                await conn.execute(
+                inserted = await conn.execute(
                     "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
                     " created_at, owner_id, stored_bytes, tenant_id)"
-                    " VALUES (?, 'uploading', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, 'uploading', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (
                         file_id,
                         header_json,
@@ -153,6 +154,8 @@ class FileStore:
                         tenant_id,
                     ),
                 )
+                if inserted.rowcount == 0:  # another owner created it meanwhile
+                    raise FileConflict(f"file {file_id} exists with a different header")
                 created = True
         record = await self.get(file_id)
         assert record is not None
@@ -254,26 +257,31 @@ class FileStore:
         (see gateway/persistence/pins.py). Raises ChunkConflict (other bytes are stored there) or
         FileGone (the file was deleted meanwhile); either way the pin the caller took by
         adding `cid` is released unless another chunk uses it."""
-        refused: Exception
         async with self.db.transaction() as conn:
-            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
-                file_row = await cur.fetchone()
+            # The file row is share-locked (PostgreSQL), so a delete waits for this PUT to
+            # commit and then removes its chunk too; PUTs of other chunks still run together.
             async with conn.execute(
-                "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
+                "SELECT state FROM files WHERE id = ? FOR SHARE", (file_id,)
             ) as cur:
-                row = await cur.fetchone()
+                file_row = await cur.fetchone()
             if file_row is None or file_row["state"] == "deleted":
-                refused = FileGone(f"file {file_id} was deleted by its owner")
-            elif row is not None and row["cid"] != cid:
-                refused = ChunkConflict(f"chunk {index} of {file_id} is already stored")
-            elif row is not None:
-                return False, False
+                refused: Exception = FileGone(f"file {file_id} was deleted by its owner")
             else:
-                await conn.execute(
-                    "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)",
+                # Insert first: of two parallel PUTs of one chunk, exactly one adds the row.
+                inserted = await conn.execute(
+                    "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (file_id, idx) DO NOTHING",
                     (file_id, index, cid, size),
                 )
-                return True, await pins.reference(conn, cid) == 1
+                if inserted.rowcount == 1:
+                    return True, await pins.reference(conn, cid) == 1
+                async with conn.execute(
+                    "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None or row["cid"] == cid:
+                    return False, False
+                refused = ChunkConflict(f"chunk {index} of {file_id} is already stored")
             # Committed with the transaction, so the refusal cannot lose the release.
             await pins.release_unrecorded(conn, cid)
         raise refused
@@ -295,7 +303,11 @@ class FileStore:
         """Marks the file complete if every chunk is present; returns the missing ones.
         Raises FileGone if the file was deleted (perhaps after the caller loaded it)."""
         async with self.db.transaction() as conn:
-            async with conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)) as cur:
+            # Locked (PostgreSQL): a delete committing meanwhile would otherwise leave this
+            # answering "complete" for a deleted file; PUTs in flight finish first.
+            async with conn.execute(
+                "SELECT state FROM files WHERE id = ? FOR UPDATE", (file_id,)
+            ) as cur:
                 state = await cur.fetchone()
             if state is None or state[0] == "deleted":
                 raise FileGone(f"file {file_id} was deleted by its owner")
@@ -313,14 +325,14 @@ class FileStore:
         return await self.missing(file_id, chunk_count)
 
 
-async def owner_of(conn: aiosqlite.Connection, file_id: str) -> str | None:
+async def owner_of(conn: Connection, file_id: str) -> str | None:
     """The file's uploader (None for a file without an owner), in the caller's transaction."""
     async with conn.execute("SELECT owner_id FROM files WHERE id = ?", (file_id,)) as cur:
         row = await cur.fetchone()
     return None if row is None or row[0] is None else str(row[0])
 
 
-async def add_sale(conn: aiosqlite.Connection, file_id: str, chunks: int, earned_msat: int) -> None:
+async def add_sale(conn: Connection, file_id: str, chunks: int, earned_msat: int) -> None:
     """Counts a sale of ``chunks`` chunks that earned the owner ``earned_msat``."""
     await conn.execute(
         "UPDATE files SET chunks_sold = chunks_sold + ?, earned_msat = earned_msat + ?"

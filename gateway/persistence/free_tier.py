@@ -8,10 +8,9 @@ reserves the file's bytes, so parallel uploads cannot overshoot the cap either.
 
 from __future__ import annotations
 
-import aiosqlite
+from gateway.persistence.database import Connection, Database
 
-from gateway.persistence.database import Database
-
+_FREE_TIER_LOCK = "free_tier_lock:"
 _FREE_TIER_USED = (
     "SELECT COALESCE(SUM(a.used_bytes), 0) FROM accounts a WHERE a.tenant_id = ?"
     " AND NOT EXISTS (SELECT 1 FROM subscriptions s"
@@ -41,9 +40,20 @@ async def on_free_tier(db: Database, account_id: str, now: int) -> bool:
 
 
 async def check_free_tier(
-    conn: aiosqlite.Connection, tenant_id: str, requested_bytes: int, cap_bytes: int, now: int
+    conn: Connection, tenant_id: str, requested_bytes: int, cap_bytes: int, now: int
 ) -> None:
-    """Raises FreeTierFull unless `requested_bytes` more fit under the tenant's cap."""
+    """Raises FreeTierFull unless `requested_bytes` more fit under the tenant's cap.
+
+    The sum covers every account of the tenant, and the caller locks only its own: on
+    PostgreSQL, two accounts uploading at once would both see room for one. So the check
+    first takes the tenant's row in gateway_state (made on first use), which serialises
+    free-tier reservations per tenant until the caller commits; SQLite's writer lock
+    already does."""
+    await conn.execute(
+        "INSERT INTO gateway_state (key, value) VALUES (?, '') ON CONFLICT (key)"
+        " DO UPDATE SET value = excluded.value",
+        (_FREE_TIER_LOCK + tenant_id,),
+    )
     async with conn.execute(_FREE_TIER_USED, (tenant_id, now, now)) as cur:
         row = await cur.fetchone()
     used = int(row[0]) if row else 0

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
-
 from gateway.billing.quota import Plan
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 __all__ = [
     "ChunkSale",
@@ -87,7 +85,7 @@ class PlanSale:
 
 
 async def add_chunk_invoice(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     payment_hash: bytes,
     file_id: str,
     first: int,
@@ -119,7 +117,7 @@ async def add_chunk_invoice(
 
 
 async def add_plan_invoice(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     payment_hash: bytes,
     account_id: str,
     plan: Plan,
@@ -149,7 +147,7 @@ async def add_plan_invoice(
 
 
 async def settle_chunk_invoice(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     payment_hash: bytes,
     now: int,
     settle_index: int | None,
@@ -172,7 +170,7 @@ async def settle_chunk_invoice(
 
 
 async def settle_plan_invoice(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     payment_hash: bytes,
     now: int,
     reporter: Reporter | None = None,
@@ -199,7 +197,7 @@ async def settle_plan_invoice(
     )
 
 
-async def expire(conn: aiosqlite.Connection, payment_hash: bytes) -> None:
+async def expire(conn: Connection, payment_hash: bytes) -> None:
     """The node canceled the invoice: an open chunk invoice expires, a plan one cancels."""
     await conn.execute(
         "UPDATE invoices SET state = 'expired' WHERE payment_hash = ? AND state = 'open'",
@@ -211,7 +209,7 @@ async def expire(conn: aiosqlite.Connection, payment_hash: bytes) -> None:
     )
 
 
-async def expire_stale(conn: aiosqlite.Connection, expired_before: int) -> int:
+async def expire_stale(conn: Connection, expired_before: int) -> int:
     """Marks open chunk invoices that expired before ``expired_before`` expired; how many."""
     cur = await conn.execute(
         "UPDATE invoices SET state = 'expired' WHERE state = 'open' AND expires_at < ?",
@@ -231,7 +229,7 @@ async def open_payment_hashes(db: Database, reporter: Reporter) -> list[bytes]:
     return [bytes(row[0]) for row in rows]
 
 
-async def issuer_of(conn: aiosqlite.Connection, payment_hash: bytes) -> str | None:
+async def issuer_of(conn: Connection, payment_hash: bytes) -> str | None:
     """The node that issued an unsettled chunk or plan invoice of ours; None if unknown
     (not ours, settled, or issued before issuers were recorded)."""
     async with conn.execute(
@@ -252,12 +250,13 @@ async def tenant_of_invoice(db: Database, payment_hash: bytes) -> str | None:
     return None if row is None else str(row[0])
 
 
-async def record_settle_index(conn: aiosqlite.Connection, node: str, index: int) -> None:
+async def record_settle_index(conn: Connection, node: str, index: int) -> None:
     """Remembers the highest settle index booked from ``node`` (never moves back)."""
     await conn.execute(
-        "INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT(key)"
-        " DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
-        (_SETTLE_INDEX_KEY + node, index),
+        "INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET value = excluded.value"
+        " WHERE CAST(gateway_state.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
+        (_SETTLE_INDEX_KEY + node, str(index)),
     )
 
 

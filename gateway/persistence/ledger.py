@@ -1,47 +1,61 @@
-"""Booking ledger transactions in SQLite, inside the caller's database transaction.
+"""Booking ledger transactions inside the caller's database transaction.
 
 The rules (what a sale, a plan or a withdrawal moves) are in billing/ledger.py and pure; this
 module only stores them: entries, running balances, and a unique (kind, reference) so
 that the same event is never booked twice, whichever path sees it first.
+
+Exact with concurrent writers (PostgreSQL, several processes): the balances a transaction
+moves are made if missing and locked, in account order (so two bookings never deadlock),
+before they are checked; then written as deltas.
 """
 
 from __future__ import annotations
 
 import time
 
-import aiosqlite
-
 from gateway.billing import ledger
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 
-async def book(conn: aiosqlite.Connection, tx: ledger.Transaction) -> bool:
+async def book(conn: Connection, tx: ledger.Transaction) -> bool:
     """Books `tx`; False (and nothing changed) if this event was booked before.
 
     Raises ledger.InsufficientFunds if an account would be overdrawn; the caller's
     transaction then rolls back, so nothing is half-booked."""
-    cur = await conn.execute(
-        "INSERT OR IGNORE INTO ledger_transactions (kind, reference, created_at) VALUES (?, ?, ?)",
-        (tx.kind, tx.reference, int(time.time())),
-    )
-    if cur.rowcount == 0:
-        return False
-    tx_id = cur.lastrowid
-    accounts = [e.account for e in tx.entries]
-    marks = ",".join("?" * len(accounts))
+    # A concurrent booking of the same event waits here for the other to commit, then
+    # inserts nothing (PostgreSQL); SQLite's single writer never gets that far.
     async with conn.execute(
-        f"SELECT account, balance_msat FROM balances WHERE account IN ({marks})", accounts
-    ) as rows:
-        current = {r[0]: int(r[1]) async for r in rows}
-    updated = ledger.apply(current, tx)
+        "INSERT INTO ledger_transactions (kind, reference, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (kind, reference) DO NOTHING RETURNING id",
+        (tx.kind, tx.reference, int(time.time())),
+    ) as cur:
+        inserted = await cur.fetchone()
+    if inserted is None:
+        return False
+    tx_id = int(inserted[0])
+    # Each balance row is made if missing and locked, one at a time in account order:
+    # every booking then takes its rows in one global order, so two never wait on each
+    # other in a cycle (a row locked as "missing" by one booking while another makes it
+    # would otherwise be taken out of order). The no-op DO UPDATE is what locks a row
+    # that exists; on SQLite the writer lock already serialises bookings.
+    current: dict[str, int] = {}
+    for account in sorted({e.account for e in tx.entries}):
+        async with conn.execute(
+            "INSERT INTO balances (account, balance_msat) VALUES (?, 0) ON CONFLICT (account)"
+            " DO UPDATE SET balance_msat = balances.balance_msat RETURNING balance_msat",
+            (account,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        current[account] = int(row[0])
+    ledger.apply(current, tx)  # raises InsufficientFunds: the caller's transaction rolls back
     await conn.executemany(
         "INSERT INTO ledger_entries (tx_id, account, amount_msat) VALUES (?, ?, ?)",
         [(tx_id, e.account, e.amount_msat) for e in tx.entries],
     )
     await conn.executemany(
-        "INSERT INTO balances (account, balance_msat) VALUES (?, ?)"
-        " ON CONFLICT(account) DO UPDATE SET balance_msat = excluded.balance_msat",
-        [(account, updated[account]) for account in accounts],
+        "UPDATE balances SET balance_msat = balance_msat + ? WHERE account = ?",
+        sorted(((e.amount_msat, e.account) for e in tx.entries), key=lambda d: d[1]),
     )
     return True
 

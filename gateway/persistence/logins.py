@@ -7,10 +7,8 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from gateway.persistence.accounts import API_KEY_PREFIX, hash_api_key
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database, IntegrityError
 
 
 @dataclass(frozen=True)
@@ -50,9 +48,7 @@ class UsernameTaken(Exception):
     """Another account of the tenant has this name (compared normalised)."""
 
 
-async def attach(
-    conn: aiosqlite.Connection, tenant_id: str, account_id: str, new: NewLogin
-) -> None:
+async def attach(conn: Connection, tenant_id: str, account_id: str, new: NewLogin) -> None:
     """Give a new account its username and login, inside the caller's transaction (so a
     taken name rolls the account back), or raise UsernameTaken."""
     async with conn.execute(
@@ -61,15 +57,20 @@ async def attach(
     ) as cur:
         if await cur.fetchone() is not None:
             raise UsernameTaken(new.username)
-    await conn.execute(
-        "UPDATE accounts SET username = ?, username_norm = ?, login_salt = ?, proof_hash = ?"
-        " WHERE id = ?",
-        (new.username, new.username_norm, new.login_salt, new.proof_hash, account_id),
-    )
+    try:
+        await conn.execute(
+            "UPDATE accounts SET username = ?, username_norm = ?, login_salt = ?, proof_hash = ?"
+            " WHERE id = ?",
+            (new.username, new.username_norm, new.login_salt, new.proof_hash, account_id),
+        )
+    except IntegrityError as exc:
+        # Taken meanwhile by a concurrent signup (PostgreSQL; SQLite's writer lock keeps
+        # the check above exact): the unique index refuses, the transaction rolls back.
+        raise UsernameTaken(new.username) from exc
 
 
 async def replace_legacy(
-    conn: aiosqlite.Connection, account_id: str, login_salt: bytes, proof_hash: bytes
+    conn: Connection, account_id: str, login_salt: bytes, proof_hash: bytes
 ) -> bool:
     """Swap the old service's hash for a login salt and proof hash. False when another
     login got there first (the old hash was already gone): that login's proof stands."""
@@ -81,7 +82,7 @@ async def replace_legacy(
     return cur.rowcount == 1
 
 
-async def issue_key(conn: aiosqlite.Connection, account_id: str, now: int) -> str:
+async def issue_key(conn: Connection, account_id: str, now: int) -> str:
     """A new API key for the account (returned once, only its hash stored)."""
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiosqlite
+from gateway.persistence.database import Connection
 
 
-async def reference(conn: aiosqlite.Connection, cid: str) -> int:
+async def reference(conn: Connection, cid: str) -> int:
     """One more chunk row uses `cid`; returns the new count."""
     async with conn.execute(
         "INSERT INTO pins (cid, refs) VALUES (?, 1)"
-        " ON CONFLICT(cid) DO UPDATE SET refs = refs + 1 RETURNING refs",
+        " ON CONFLICT (cid) DO UPDATE SET refs = pins.refs + 1 RETURNING refs",
         (cid,),
     ) as cur:
         row = await cur.fetchone()
@@ -35,15 +35,17 @@ async def reference(conn: aiosqlite.Connection, cid: str) -> int:
     return int(row[0])
 
 
-async def unreference(conn: aiosqlite.Connection, cids: Iterable[str]) -> None:
+async def unreference(conn: Connection, cids: Iterable[str]) -> None:
     """Chunk rows using these CIDs (one entry per row) are gone; a CID at zero is
     left for the unpinner."""
+    # In CID order: two deletes sharing CIDs then lock the rows in the same order (no
+    # deadlock on PostgreSQL).
     await conn.executemany(
-        "UPDATE pins SET refs = MAX(refs - 1, 0) WHERE cid = ?", [(cid,) for cid in cids]
+        "UPDATE pins SET refs = MAX(refs - 1, 0) WHERE cid = ?", [(cid,) for cid in sorted(cids)]
     )
 
 
-async def release_unrecorded(conn: aiosqlite.Connection, cid: str) -> None:
+async def release_unrecorded(conn: Connection, cid: str) -> None:
     """The bytes were added (and so pinned) but no chunk row records them (rejected as a
     conflict, or the file was deleted meanwhile): unpin unless some chunk row uses them."""
     await conn.execute(
@@ -51,9 +53,7 @@ async def release_unrecorded(conn: aiosqlite.Connection, cid: str) -> None:
     )
 
 
-async def unreferenced(
-    conn: aiosqlite.Connection, limit: int, among: list[str] | None = None
-) -> list[str]:
+async def unreferenced(conn: Connection, limit: int, among: list[str] | None = None) -> list[str]:
     """CIDs no chunk uses (of `among`, when given), for the unpinner."""
     params: list[str | int] = [limit]
     sql = "SELECT cid FROM pins WHERE refs = 0 LIMIT ?"
@@ -65,7 +65,7 @@ async def unreferenced(
         return [str(r[0]) async for r in cur]
 
 
-async def forget_if_unreferenced(conn: aiosqlite.Connection, cid: str) -> bool:
+async def forget_if_unreferenced(conn: Connection, cid: str) -> bool:
     """After kubo unpinned `cid`: drops its row if still unreferenced. False if a chunk
     row took a reference meanwhile, so the caller must pin it again."""
     cur = await conn.execute("DELETE FROM pins WHERE cid = ? AND refs = 0", (cid,))

@@ -6,11 +6,9 @@ pure; this module reads and writes the rows, joining the caller's transaction to
 
 from __future__ import annotations
 
-import aiosqlite
-
 from gateway.billing.quota import Subscription, quota_limit
 from gateway.config import TenantSettings
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 
 async def subscriptions(db: Database, account_id: str) -> list[Subscription]:
@@ -37,10 +35,12 @@ async def limit_bytes(db: Database, tenant: TenantSettings, account_id: str, now
     )
 
 
-async def plan_subscriptions(
-    conn: aiosqlite.Connection, account_id: str, plan_id: str
-) -> list[Subscription]:
-    """The account's subscriptions to one plan, inside the caller's transaction."""
+async def plan_subscriptions(conn: Connection, account_id: str, plan_id: str) -> list[Subscription]:
+    """The account's subscriptions to one plan, inside the caller's transaction.
+
+    Locks the account's row first (PostgreSQL), so two purchases settling at once extend
+    the plan one after the other rather than both from the same end date."""
+    await conn.execute("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (account_id,))
     async with conn.execute(
         "SELECT plan_id, quota_bytes, starts_at, ends_at FROM subscriptions"
         " WHERE account_id = ? AND plan_id = ?",
@@ -50,7 +50,7 @@ async def plan_subscriptions(
 
 
 async def add_subscription(
-    conn: aiosqlite.Connection, account_id: str, sub: Subscription, payment_hash: bytes
+    conn: Connection, account_id: str, sub: Subscription, payment_hash: bytes
 ) -> None:
     await conn.execute(
         "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at, ends_at,"

@@ -6,15 +6,13 @@ transaction (with the account's own row and the ledger entry), once per payment.
 
 from __future__ import annotations
 
-import aiosqlite
-
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 __all__ = ["add_signup_invoice", "claim", "issued", "tenant_of_signup"]
 
 
 async def add_signup_invoice(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     payment_hash: bytes,
     tenant_id: str,
     amount_msat: int,
@@ -29,7 +27,7 @@ async def add_signup_invoice(
 
 
 async def claim(
-    conn: aiosqlite.Connection, payment_hash: bytes, tenant_id: str, account_id: str, now: int
+    conn: Connection, payment_hash: bytes, tenant_id: str, account_id: str, now: int
 ) -> int | None:
     """Records that this payment opened `account_id` and returns its amount in msat; None
     if it opened an account already or this tenant issued no such signup invoice."""
@@ -43,7 +41,7 @@ async def claim(
     return int(row[0]) if row is not None else None
 
 
-async def issued(conn: aiosqlite.Connection, payment_hash: bytes, tenant_id: str) -> bool:
+async def issued(conn: Connection, payment_hash: bytes, tenant_id: str) -> bool:
     async with conn.execute(
         "SELECT 1 FROM signup_payments WHERE payment_hash = ? AND tenant_id = ?",
         (payment_hash, tenant_id),

@@ -10,10 +10,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from gateway.billing.quota import check_reservation
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 
 
 class CounterMismatch(Exception):
@@ -38,7 +36,7 @@ class Changes:
     more: bool
 
 
-async def _counter(conn: aiosqlite.Connection, account_id: str) -> int:
+async def _counter(conn: Connection, account_id: str) -> int:
     async with conn.execute("SELECT counter FROM vaults WHERE account_id = ?", (account_id,)) as c:
         row = await c.fetchone()
     return int(row[0]) if row else 0
@@ -129,6 +127,10 @@ class VaultStore:
         Raises CounterMismatch (nothing written) or quota.OverQuota."""
         now = int(time.time())
         async with self.db.transaction() as conn:
+            # The account's row locked first (PostgreSQL; SQLite's writer lock covers it):
+            # concurrent batches then compare-and-set the counter and reserve quota one
+            # after the other, as they do on SQLite.
+            await conn.execute("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (account_id,))
             current = await _counter(conn, account_id)
             if current != if_counter:
                 raise CounterMismatch(current)
@@ -155,7 +157,7 @@ class VaultStore:
             )
             await conn.execute(
                 "INSERT INTO vaults (account_id, counter, object_bytes, created_at)"
-                " VALUES (?, ?, MAX(0, ?), ?) ON CONFLICT (account_id) DO UPDATE"
+                " VALUES (?, ?, MAX(0, CAST(? AS BIGINT)), ?) ON CONFLICT (account_id) DO UPDATE"
                 " SET counter = excluded.counter,"
                 " object_bytes = MAX(0, vaults.object_bytes + ?)",
                 (account_id, new, delta, now, delta),

@@ -8,12 +8,9 @@ once, by asking the node that knows.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
-import aiosqlite
-
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database, Row
 
 __all__ = [
     "Finished",
@@ -82,7 +79,7 @@ _COLUMNS = (
 )
 
 
-def _from_row(row: sqlite3.Row) -> Withdrawal:
+def _from_row(row: Row) -> Withdrawal:
     return Withdrawal(
         row[0],
         row[1],
@@ -120,7 +117,7 @@ async def by_key(db: Database, account_id: str, key: str) -> Withdrawal | None:
 
 
 async def insert(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     withdrawal_id: str,
     account_id: str,
     idempotency_key: str,
@@ -135,7 +132,7 @@ async def insert(
     invoice_expires_at: int,
 ) -> None:
     """A new 'pending' withdrawal, sent through the node ``node_id`` reached with
-    ``node_connection``. sqlite3.IntegrityError if the key was used or the invoice is
+    ``node_connection``. IntegrityError if the key was used or the invoice is
     already being paid out."""
     await conn.execute(
         "INSERT INTO withdrawals (id, account_id, idempotency_key, bolt11,"
@@ -160,7 +157,7 @@ async def insert(
 
 
 async def finish(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     withdrawal_id: str,
     fee_paid_msat: int | None,
     failure: str | None,

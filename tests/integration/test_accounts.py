@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,16 @@ import pytest
 from gateway.billing.quota import Plan
 from gateway.billing.settlement import Settlement
 from gateway.config import GatewayConfig, TenantSettings
-from gateway.persistence.database import Database
+from gateway.persistence.database import open_database
 from gateway.server import serve
 from gateway.tenants.registry import TenantRegistry
 from regtest.network import Network, wait_until
 from tests.conftest import gateway_config
 from tests.ledger_check import check_books
+from tests.sql import execute, fetch_all, fetch_value
 from tests.support import bearer, create_account, random_bytes, upload_raw
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
 
 CHUNK = 4096
 OPERATOR = "operator-" + secrets.token_hex(8)
@@ -138,10 +138,9 @@ async def test_deleting_frees_bytes_and_unpins(
             cids.append((await resp.json())["Hash"])
     # Positive control: these are the CIDs the gateway stored, and kubo has them pinned,
     # so their absence after the delete means something.
-    with sqlite3.connect(gw_config.database_path) as conn:
-        stored = conn.execute(
-            "SELECT cid FROM chunks WHERE file_id = ? ORDER BY idx", (up.file_id,)
-        ).fetchall()
+    stored = await fetch_all(
+        gw_config, "SELECT cid FROM chunks WHERE file_id = ? ORDER BY idx", up.file_id
+    )
     assert [r[0] for r in stored] == cids
     assert set(cids) <= await pinned(session, kubo)
     async with session.get(f"{gw}/v1/files/{up.file_id}") as resp:
@@ -340,17 +339,16 @@ async def test_marking_stale_invoices_expired_never_loses_a_payment(
         )
         async with session.get(f"{url}/v1/files/{up.file_id}/chunks/0") as resp:
             invoice = (await resp.json())["invoice"]
-        with sqlite3.connect(config.database_path) as conn:  # pretend it is long expired
-            conn.execute("UPDATE invoices SET expires_at = 0 WHERE bolt11 = ?", (invoice,))
-        db = Database(config.database_path)
+        # Pretend it is long expired.
+        await execute(config, "UPDATE invoices SET expires_at = 0 WHERE bolt11 = ?", invoice)
+        db = open_database(config.database)
         await db.open()
         try:
             assert await Settlement(db, TenantRegistry(config)).expire_stale() == 1
         finally:
             await db.close()
-        with sqlite3.connect(config.database_path) as conn:
-            row = conn.execute("SELECT state FROM invoices WHERE bolt11 = ?", (invoice,))
-            assert row.fetchone()[0] == "expired"
+        state = await fetch_value(config, "SELECT state FROM invoices WHERE bolt11 = ?", invoice)
+        assert state == "expired"
         await network.node("payer").client.pay_invoice(invoice, fee_limit_msat=1_000)
         await wait_until(
             "the late payment to be booked", lambda: _has_balance(session, url, key), timeout_s=15

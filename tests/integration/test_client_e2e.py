@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from sandbox.run import sandbox_client_config
 from storage.crypto import encode_file_id
 from storage.errors import ChunkAuthError
 from tests.conftest import gateway_config
+from tests.sql import execute, fetch_all, fetch_value
 from tests.support import create_account
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,8 @@ async def test_the_owner_downloads_free(
     assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
 
 
-def _tamper(config: GatewayConfig, sql: str, *params: object) -> None:
-    with sqlite3.connect(config.database_path) as conn:
-        conn.execute(sql, params)
+async def _tamper(config: GatewayConfig, sql: str, *params: object) -> None:
+    assert await execute(config, sql, *params) > 0
 
 
 @pytest.mark.parametrize("attack", ["tampered", "reordered", "truncated", "dropped"])
@@ -112,7 +111,7 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
         assert network.kubo is not None
         async with aiohttp.ClientSession() as session:
             async with session.post(
-                f"{network.kubo.api_url}/api/v0/cat", params={"arg": _cid(config, file_id, 1)}
+                f"{network.kubo.api_url}/api/v0/cat", params={"arg": await _cid(config, file_id, 1)}
             ) as resp:
                 sealed = bytearray(await resp.read())
             sealed[1000] ^= 1
@@ -122,10 +121,12 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
                 f"{network.kubo.api_url}/api/v0/add", params={"cid-version": "1"}, data=form
             ) as resp:
                 bad_cid = (await resp.json())["Hash"]
-        _tamper(config, "UPDATE chunks SET cid = ? WHERE file_id = ? AND idx = 1", bad_cid, file_id)
+        await _tamper(
+            config, "UPDATE chunks SET cid = ? WHERE file_id = ? AND idx = 1", bad_cid, file_id
+        )
     elif attack == "reordered":
-        first, second = _cid(config, file_id, 0), _cid(config, file_id, 1)
-        _tamper(
+        first, second = await _cid(config, file_id, 0), await _cid(config, file_id, 1)
+        await _tamper(
             config,
             "UPDATE chunks SET cid = CASE idx WHEN 0 THEN ? ELSE ? END"
             " WHERE file_id = ? AND idx IN (0, 1)",
@@ -137,7 +138,7 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
         assert network.kubo is not None
         async with aiohttp.ClientSession() as session:
             async with session.post(
-                f"{network.kubo.api_url}/api/v0/cat", params={"arg": _cid(config, file_id, 2)}
+                f"{network.kubo.api_url}/api/v0/cat", params={"arg": await _cid(config, file_id, 2)}
             ) as resp:
                 sealed = await resp.read()
             form = aiohttp.FormData()
@@ -146,7 +147,7 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
                 f"{network.kubo.api_url}/api/v0/add", params={"cid-version": "1"}, data=form
             ) as resp:
                 short_cid = (await resp.json())["Hash"]
-        _tamper(
+        await _tamper(
             config,
             "UPDATE chunks SET cid = ?, size = ? WHERE file_id = ? AND idx = 2",
             short_cid,
@@ -154,15 +155,16 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
             file_id,
         )
     else:  # claim the file is one chunk shorter: the new "last" chunk is not the last
-        with sqlite3.connect(config.database_path) as conn:
-            header = json.loads(
-                conn.execute("SELECT header FROM files WHERE id = ?", (file_id,)).fetchone()[0]
-            )
-            header["plaintext_size"] = 2 * MIB
-            conn.execute(
-                "UPDATE files SET header = ?, chunk_count = 2 WHERE id = ?",
-                (json.dumps(header, separators=(",", ":"), sort_keys=True), file_id),
-            )
+        header = json.loads(
+            await fetch_value(config, "SELECT header FROM files WHERE id = ?", file_id)
+        )
+        header["plaintext_size"] = 2 * MIB
+        await _tamper(
+            config,
+            "UPDATE files SET header = ?, chunk_count = 2 WHERE id = ?",
+            json.dumps(header, separators=(",", ":"), sort_keys=True),
+            file_id,
+        )
     out = tmp_path / "out.bin"
     async with BitcacheClient(downloader) as client:
         if attack == "dropped":
@@ -175,12 +177,11 @@ async def test_a_dishonest_gateway_is_caught_by_the_client(
     assert not out.exists()
 
 
-def _cid(config: GatewayConfig, file_id: str, index: int) -> str:
-    with sqlite3.connect(config.database_path) as conn:
-        row = conn.execute(
-            "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
-        ).fetchone()
-    return str(row[0])
+async def _cid(config: GatewayConfig, file_id: str, index: int) -> str:
+    cid = await fetch_value(
+        config, "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", file_id, index
+    )
+    return str(cid)
 
 
 async def bitcache(*args: str) -> tuple[int, str, str]:
@@ -224,7 +225,7 @@ async def test_the_bitcache_command_uploads_and_gets(
     payer = network.node("payer").client
     await network.wait_idle()
     balance_before, _ = await payer.channel_balance_msat()
-    invoices_before = _invoices(config, file_id)
+    invoices_before = await _invoices(config, file_id)
     wrong_key = link.split("#")[0] + "#" + "A" * 43
     code, out, err = await bitcache(
         "get", wrong_key, "-o", str(tmp_path / "wrong.pdf"), "--config", str(down_cfg)
@@ -233,15 +234,15 @@ async def test_the_bitcache_command_uploads_and_gets(
     assert "key" in err.lower()
     await network.wait_idle()
     assert (await payer.channel_balance_msat())[0] == balance_before
-    assert _invoices(config, file_id) == invoices_before
+    assert await _invoices(config, file_id) == invoices_before
     assert not (tmp_path / "wrong.pdf").exists()
 
 
-def _invoices(config: GatewayConfig, file_id: str) -> list[tuple[str, int]]:
+async def _invoices(config: GatewayConfig, file_id: str) -> list[tuple[str, int]]:
     """(state, amount) of every invoice the gateway issued for the file."""
-    with sqlite3.connect(config.database_path) as conn:
-        rows = conn.execute(
-            "SELECT state, amount_msat FROM invoices WHERE file_id = ? ORDER BY created_at",
-            (file_id,),
-        ).fetchall()
+    rows = await fetch_all(
+        config,
+        "SELECT state, amount_msat FROM invoices WHERE file_id = ? ORDER BY created_at",
+        file_id,
+    )
     return [(str(r[0]), int(r[1])) for r in rows]

@@ -38,7 +38,7 @@ from tests.gateway_process import GatewayProcess
 from tests.ledger_check import check_books, count_bookings
 from tests.support import TcpProxy, bearer, create_account, random_bytes, upload_raw
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
 
 CHUNK = 4096
 MIB = 1 << 20

@@ -26,12 +26,15 @@ from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database
 from gateway.persistence.legacy_import import ImportOptions, run_import
 from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
+from gateway.persistence.sqlite import SqliteDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = TenantSettings()  # free tier 100 GB; plans 1tb-30d and 5tb-30d
 ACME = TenantSettings(id="acme", hostnames=["acme.example"], plans=[])
 NOW = int(time.time())
 FUTURE = NOW + 90 * 86_400
+
+pytestmark = [pytest.mark.sqlite_file]
 
 
 def _wait(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.01) -> None:
@@ -279,7 +282,7 @@ def test_kill_9_mid_import_then_resume_gives_the_exact_count(tmp_path: Path) -> 
 
 
 async def _migrated(db_path: Path) -> Database:
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     await db.open()
     return db
 

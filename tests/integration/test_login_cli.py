@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import bcrypt
+import pytest
 
 from gateway.config import TenantSettings
 from gateway.identity.import_source import tenant_policies
@@ -25,6 +26,8 @@ from tests.conftest import gateway_config
 PASSWORD = "hunter2 but longer"
 FUTURE = int(time.time()) + 60 * 86_400
 QUOTA = 250 * 10**9
+
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
 
 
 async def bitcache(*args: str, stdin: str) -> tuple[int, str, str]:
@@ -51,7 +54,8 @@ def _legacy_row(db: Path) -> tuple[object, ...]:
 
 
 async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    config = gateway_config(network, tmp_path / "gw")
+    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
+    config = gateway_config(network, tmp_path / "gw", database_url=None)
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()

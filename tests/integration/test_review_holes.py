@@ -26,6 +26,7 @@ from gateway.billing.pricing import MAX_INVOICE_MSAT
 from gateway.billing.quota import Plan
 from gateway.config import Brand, GatewayConfig, TenantSettings
 from gateway.http.handlers.pages import STATIC_DIR
+from gateway.persistence.database import Database
 from gateway.server import serve
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
@@ -162,6 +163,25 @@ async def reaches(qualname: str, tasks: int = 1) -> None:
     await wait_until(f"{tasks} request(s) to reach {qualname}", there, 10, every_s=0.01)
 
 
+async def waits_for_the_row(db: Database, statement: str) -> None:
+    """On PostgreSQL, a request inside a store call may not have sent its statement yet;
+    this waits until ``statement`` (its start, as PostgreSQL shows it) waits on a row
+    lock, so the order in which the waiters get the row is the order of the calls. On
+    SQLite, reaching the call is enough: it waits for the write lock at BEGIN."""
+    if db.dialect == "sqlite":
+        return
+
+    async def waiting() -> bool:
+        row = await db.fetch_one(
+            "SELECT COUNT(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND starts_with(query, ?)",
+            (statement,),
+        )
+        return row is not None and int(row[0]) > 0
+
+    await wait_until(f"{statement!r} to wait for its row", waiting, 10, every_s=0.01)
+
+
 async def invoice_stream_open(lnd_url: str) -> bool:
     """The gateway's invoice subscription to `lnd_url` is sent and waiting for (or reading)
     LND's answer: from now on the gateway sends LND nothing unless a request makes it."""
@@ -296,15 +316,19 @@ async def test_7_put_racing_delete_is_410_and_leaves_nothing_pinned(
         file_id, enc = await create_file(session, url, key, 2 * MIB)
         chunk = enc.seal(0, random_bytes(MIB))
         cid = await cid_of(session, network, chunk)
-        # Hold the database's write lock so that the DELETE commits while the PUT has
-        # already loaded the file (as 'uploading') and added its bytes to kubo.
-        async with services.db.transaction():
+        # Hold the file's row (SQLite: the database's write lock) so that the DELETE
+        # commits while the PUT has already loaded the file (as 'uploading') and added its
+        # bytes to kubo.
+        async with services.db.transaction() as conn:
+            await conn.execute("SELECT id FROM files WHERE id = ? FOR UPDATE", (file_id,))
             deleting = asyncio.ensure_future(
                 session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
             )
             await reaches("FileStore.delete")
+            await waits_for_the_row(services.db, "UPDATE files SET state = 'deleted'")
             putting = asyncio.ensure_future(put(session, url, key, file_id, 0, chunk))
             await reaches("FileStore.put_chunk")
+            await waits_for_the_row(services.db, "SELECT state FROM files WHERE id = $1")
         deleted = await deleting
         assert deleted.status == 200
         deleted.release()
@@ -324,15 +348,18 @@ async def test_7_complete_racing_delete_is_410(
         file_id, enc = await create_file(session, url, key, 100)
         status, _ = await put(session, url, key, file_id, 0, enc.seal(0, random_bytes(100)))
         assert status == 201
-        async with services.db.transaction():
+        async with services.db.transaction() as conn:  # as above: the DELETE goes first
+            await conn.execute("SELECT id FROM files WHERE id = ? FOR UPDATE", (file_id,))
             deleting = asyncio.ensure_future(
                 session.delete(f"{url}/v1/files/{file_id}", headers=bearer(key))
             )
             await reaches("FileStore.delete")
+            await waits_for_the_row(services.db, "UPDATE files SET state = 'deleted'")
             completing = asyncio.ensure_future(
                 session.post(f"{url}/v1/files/{file_id}/complete", headers=bearer(key))
             )
             await reaches("FileStore.mark_complete")
+            await waits_for_the_row(services.db, "SELECT state FROM files WHERE id = $1")
         deleted = await deleting
         assert deleted.status == 200
         deleted.release()

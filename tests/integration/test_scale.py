@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from regtest.network import Network, wait_until
 from regtest.process import ManagedProcess
 from storage.crypto import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from tests.conftest import gateway_config
+from tests.sql import fetch_all
 from tests.support import bearer, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
@@ -110,10 +110,10 @@ async def processes() -> AsyncIterator[list[GatewayProcess]]:
             await gateway.process.stop(grace_s=5)
 
 
-def read_db(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Reads the gateways' SQLite file from outside, as an operator would."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return list(conn.execute(sql, params))
+async def read_db(config: GatewayConfig, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Reads the gateways' database (SQLite or PostgreSQL) from outside, as an operator
+    would."""
+    return await fetch_all(config, sql, *params)
 
 
 async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_9(
@@ -124,13 +124,13 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
     a = GatewayProcess(gateway_config(network, shared, **settings), "a")
     b = GatewayProcess(gateway_config(network, shared, **settings), "b")
     node = connection_key(a.config.lnd)  # what the lease and its metric are keyed by
-    db = a.config.database_path
+    db = a.config
     processes += [a, b]
     await a.start()  # first alone: it creates the database
     await wait_until("a to follow the stream", lambda: _is(a.following(node), 1), 30)
     await b.start()
     await wait_until("b to find the lease taken", lambda: _is(b.following(node), 0), 30)
-    [(holder,)] = read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
+    [(holder,)] = await read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
     assert f":{a.pid}:" in holder
 
     async with aiohttp.ClientSession() as session:
@@ -154,7 +154,9 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
 
         async def booked() -> bool:
             return bool(
-                read_db(db, "SELECT 1 FROM ledger_transactions WHERE reference = ?", reference)
+                await read_db(
+                    db, "SELECT 1 FROM ledger_transactions WHERE reference = ?", reference
+                )
             )
 
         await wait_until("the payment to be booked", booked, 30)
@@ -163,13 +165,13 @@ async def test_one_process_follows_the_stream_and_another_takes_over_after_kill_
 
     print(f"\nstream takeover after kill -9: {takeover_s:.1f} s (lease {LEASE_S:g} s)")
     assert takeover_s < LEASE_S + LEASE_S / 3 + 3  # expiry + one renewal period + slack
-    [(holder,)] = read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
+    [(holder,)] = await read_db(db, "SELECT holder FROM stream_leases WHERE node = ?", node)
     assert f":{b.pid}:" in holder
     # Booked exactly once: one ledger transaction, one sale of two chunks, earnings once.
-    assert read_db(
+    assert await read_db(
         db, "SELECT kind, COUNT(*) FROM ledger_transactions WHERE reference = ?", reference
     ) == [("chunk_sale", 1)]
-    assert read_db(
+    assert await read_db(
         db, "SELECT state FROM invoices WHERE payment_hash = ?", payment.payment_hash
     ) == [("settled",)]
     fee = challenge["amount_msat"] * 1_000 // 10_000  # the default tenant's 10 %
@@ -277,4 +279,4 @@ async def test_sigterm_lets_a_slow_download_finish(
     else:
         assert len(body) < len(expected)  # cut: without the drain this download fails
     # A clean stop hands the invoice-stream lease on at once.
-    assert read_db(config.database_path, "SELECT COUNT(*) FROM stream_leases") == [(0,)]
+    assert await read_db(config, "SELECT COUNT(*) FROM stream_leases") == [(0,)]

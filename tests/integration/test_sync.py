@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ipfs.kubo import KuboClient
 from regtest.network import Network
 from storage.vault import MIN_MEMLIMIT, MIN_OPSLIMIT
 from tests.conftest import gateway_config
+from tests.sql import fetch_all
 from tests.support import create_account
 
 pytestmark = pytest.mark.integration
@@ -222,13 +222,14 @@ async def test_gateway_sees_no_name_key_or_plaintext(
     await a.sync()
     master = (a.keys.read_text()).split('"')[3].encode()
 
-    raw = b"".join(
-        p.read_bytes() for p in config.database_path.parent.glob(config.database_path.name + "*")
-    )
-    for needle in (name.encode(), marker, master, PASSWORD.encode()):
-        assert needle not in raw
-    with sqlite3.connect(config.database_path) as db:
-        cids = [r[0] for r in db.execute("SELECT cid FROM chunks")]
+    if not config.uses_postgres:  # the SQLite files themselves (PostgreSQL keeps its own)
+        raw = b"".join(
+            p.read_bytes()
+            for p in config.database_path.parent.glob(config.database_path.name + "*")
+        )
+        for needle in (name.encode(), marker, master, PASSWORD.encode()):
+            assert needle not in raw
+    cids = [r[0] for r in await fetch_all(config, "SELECT cid FROM chunks")]
     kubo = KuboClient(config.kubo_api_url)
     try:
         for cid in cids:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import secrets
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 from gateway.config import LndSettings, TenantSettings
 from gateway.server import serve
 from regtest.network import Network, wait_until
-from tests.conftest import gateway_config
+from tests.conftest import database_url_for, gateway_config
+from tests.sql import execute, fetch_all, fetch_value
 from tests.support import bearer, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
@@ -251,40 +251,43 @@ async def test_betas_node_reporting_an_alpha_invoice_books_nothing(
     could claim of any hash. Alpha's invoice was issued by the gateway's node, so Beta's
     watcher must not book it."""
     url, tenants_file = deployment
-    database = tenants_file.parent / "gateway.sqlite3"
+    data = tenants_file.parent
+    database = database_url_for(data) or data / "gateway.sqlite3"
     beta_node, gateway_node = network.node("payer"), network.node("gateway")
     up = await upload_on(url, A)
     # The collision: an invoice on Beta's node, recorded as an open Alpha chunk invoice
     # issued by the gateway's node (what a lying Beta node's stream makes of any hash).
     claim = await beta_node.client.create_invoice(4_000, "collision")
-    with sqlite3.connect(database) as conn:
-        conn.execute(
-            "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk, amount_msat,"
-            " bolt11, created_at, expires_at, tenant_id, node_id)"
-            " VALUES (?, ?, 0, 1, 4000, ?, 0, 4102444800, 'alpha', ?)",
-            (claim.payment_hash, up.file_id, claim.bolt11, gateway_node.pubkey),
-        )
+    await execute(
+        database,
+        "INSERT INTO invoices (payment_hash, file_id, first_chunk, last_chunk, amount_msat,"
+        " bolt11, created_at, expires_at, tenant_id, node_id)"
+        " VALUES (?, ?, 0, 1, 4000, ?, 0, 4102444800, 'alpha', ?)",
+        claim.payment_hash,
+        up.file_id,
+        claim.bolt11,
+        gateway_node.pubkey,
+    )
     await gateway_node.client.pay_invoice(claim.bolt11, fee_limit_msat=1_000)
     settled = await beta_node.client.lookup_invoice(claim.payment_hash)
     assert settled.state == "settled" and settled.settle_index > 0
 
-    def beta_stream_index() -> int:
+    async def beta_stream_index() -> int:
         """How far Beta's watcher has read its node's stream (its settle index)."""
-        with sqlite3.connect(database) as conn:
-            rows = conn.execute(
-                "SELECT value FROM gateway_state WHERE key LIKE ?",
-                (f"lnd_settle_index:{beta_node.rest_url}%",),
-            ).fetchall()
+        rows = await fetch_all(
+            database,
+            "SELECT value FROM gateway_state WHERE key LIKE ?",
+            f"lnd_settle_index:{beta_node.rest_url}%",
+        )
         return max((int(r[0]) for r in rows), default=0)
 
     async def heard() -> bool:
-        return beta_stream_index() >= settled.settle_index
+        return await beta_stream_index() >= settled.settle_index
 
     await wait_until("Beta's watcher to read the settlement", heard, timeout_s=15, every_s=0.1)
-    with sqlite3.connect(database) as conn:
-        state = conn.execute(
-            "SELECT state FROM invoices WHERE payment_hash = ?", (claim.payment_hash,)
-        ).fetchone()[0]
+    state = await fetch_value(
+        database, "SELECT state FROM invoices WHERE payment_hash = ?", claim.payment_hash
+    )
     assert state == "open"
     async with aiohttp.ClientSession() as s:
         a = HostSession(s, url, A)

@@ -24,14 +24,15 @@ from tests.integration.test_web import ARGS, CHROMIUM, DESKTOP
 
 playwright = pytest.importorskip("playwright.async_api")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
 
 PASSWORD = "old site password"
 FUTURE = int(time.time()) + 30 * 86_400
 
 
 async def test_the_login_form_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    config = gateway_config(network, tmp_path / "gw")
+    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
+    config = gateway_config(network, tmp_path / "gw", database_url=None)
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         row = {

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.persistence.database import Database
+from gateway.persistence.database import open_database
+from gateway.persistence.sqlite import SqliteDatabase
 
 
 async def test_read_after_commit_sees_the_row_while_other_reads_overlap(tmp_path: Path) -> None:
-    db = Database(tmp_path / "g.sqlite3")
+    db = SqliteDatabase(tmp_path / "g.sqlite3")
     await db.open()
     try:
         async with db.transaction() as conn:
@@ -44,27 +45,27 @@ async def test_read_after_commit_sees_the_row_while_other_reads_overlap(tmp_path
 
 
 async def test_a_migration_numbered_below_one_applied_is_still_applied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_location: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Branches land in any order: 004 may arrive after 005 was applied somewhere."""
+    """Branches land in any order: 004 may arrive after 005 was applied somewhere. On
+    both engines (tests/unit/conftest.py)."""
     from gateway.persistence import database
 
     everything = database.migrations()
     without_4 = [m for m in everything if m[0] != 4]
     monkeypatch.setattr(database, "migrations", lambda: without_4)
-    db = Database(tmp_path / "g.sqlite3")
+    db = open_database(database_location)
     await db.open()
     await db.close()
     monkeypatch.setattr(database, "migrations", lambda: everything)
-    db = Database(tmp_path / "g.sqlite3")
+    db = open_database(database_location)
     await db.open()  # applies 004 now, and nothing twice
     try:
         rows = await db.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
         assert [r[0] for r in rows] == [m[0] for m in everything]
-        version = await db.fetch_one("PRAGMA user_version")
-        assert version is not None and version[0] == everything[-1][0]
+        assert await db.schema_version() == everything[-1][0]
     finally:
         await db.close()
-    db = Database(tmp_path / "g.sqlite3")
+    db = open_database(database_location)
     await db.open()  # and a third open applies nothing
     await db.close()

@@ -30,7 +30,7 @@ from gateway.billing.settlement import Settlement
 from gateway.billing.watcher import InvoiceWatcher, WatcherPool
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import Database, open_database
 from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from lightning.lnd import LndRestClient
@@ -108,7 +108,7 @@ async def books(tmp_path: Path) -> AsyncIterator[tuple[Database, Settlement, byt
         lnd=LndSettings(rest_url="http://x", tls_cert=tmp_path / "c", macaroon=tmp_path / "m"),
         tenants=[TenantSettings(plans=[PLAN])],
     )
-    db = Database(config.database_path)
+    db = open_database(config.database_path)
     await db.open()
     account, _ = await AccountStore(db).create("default")
     payment_hash = hashlib.sha256(os.urandom(32)).digest()

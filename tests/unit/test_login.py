@@ -33,10 +33,10 @@ from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.identity.import_source import tenant_policies
 from gateway.persistence import logins
 from gateway.persistence.accounts import insert_account
-from gateway.persistence.database import Database
 from gateway.persistence.ledger import balance
 from gateway.persistence.legacy_import import ImportOptions, run_import
 from gateway.persistence.logins import NewLogin, UsernameTaken, attach
+from gateway.persistence.sqlite import SqliteDatabase
 from lightning.fake import FakeNetwork, FakeNode
 
 PASSWORD = "correct horse battery staple"
@@ -117,7 +117,7 @@ class Gateway:
             return dict(await resp.json())
 
     async def row(self, username: str) -> tuple[Any, ...]:
-        db = Database(self.config.database_path)
+        db = SqliteDatabase(self.config.database_path)
         await db.open()
         try:
             row = await db.fetch_one(
@@ -155,7 +155,7 @@ async def _start(tmp_path: Path, **limits: Any) -> tuple[GatewayConfig, Any]:
         lnd=LndSettings(rest_url="https://gw", tls_cert=tmp_path / "c", macaroon=tmp_path / "m"),
         **({"login_user_burst": 1000, "login_client_burst": 1000} | limits),
     )
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     await db.open()  # migrated
     await db.close()
     source = tmp_path / "legacy.jsonl"
@@ -365,7 +365,7 @@ async def test_a_paid_signup_with_a_taken_username_opens_nothing_and_keeps_the_p
     so the same payment can open the account under another name."""
     network = FakeNetwork()
     node, payer = FakeNode(network, "gateway"), FakeNode(network, "payer")
-    db = Database(tmp_path / "gateway.sqlite3")
+    db = SqliteDatabase(tmp_path / "gateway.sqlite3")
     await db.open()
     try:
         signups = Signups(db, os.urandom(32), 600)

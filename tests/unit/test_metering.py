@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.billing.metering import ServedMeter
 from gateway.config import GatewayConfig, LndSettings
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import open_database
 from gateway.persistence.files import FileStore
 from ipfs.errors import IpfsNotFound
 from lightning.fake import FakeNode
@@ -119,7 +119,7 @@ async def test_stop_flushes_at_once_without_waiting_for_the_interval() -> None:
 
 
 async def test_add_served_writes_every_file_in_one_transaction(tmp_path: Path) -> None:
-    db = Database(tmp_path / "g.sqlite3")
+    db = open_database(tmp_path / "g.sqlite3")
     await db.open()
     try:
         files = FileStore(db)

@@ -1,4 +1,5 @@
-"""Tokens, settlement and withdrawals in-process: real SQLite, FakeNode instead of LND.
+"""Tokens, settlement and withdrawals in-process: a real database (SQLite, then
+PostgreSQL: see tests/unit/conftest.py), FakeNode instead of LND.
 
 The same paths run against real LND on regtest in tests/integration; these run in
 milliseconds and can move the clock and make payments fail on demand.
@@ -24,7 +25,7 @@ from gateway.billing.watcher import InvoiceWatcher
 from gateway.billing.withdrawals import WithdrawalRefused, Withdrawals
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import Database, open_database
 from gateway.persistence.files import FileRecord, FileStore
 from gateway.persistence.ledger import balance, totals
 from gateway.persistence.quotas import limit_bytes, subscriptions
@@ -76,7 +77,7 @@ class Gateway:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gw(tmp_path: Path, database_location: str | Path) -> AsyncIterator[Gateway]:
     clock = Clock()
     network = FakeNetwork()
     node = FakeNode(network, "gateway", clock=clock, fee_msat=300)
@@ -86,7 +87,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
         kubo_api_url="http://127.0.0.1:9",
         lnd=LndSettings(rest_url="https://gw", tls_cert=tmp_path / "c", macaroon=tmp_path / "m"),
     )
-    db = Database(config.database_path)
+    db = open_database(database_location)
     await db.open()
     tenants = TenantRegistry(config)
     nodes = LightningNodes(config.lnd, lambda _settings: node)

@@ -9,8 +9,8 @@ from pathlib import Path
 from gateway.billing.settlement import Settlement
 from gateway.billing.watcher import InvoiceWatcher, WatcherPool
 from gateway.config import GatewayConfig, LndSettings, TenantSettings
-from gateway.persistence.database import Database
 from gateway.persistence.invoices import record_settle_index
+from gateway.persistence.sqlite import SqliteDatabase
 from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from lightning.fake import FakeNode
@@ -81,7 +81,7 @@ async def test_the_watcher_pool_follows_each_connection_on_a_shared_url(tmp_path
         lnd=LndSettings(rest_url=URL, tls_cert=tmp_path / "tls.cert", macaroon=tmp_path / "gw"),
         tenants=tenants,
     )
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     await db.open()
     registry = TenantRegistry(config)
     nodes = LightningNodes(config.lnd, connect)
@@ -117,7 +117,7 @@ class RecordingNode(FakeNode):
 async def test_a_watcher_resumes_from_its_connections_index_or_the_old_urls(
     tmp_path: Path,
 ) -> None:
-    db = Database(tmp_path / "gateway.sqlite3")
+    db = SqliteDatabase(tmp_path / "gateway.sqlite3")
     await db.open()
     settlement = Settlement(
         db,

@@ -6,7 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from gateway.persistence import pins
-from gateway.persistence.database import Database, migrations
+from gateway.persistence.database import migrations
+from gateway.persistence.sqlite import SqliteDatabase
 
 
 def _database_before_005(path: Path) -> None:
@@ -40,7 +41,7 @@ async def test_migration_counts_existing_chunks_and_keeps_live_cids_off_the_queu
 ) -> None:
     path = tmp_path / "gateway.sqlite3"
     _database_before_005(path)
-    db = Database(path)
+    db = SqliteDatabase(path)
     await db.open()
     try:
         rows = await db.fetch_all("SELECT cid, refs FROM pins ORDER BY cid")
@@ -58,7 +59,7 @@ async def test_migration_counts_existing_chunks_and_keeps_live_cids_off_the_queu
 
 
 async def test_references_count_up_and_down_and_only_zero_is_unpinned(tmp_path: Path) -> None:
-    db = Database(tmp_path / "gateway.sqlite3")
+    db = SqliteDatabase(tmp_path / "gateway.sqlite3")
     await db.open()
     try:
         async with db.transaction() as conn:

@@ -11,8 +11,8 @@ import pytest
 from gateway.billing import ledger
 from gateway.billing.signup import SignupRefused, Signups, check_signup_caveats, signup_caveats
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
 from gateway.persistence.ledger import balance, tenant_sum, totals
+from gateway.persistence.sqlite import SqliteDatabase
 from l402 import Caveat, TokenRejected, build_caveats
 from lightning.fake import FakeNetwork, FakeNode
 
@@ -69,7 +69,7 @@ async def test_a_paid_signup_opens_one_account_and_keeps_the_tenants_books_at_ze
     clock, network = _Clock(), FakeNetwork()
     node = FakeNode(network, "gateway", clock=clock)
     payer = FakeNode(network, "payer", clock=clock)
-    db = Database(tmp_path / "gateway.sqlite3")
+    db = SqliteDatabase(tmp_path / "gateway.sqlite3")
     await db.open()
     try:
         signups = Signups(db, os.urandom(32), 600, clock)

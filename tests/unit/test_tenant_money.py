@@ -33,6 +33,7 @@ from gateway.persistence.files import FileRecord, FileStore
 from gateway.persistence.invoices import Reporter, add_chunk_invoice
 from gateway.persistence.ledger import balance, totals
 from gateway.persistence.quotas import subscriptions
+from gateway.persistence.sqlite import SqliteDatabase
 from gateway.tenants.nodes import LightningNodes, connection_key
 from gateway.tenants.registry import TenantRegistry
 from l402.macaroon import to_base64
@@ -150,7 +151,7 @@ async def _deployment(tmp_path: Path, pretend_pubkey: str | None) -> Deployment:
     def connect(settings: LndSettings) -> LightningNode:
         return beta_node if settings.rest_url == beta_lnd.rest_url else gateway_node
 
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     await db.open()
     tenants = TenantRegistry(config)
     settlement = Settlement(db, tenants, clock)
@@ -244,7 +245,7 @@ async def test_the_preimage_endpoint_wants_proof_not_the_nodes_word(tmp_path: Pa
     )
     secret = os.urandom(32)
     config.token_secret_path.write_bytes(secret)
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     await db.open()
     try:
         account, _ = await AccountStore(db).create("default")
@@ -268,7 +269,7 @@ async def test_the_preimage_endpoint_wants_proof_not_the_nodes_word(tmp_path: Pa
             server.make_url("/v1/l402/preimage"), json={"macaroon": macaroon}
         ) as resp:
             assert resp.status == 202, await resp.text()
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     await db.open()
     try:
         assert await balance(db, ledger.user_account(account.id)) == 0

@@ -1,9 +1,6 @@
-"""VaultStore on a real SQLite file: compare-and-set, change pages, quota, tombstones."""
+"""VaultStore on SQLite and PostgreSQL: compare-and-set, change pages, quota, tombstones."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +15,9 @@ C = "c" * 26
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "g.sqlite")
-    await database.open()
-    yield database
-    await database.close()
+def db(database: Database) -> Database:
+    """Each engine in turn (tests/unit/conftest.py)."""
+    return database
 
 
 async def test_compare_and_set_and_changes(db: Database) -> None:

@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database, migrations
 from gateway.persistence.ledger import balance, book, tenant_sum, totals
+from gateway.persistence.sqlite import SqliteDatabase
 from gateway.tenants.nodes import LightningNodes
 from gateway.tenants.registry import TenantRegistry
 from lightning.errors import LightningUnavailable
@@ -128,7 +129,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     w = World(
         tmp_path,
         clock,
-        Database(tmp_path / "gateway.sqlite3"),
+        SqliteDatabase(tmp_path / "gateway.sqlite3"),
         nodes,
         wallet,
         LightningNodes(lnd("gw", tmp_path), connect),
@@ -257,7 +258,7 @@ async def test_migration_moves_old_payouts_to_the_tenants_own_outside_world(tmp_
                 )
                 sums[account] = sums.get(account, 0) + amount
         conn.executemany("INSERT INTO balances VALUES (?, ?)", sums.items())
-    db = Database(path)
+    db = SqliteDatabase(path)
     await db.open()
     try:
         assert await balance(db, "external:lightning:beta") == -5000 + 1010

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.billing.tokens import load_or_create_secret
-from gateway.persistence.database import Database, migrations
+from gateway.persistence.database import migrations, open_database
 
 
 async def test_several_openers_of_a_new_file_migrate_it_once(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ async def test_several_openers_of_a_new_file_migrate_it_once(tmp_path: Path) -> 
     # migrations already applied.
     for attempt in range(5):
         path = tmp_path / f"g{attempt}.sqlite3"
-        dbs = [Database(path) for _ in range(4)]
+        dbs = [open_database(path) for _ in range(4)]
         await asyncio.gather(*(db.open() for db in dbs))
         try:
             for db in dbs:
