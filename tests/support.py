@@ -146,15 +146,23 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
-    def cut_mid_message(self) -> asyncio.Future[int]:
-        """Arms the cut; the future resolves (to the bytes let through) once it happened."""
-        self._cuttable = {w for w, n in self._received.items() if n > 0}
+    def cut_mid_message(self, only: set[int] | None = None) -> asyncio.Future[int]:
+        """Arms the cut (for the connections named in `only`, by their id in
+        received_by_connection(), else any past its handshake); the future resolves to
+        the bytes let through once it happened."""
+        self._cuttable = {
+            w for w, n in self._received.items() if n > 0 and (only is None or id(w) in only)
+        }
         self._cut_next = asyncio.get_running_loop().create_future()
         return self._cut_next
 
     def received(self) -> list[int]:
         """Bytes each open connection has received from the target so far."""
         return list(self._received.values())
+
+    def received_by_connection(self) -> dict[int, int]:
+        """The same, by connection id."""
+        return {id(w): n for w, n in self._received.items()}
 
     def stall(self, replies_only: bool = False) -> None:
         if not replies_only:

@@ -18,6 +18,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,18 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
     async with aiohttp.ClientSession() as session, serve(cfg) as gw:
         _, key = await create_account(session, gw)
         # 1. Before the first message: no error is ever raised; the renewal saves it.
+        # Dropping every connection first makes the watcher's new stream the only
+        # connection there is, one that has carried its TLS handshake and nothing else.
         await wait_until("the stream to connect", lambda: _true(proxy.received()), 10)
+        accepted = proxy.accepted
+        await proxy.cut()
+        await proxy.restore()
+        await wait_until(
+            "the stream to reconnect",
+            lambda: _true(proxy.accepted > accepted and any(proxy.received())),
+            timeout_s=10,
+        )
+        noticed = len(messages(caplog, "interrupted"))
         connections = proxy.accepted
         assert await cut_stream(min_received=1) > 0
         await wait_until(
@@ -192,9 +204,31 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
             lambda: _true(proxy.accepted > connections),
             timeout_s=10,
         )
-        assert not messages(caplog, "interrupted")  # nothing noticed the cut: it looked idle
-        # 2. An established stream, mid-message.
-        assert await cut_stream(min_received=2_000) > 0
+        # Nothing noticed the cut: the stream looked idle until it was renewed.
+        assert len(messages(caplog, "interrupted")) == noticed
+        # 2. An established stream, mid-message: the connection an invoice announcement
+        # just crossed (more than a TLS session ticket, ~200 B) is the stream, past its
+        # first message. A connection merely past its handshake would hang as in 1.
+        cut: asyncio.Future[int] | None = None
+
+        async def cut_established() -> bool:
+            nonlocal cut
+            before = proxy.received_by_connection()
+            await gateway_node.create_invoice(1_000, "stream probe", expiry_s=60)
+            deadline = time.monotonic() + 1
+            stream: set[int] = set()
+            while not stream and time.monotonic() < deadline:  # the announcement passing
+                await asyncio.sleep(0.02)
+                now = proxy.received_by_connection()
+                stream = {c for c, n in now.items() if before.get(c, 0) and n - before[c] > 800}
+            if not stream:
+                return False
+            cut = proxy.cut_mid_message(only=stream)
+            await gateway_node.create_invoice(1_000, "stream probe", expiry_s=60)
+            await asyncio.wait([cut], timeout=1)
+            return cut.done()
+
+        await wait_until("an established stream to be cut", cut_established, 30, every_s=0.1)
         await wait_until(
             "the watcher to log the cut",
             lambda: _true(messages(caplog, "ClientPayloadError")),
@@ -707,10 +741,13 @@ async def test_one_process_never_releases_a_payout_the_other_is_sending(
     network: Network, tmp_path: Path
 ) -> None:
     """Process `slow` reaches LND through a link that delays every message by 1.5 s, so
-    its payment reaches LND seconds after it recorded the withdrawal; process `quick`
-    reconciles five times a second meanwhile and hears from LND that no such payment
-    exists. It must not take that as final and release the hold: the payment is about
-    to happen."""
+    its payment reaches LND seconds after it recorded the withdrawal, while process
+    `quick` reconciles five times a second. The withdrawal is paid once and never
+    released. (Before withdrawals recorded their node connection, `quick` asked LND
+    directly, heard "unknown" and released the hold of a payout that then happened; it
+    now asks through the recorded connection, and releases an unknown payment only
+    after its invoice has expired: unit test
+    test_withdrawal_nodes::test_a_payment_unknown_to_lnd_is_held_until_its_invoice_expired.)"""
     proxy = await lnd_proxy(network)
     shared = tmp_path / "shared"
     quick = GatewayProcess(config(network, shared, port=0, maintenance_interval_s=0.2), "quick")
