@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -189,70 +190,73 @@ async def main(mib: int, runs: int, rss_mib: int, write: bool) -> None:
     async with Network.start() as net:
         assert net.kubo is not None
         work = Path(tempfile.mkdtemp(prefix="bitcache-bench-"))
-        async with gateway_process(net, work / "gw") as gw:
-            async with BitcacheClient(sandbox_client_config(net, gw.url)) as anonymous:
-                api_key = (await account.create(anonymous))["api_key"]
-            # The uploader's config: downloads by the owner would be free, so the
-            # downloads below use a config without the account key.
-            uploader = sandbox_client_config(net, gw.url, api_key)
-            downloader = sandbox_client_config(net, gw.url)
-            payer = LndPayer(net.node("payer").client, downloader.max_fee_msat)
-            concurrency = downloader.concurrency
+        try:
+            async with gateway_process(net, work / "gw") as gw:
+                async with BitcacheClient(sandbox_client_config(net, gw.url)) as anonymous:
+                    api_key = (await account.create(anonymous))["api_key"]
+                # The uploader's config: downloads by the owner would be free, so the
+                # downloads below use a config without the account key.
+                uploader = sandbox_client_config(net, gw.url, api_key)
+                downloader = sandbox_client_config(net, gw.url)
+                payer = LndPayer(net.node("payer").client, downloader.max_fee_msat)
+                concurrency = downloader.concurrency
 
-            # Uploads: a fresh file each run, so kubo never sees bytes it already holds.
-            links: list[ShareLink] = []
-            for run in range(max(runs, 2)):
-                source = work / f"source-{run}.bin"
-                await asyncio.to_thread(write_random_file, source, mib)
-                kubo = await kubo_add_mibs(net.kubo.api_url, source, concurrency)
-                async with BitcacheClient(uploader) as up:
-                    started = time.perf_counter()
-                    # The first upload is paid, the second free; both serve the downloads.
-                    links.append(
-                        await up.upload(source, price_msat=None if run else 0, progress=False)
+                # Uploads: a fresh file each run, so kubo never sees bytes it already holds.
+                links: list[ShareLink] = []
+                for run in range(max(runs, 2)):
+                    source = work / f"source-{run}.bin"
+                    await asyncio.to_thread(write_random_file, source, mib)
+                    kubo = await kubo_add_mibs(net.kubo.api_url, source, concurrency)
+                    async with BitcacheClient(uploader) as up:
+                        started = time.perf_counter()
+                        # The first upload is paid, the second free; both serve the downloads.
+                        links.append(
+                            await up.upload(source, price_msat=None if run else 0, progress=False)
+                        )
+                        upload = mib / (time.perf_counter() - started)
+                    source.unlink()
+                    keep("kubo add", kubo)
+                    keep("upload", upload)
+                    print(f"  upload run {run + 1}: kubo add {kubo:.1f}, upload {upload:.1f} MiB/s")
+                free_link, paid_link = links[0], links[1]
+                paid_id = encode_file_id(paid_link.file_id)
+                cids = chunk_cids(gw.config, paid_id)
+
+                # Downloads, in turns, so a burst of load from elsewhere hits all three alike.
+                payments = 0
+                for run in range(runs):
+                    kubo = await kubo_cat_mibs(net.kubo.api_url, cids, concurrency)
+                    free, _ = await download_mibs(downloader, payer, free_link, work / "free.bin")
+                    paid, payments = await download_mibs(
+                        downloader, payer, paid_link, work / "paid.bin"
                     )
-                    upload = mib / (time.perf_counter() - started)
-                source.unlink()
-                keep("kubo add", kubo)
-                keep("upload", upload)
-                print(f"  upload run {run + 1}: kubo add {kubo:.1f}, upload {upload:.1f} MiB/s")
-            free_link, paid_link = links[0], links[1]
-            paid_id = encode_file_id(paid_link.file_id)
-            cids = chunk_cids(gw.config, paid_id)
+                    keep("kubo cat", kubo)
+                    keep("free", free)
+                    keep("paid", paid)
+                    print(
+                        f"  download run {run + 1}: kubo cat {kubo:.1f}, free {free:.1f}, "
+                        f"paid {paid:.1f} MiB/s ({payments} payments)",
+                        flush=True,
+                    )
 
-            # Downloads, in turns, so a burst of load from elsewhere hits all three alike.
-            payments = 0
-            for run in range(runs):
-                kubo = await kubo_cat_mibs(net.kubo.api_url, cids, concurrency)
-                free, _ = await download_mibs(downloader, payer, free_link, work / "free.bin")
-                paid, payments = await download_mibs(
-                    downloader, payer, paid_link, work / "paid.bin"
-                )
-                keep("kubo cat", kubo)
-                keep("free", free)
-                keep("paid", paid)
+                # Time to first byte: best of several, each phase the best of its own.
+                ttfb: dict[str, dict[str, float]] = {"free": {}, "paid": {}}
+                free_id = encode_file_id(free_link.file_id)
+                for _ in range(max(runs, 5)):
+                    for name, file_id, who in (("free", free_id, None), ("paid", paid_id, payer)):
+                        for part, seconds in (await first_byte(gw.url, file_id, who)).items():
+                            ttfb[name][part] = min(ttfb[name].get(part, seconds), seconds)
                 print(
-                    f"  download run {run + 1}: kubo cat {kubo:.1f}, free {free:.1f}, "
-                    f"paid {paid:.1f} MiB/s ({payments} payments)",
+                    "  first byte, best ms: free "
+                    + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["free"].items())
+                    + "; paid "
+                    + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["paid"].items()),
                     flush=True,
                 )
 
-            # Time to first byte: best of several, each phase the best of its own.
-            ttfb: dict[str, dict[str, float]] = {"free": {}, "paid": {}}
-            free_id = encode_file_id(free_link.file_id)
-            for _ in range(max(runs, 5)):
-                for name, file_id, who in (("free", free_id, None), ("paid", paid_id, payer)):
-                    for part, seconds in (await first_byte(gw.url, file_id, who)).items():
-                        ttfb[name][part] = min(ttfb[name].get(part, seconds), seconds)
-            print(
-                "  first byte, best ms: free "
-                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["free"].items())
-                + "; paid "
-                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in ttfb["paid"].items()),
-                flush=True,
-            )
-
-            idle, peak = await rss_phase(net, gw, uploader, work, rss_mib)
+                idle, peak = await rss_phase(net, gw, uploader, work, rss_mib)
+        finally:  # the gateway's data and the downloaded files
+            shutil.rmtree(work, ignore_errors=True)
 
     figures = {
         "upload_vs_kubo_add": figure(best["upload"], best["kubo add"], "MiB/s"),

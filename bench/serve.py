@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -79,32 +80,38 @@ async def main(mib: int, concurrency: int, rounds: int, runs: int, hold: bool) -
     async with Network.start() as net:
         assert net.kubo is not None
         work = Path(tempfile.mkdtemp(prefix="bitcache-bench-serve-"))
-        async with gateway_process(net, work) as gw:
-            print(f"gateway pid {gw.pid} at {gw.url}", flush=True)
-            async with BitcacheClient(sandbox_client_config(net, gw.url)) as anonymous:
-                api_key = (await account.create(anonymous))["api_key"]
-            source = work / "source.bin"
-            write_random_file(source, mib)
-            async with BitcacheClient(sandbox_client_config(net, gw.url, api_key)) as up:
-                link = await up.upload(source, progress=False)
-            file_id = encode_file_id(link.file_id)
-            cids = chunk_cids(gw.config, file_id)
-            payer = LndPayer(net.node("payer").client, 100_000)
-            async with aiohttp.ClientSession() as session:
-                auth = await buy_token(session, payer, gw.url, file_id, len(cids))
-            results: dict[str, list[float]] = {"kubo": [], "gateway": []}
-            for run in itertools.count():
-                if not hold and run >= runs:
-                    break
-                results["kubo"].append(await kubo_mibs(net.kubo.api_url, cids, rounds, concurrency))
-                results["gateway"].append(
-                    await gateway_mibs(gw.url, file_id, auth, len(cids), rounds, concurrency)
-                )
-                print(
-                    f"  run {run + 1}: kubo {results['kubo'][-1]:.1f} MiB/s, "
-                    f"gateway {results['gateway'][-1]:.1f} MiB/s, rss {gw.rss_mb():.0f} MB",
-                    flush=True,
-                )
+        try:
+            async with gateway_process(net, work) as gw:
+                print(f"gateway pid {gw.pid} at {gw.url}", flush=True)
+                async with BitcacheClient(sandbox_client_config(net, gw.url)) as anonymous:
+                    api_key = (await account.create(anonymous))["api_key"]
+                source = work / "source.bin"
+                write_random_file(source, mib)
+                async with BitcacheClient(sandbox_client_config(net, gw.url, api_key)) as up:
+                    link = await up.upload(source, progress=False)
+                source.unlink()
+                file_id = encode_file_id(link.file_id)
+                cids = chunk_cids(gw.config, file_id)
+                payer = LndPayer(net.node("payer").client, 100_000)
+                async with aiohttp.ClientSession() as session:
+                    auth = await buy_token(session, payer, gw.url, file_id, len(cids))
+                results: dict[str, list[float]] = {"kubo": [], "gateway": []}
+                for run in itertools.count():
+                    if not hold and run >= runs:
+                        break
+                    results["kubo"].append(
+                        await kubo_mibs(net.kubo.api_url, cids, rounds, concurrency)
+                    )
+                    results["gateway"].append(
+                        await gateway_mibs(gw.url, file_id, auth, len(cids), rounds, concurrency)
+                    )
+                    print(
+                        f"  run {run + 1}: kubo {results['kubo'][-1]:.1f} MiB/s, "
+                        f"gateway {results['gateway'][-1]:.1f} MiB/s, rss {gw.rss_mb():.0f} MB",
+                        flush=True,
+                    )
+        finally:  # the gateway's data and the downloaded files
+            shutil.rmtree(work, ignore_errors=True)
     kubo, gateway = max(results["kubo"]), max(results["gateway"])
     print(f"\n{len(cids)} chunks x {rounds} rounds, {concurrency} in flight, best of {runs}:")
     print(f"  kubo cat (baseline)      {kubo:8.1f} MiB/s")
