@@ -186,7 +186,8 @@ async def invoice_stream_open(lnd_url: str) -> bool:
     """The gateway's invoice subscription to `lnd_url` is sent and waiting for (or reading)
     LND's answer: from now on the gateway sends LND nothing unless a request makes it."""
     for obj in gc.get_objects():
-        if inspect.isasyncgen(obj) and obj.ag_code.co_qualname == "LndRestClient._stream":
+        # _stream_once holds the request (_stream around it only reports it to metrics).
+        if inspect.isasyncgen(obj) and obj.ag_code.co_qualname == "LndRestClient._stream_once":
             local = obj.ag_frame.f_locals if obj.ag_frame is not None else {}
             client = local.get("self")
             if (
