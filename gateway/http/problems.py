@@ -7,6 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+import l402
+from gateway.billing.quota import OverQuota
+
 PROBLEM_TYPE_BASE = "https://bitcache.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -76,3 +79,33 @@ def unavailable(what: str, retry_after_s: int) -> Problem:
         f"{what} is not answering; the request changed nothing. Try again shortly.",
         headers={"Retry-After": str(retry_after_s)},
     )
+
+
+UPGRADE_HINT = 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}'
+
+
+def payment_required(detail: str, macaroon_b64: str, bolt11: str, **extra: Any) -> Problem:
+    """402 with an L402 challenge in both header forms and in the body."""
+    return Problem(
+        402,
+        "payment-required",
+        "Payment required",
+        detail,
+        headers={"Cache-Control": "no-store"},
+        extra={**extra, "invoice": bolt11, "macaroon": macaroon_b64},
+        extra_headers=[
+            ("WWW-Authenticate", value) for value in l402.format_challenge(macaroon_b64, bolt11)
+        ],
+    )
+
+
+def over_quota(exc: OverQuota, upgrade: bool = True) -> Problem:
+    """507 saying how much is used, asked for and allowed (and how to get more)."""
+    extra: dict[str, Any] = {
+        "used_bytes": exc.used_bytes,
+        "requested_bytes": exc.requested_bytes,
+        "limit_bytes": exc.limit_bytes,
+    }
+    if upgrade:
+        extra["upgrade"] = UPGRADE_HINT
+    return Problem(507, "over-quota", "Over quota", str(exc), extra=extra)

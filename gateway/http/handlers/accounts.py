@@ -16,7 +16,7 @@ from gateway.config import TenantSettings
 from gateway.http.auth import require_account, require_operator
 from gateway.http.models import BuyPlanBody, CreateAccountBody, WithdrawBody
 from gateway.http.params import json_model, spend_invoice_allowance, spend_signup_allowance
-from gateway.http.problems import Problem, bad_request, not_found
+from gateway.http.problems import Problem, bad_request, not_found, payment_required
 from gateway.identity import login, usernames
 from gateway.persistence.accounts import Account, insert_account
 from gateway.persistence.ledger import balance, tenant_sum, totals
@@ -129,22 +129,12 @@ async def _signup_required(
         s.nodes.client(node),
         node.invoice_expiry_s,
     )
-    return Problem(
-        402,
-        "payment-required",
-        "Payment required",
+    return payment_required(
         detail,
-        headers={"Cache-Control": "no-store"},
-        extra={
-            "amount_msat": challenge.amount_msat,
-            "valid_until": challenge.valid_until,
-            "invoice": challenge.bolt11,
-            "macaroon": challenge.macaroon_b64,
-        },
-        extra_headers=[
-            ("WWW-Authenticate", value)
-            for value in l402.format_challenge(challenge.macaroon_b64, challenge.bolt11)
-        ],
+        challenge.macaroon_b64,
+        challenge.bolt11,
+        amount_msat=challenge.amount_msat,
+        valid_until=challenge.valid_until,
     )
 
 

@@ -15,7 +15,7 @@ from gateway.http.params import (
     load_file,
     spend_invoice_allowance,
 )
-from gateway.http.problems import Problem, conflict, not_found
+from gateway.http.problems import Problem, conflict, not_found, payment_required
 from gateway.persistence.files import FileRecord
 from gateway.services import services, tenant_of
 
@@ -80,23 +80,13 @@ async def _payment_required(
     challenge = await s.tokens.challenge(
         record, chunks, s.nodes.client(node), node.invoice_expiry_s, await s.nodes.node_id(node)
     )
-    return Problem(
-        402,
-        "payment-required",
-        "Payment required",
+    return payment_required(
         detail,
-        headers={"Cache-Control": "no-store"},
-        extra={
-            "price_msat": record.price_msat,
-            "amount_msat": challenge.amount_msat,
-            "first": chunks.first,
-            "count": chunks.count,
-            "valid_until": challenge.valid_until,
-            "invoice": challenge.bolt11,
-            "macaroon": challenge.macaroon_b64,
-        },
-        extra_headers=[
-            ("WWW-Authenticate", value)
-            for value in l402.format_challenge(challenge.macaroon_b64, challenge.bolt11)
-        ],
+        challenge.macaroon_b64,
+        challenge.bolt11,
+        price_msat=record.price_msat,
+        amount_msat=challenge.amount_msat,
+        first=chunks.first,
+        count=chunks.count,
+        valid_until=challenge.valid_until,
     )

@@ -10,7 +10,7 @@ from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
 from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
-from gateway.http.problems import Problem, bad_request, conflict, gone
+from gateway.http.problems import UPGRADE_HINT, Problem, bad_request, conflict, gone, over_quota
 from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
 from gateway.persistence.free_tier import FreeTierFull, on_free_tier
 from gateway.persistence.quotas import limit_bytes
@@ -84,21 +84,10 @@ async def create_file(request: web.Request) -> web.Response:
             "free-tier-full",
             "Free storage used up",
             str(exc),
-            extra={"upgrade": 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}'},
+            extra={"upgrade": UPGRADE_HINT},
         ) from exc
     except OverQuota as exc:
-        raise Problem(
-            507,
-            "over-quota",
-            "Over quota",
-            str(exc),
-            extra={
-                "used_bytes": exc.used_bytes,
-                "requested_bytes": exc.requested_bytes,
-                "limit_bytes": exc.limit_bytes,
-                "upgrade": 'GET /v1/plans, then POST /v1/account/plans {"plan_id": …}',
-            },
-        ) from exc
+        raise over_quota(exc) from exc
     return await _state_response(request, record, 201 if created else 200)
 
 

@@ -21,7 +21,7 @@ from gateway.http.models import (
     WriteBody,
 )
 from gateway.http.params import int_param, json_model
-from gateway.http.problems import Problem, bad_request, conflict, not_found
+from gateway.http.problems import Problem, bad_request, conflict, not_found, over_quota
 from gateway.persistence.accounts import Account
 from gateway.persistence.quotas import limit_bytes
 from gateway.persistence.vault import CounterMismatch, VaultStore
@@ -205,14 +205,4 @@ async def _write(
             counter=exc.current,
         ) from exc
     except OverQuota as exc:
-        raise Problem(
-            507,
-            "over-quota",
-            "Over quota",
-            str(exc),
-            extra={
-                "used_bytes": exc.used_bytes,
-                "requested_bytes": exc.requested_bytes,
-                "limit_bytes": exc.limit_bytes,
-            },
-        ) from exc
+        raise over_quota(exc, upgrade=False) from exc
