@@ -277,6 +277,7 @@ async def test_sigterm_lets_a_slow_download_finish(
     print(f"\nSIGTERM to exit ({shutdown_timeout_s:g} s allowed): {stopped_s:.1f} s")
     assert code == 0
     if drained:
+        assert len(body) == len(expected), (len(body), len(expected))
         assert body == expected  # every byte, and the right ones
     else:
         assert len(body) < len(expected)  # cut: without the drain this download fails
