@@ -223,6 +223,9 @@ async def earn(
     auth = {"Authorization": f"L402 {body['macaroon']}:{payment.preimage.hex()}"}
     async with session.get(f"{gw}/v1/files/{up.file_id}/chunks/{chunks - 1}", headers=auth) as resp:
         assert resp.status == 200
+        # Read it all: the gateway meters the bytes it actually sent, and a client that
+        # hangs up after the status line has not received the chunk.
+        assert len(await resp.read()) == CHUNK + 40
     return key, price * chunks
 
 
