@@ -186,12 +186,6 @@ class FileStore:
             await pins.unreference(conn, cids)
         return cids
 
-    async def note_served(self, file_id: str, size: int) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE files SET bytes_served = bytes_served + ? WHERE id = ?", (size, file_id)
-            )
-
     async def add_served(self, totals: Mapping[str, int]) -> None:
         """Adds bytes served to many files in one transaction (the meter's batch)."""
         async with self.db.transaction() as conn:

@@ -138,7 +138,7 @@ async def test_byte_counts_and_amounts_past_32_bits(database: Database) -> None:
     record, _ = await files.create(big, b"m", 10**11, owner.id, 10 * TB, "default")
     assert record.stored_bytes > BIG and record.header.plaintext_size == BIG
     assert await used_bytes(database, owner.id) == record.stored_bytes
-    await files.note_served(record.id, BIG)
+    await files.add_served({record.id: BIG})
     async with database.transaction() as conn:
         await invoices.add_plan_invoice(
             conn, payment_hash(), owner.id, BIG_PLAN, "lnbcrt1", 1, "default", "node"
