@@ -1,0 +1,211 @@
+"""Folder links: share a whole folder, and download one, paying per chunk as for a file.
+
+Sharing uploads every file as an ordinary paid file (its own key and share capability), then
+the folder manifest (docs/format.md §16) as one more file, free to fetch, encrypted under a
+fresh key that only the folder link holds. Downloading reads that manifest, refuses any
+path that could leave the chosen folder, and fetches each file with the usual paid download,
+so payment, resume and the owner's free traffic work exactly as for a single file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.api import BitcacheClient
+from client.errors import ClientError, GatewayError
+from client.remote import _open_remote
+from client.sync.naming import STATE_DIR, skipped
+from storage.crypto import (
+    DEFAULT_CHUNK_SIZE,
+    FileEncryptor,
+    b64url_encode,
+    encode_file_id,
+    new_file_id,
+    new_file_key,
+)
+from storage.errors import FormatError
+from storage.folder_link import (
+    FOLDER_MEDIA_TYPE,
+    MAX_FOLDER_MANIFEST_BYTES,
+    FolderFile,
+    FolderLink,
+    FolderManifest,
+)
+from storage.manifest import Manifest, seal_manifest
+from storage.vault_tree import check_path
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    path: Path
+    files: int
+    size: int
+    chunks: int
+    paid_msat: int
+    fees_msat: int
+    chunks_bought: int
+    skipped: int  # files already complete from an earlier run
+
+
+def folder_files(folder: Path) -> list[tuple[str, Path]]:
+    """Regular files under ``folder`` as (relative path, path); symlinks and sync state are
+    left out, and so is any name the format cannot hold."""
+    out: list[tuple[str, Path]] = []
+
+    def walk(directory: Path, prefix: str) -> None:
+        with os.scandir(directory) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                if skipped(entry.name) or entry.name == STATE_DIR:
+                    continue
+                rel = prefix + entry.name
+                try:
+                    check_path(rel)
+                except ValueError:
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    walk(Path(entry.path), rel + "/")
+                elif stat.S_ISREG(st.st_mode):
+                    out.append((rel, Path(entry.path)))
+
+    walk(folder, "")
+    return out
+
+
+async def share_folder(client: BitcacheClient, folder: Path, progress: bool = True) -> FolderLink:
+    """Uploads every file of ``folder`` and a folder manifest; returns the folder link."""
+    folder = await asyncio.to_thread(folder.resolve)
+    files: list[FolderFile] = []
+    for rel, path in await asyncio.to_thread(folder_files, folder):
+        size = path.stat().st_size
+        link = await client.upload(path, progress=progress)
+        files.append(FolderFile(rel, size, link.file_id, link.key))
+    try:
+        manifest = FolderManifest(name=folder.name or "folder", files=tuple(files))
+    except FormatError as exc:
+        raise ClientError(f"cannot share {folder}: {exc}") from None
+    return await upload_manifest(client, manifest.name, manifest.to_plaintext())
+
+
+async def upload_manifest(client: BitcacheClient, name: str, plaintext: bytes) -> FolderLink:
+    """A folder manifest's bytes as a file of its own, free to fetch (the files are what is
+    paid for). Takes bytes, not a FolderManifest, so tests can store a hostile one."""
+    key, file_id = new_file_key(), new_file_id()
+    enc = FileEncryptor(key, file_id, len(plaintext), DEFAULT_CHUNK_SIZE)
+    manifest = Manifest(
+        name=name,
+        size=len(plaintext),
+        media_type=FOLDER_MEDIA_TYPE,
+        chunk_size=DEFAULT_CHUNK_SIZE,
+        modified=None,
+    )
+    sealed_manifest = seal_manifest(enc.keys, file_id, manifest)
+    base = client.config.gateway_url
+    fid = encode_file_id(file_id)
+    await client.call(
+        "POST",
+        "/v1/files",
+        json_body={
+            "header": enc.header.to_json_dict(),
+            "manifest": b64url_encode(sealed_manifest),
+            "price_msat": 0,
+        },
+    )
+    size = DEFAULT_CHUNK_SIZE
+    for index in range(enc.chunk_count):
+        sealed = enc.seal(index, plaintext[index * size : (index + 1) * size])
+        await client._request(
+            "PUT",
+            f"{base}/v1/files/{fid}/chunks/{index}",
+            data=sealed,
+            headers={"Content-Type": "application/octet-stream"},
+            ok=(200, 201),
+        )
+    await client.call("POST", f"/v1/files/{fid}/complete")
+    return FolderLink(base, file_id, key)
+
+
+async def read_folder_manifest(client: BitcacheClient, link: FolderLink) -> FolderManifest:
+    """Fetches and checks the folder manifest (a wrong key stops before anything is paid)."""
+    remote = await _open_remote(client, link.manifest_link())
+    if remote.manifest.media_type != FOLDER_MEDIA_TYPE:
+        raise ClientError("this link does not point at a shared folder")
+    if remote.header.plaintext_size > MAX_FOLDER_MANIFEST_BYTES:
+        raise ClientError("the folder manifest is too large")
+    with tempfile.TemporaryDirectory(prefix="bitcache-folder-") as tmp:
+        target = Path(tmp) / "manifest"
+        await client.download(link.manifest_link(), out=target, progress=False)
+        data = await asyncio.to_thread(target.read_bytes)
+    return FolderManifest.from_plaintext(data)
+
+
+def _target(root: Path, rel: str) -> Path:
+    """Where ``rel`` goes under ``root``; refuses anything that would land outside it
+    (the manifest's paths are checked already, but a symlink in the folder is not)."""
+    check_path(rel)
+    target = root.joinpath(*rel.split("/"))
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(target.parent)
+    if os.path.commonpath([real_root, parent]) != real_root or target.is_symlink():
+        raise ClientError(f"refusing to write {rel!r}: it would land outside {root}")
+    return target
+
+
+def _already_done(target: Path, size: int) -> bool:
+    part = target.with_name(target.name + ".part")
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise ClientError(f"{target} exists and is not a file")
+    return st.st_size == size and not part.exists()
+
+
+async def download_folder(
+    client: BitcacheClient,
+    link: FolderLink | str,
+    out: Path | None = None,
+    progress: bool = True,
+) -> FolderResult:
+    """Downloads every file of a shared folder into ``out`` (default: ./<folder name>),
+    paying per chunk; files finished by an earlier run are kept, so a re-run resumes."""
+    if isinstance(link, str):
+        link = FolderLink.parse(link)
+    folder = await read_folder_manifest(client, link)
+    root = out if out is not None else Path.cwd() / folder.name
+    root.mkdir(parents=True, exist_ok=True)
+    totals = {"chunks": 0, "paid": 0, "fees": 0, "bought": 0, "skipped": 0}
+    # Every path is checked before the first byte is written anywhere.
+    targets = [(f, _target(root, f.path)) for f in folder.files]
+    for f, target in sorted(targets, key=lambda t: t[0].path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _target(root, f.path)  # again, now that its folders exist
+        if _already_done(target, f.size):
+            totals["skipped"] += 1
+            continue
+        remote = await _open_remote(client, f.link(link.gateway))
+        if remote.header.plaintext_size != f.size:
+            raise GatewayError(
+                200, "Bad answer", f"{f.path!r} is not the size the folder manifest says"
+            )
+        result = await client.download(f.link(link.gateway), out=target, progress=progress)
+        totals["chunks"] += result.chunks
+        totals["paid"] += result.paid_msat
+        totals["fees"] += result.fees_msat
+        totals["bought"] += result.chunks_bought
+    return FolderResult(
+        path=root,
+        files=len(folder.files),
+        size=folder.total_size,
+        chunks=totals["chunks"],
+        paid_msat=totals["paid"],
+        fees_msat=totals["fees"],
+        chunks_bought=totals["bought"],
+        skipped=totals["skipped"],
+    )
