@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,10 @@ async def download_folder(
     totals = {"chunks": 0, "paid": 0, "fees": 0, "bought": 0, "skipped": 0}
     # Every path is checked before the first byte is written anywhere.
     targets = [(f, _target(root, f.path)) for f in folder.files]
-    for f, target in sorted(targets, key=lambda t: t[0].path):
+    ordered = sorted(targets, key=lambda t: t[0].path)
+    for number, (f, target) in enumerate(ordered, 1):
+        if progress:  # which file of how many; each file then shows its own progress bar
+            print(f"({number}/{len(ordered)}) {f.path!r}", file=sys.stderr, flush=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         _target(root, f.path)  # again, now that its folders exist
         if _already_done(target, f.size):

@@ -137,7 +137,7 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
     chunks = 3 + 1 + 1 + 1
     assert f"saved 4 files in {target}" in out
     assert f"for {chunks} of {chunks} chunks" in out, out
-    assert "IMG_0001.bin" in err  # progress is shown per file
+    assert "IMG_0001.bin" in err and "(4/4)" in err  # progress is shown per file
     await network.wait_idle()
     payer_after, _ = await payer.channel_balance_msat()
     gateway_after, _ = await gateway.channel_balance_msat()
