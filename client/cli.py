@@ -25,7 +25,7 @@ from client import account, login
 from client.api import BitcacheClient, DownloadResult, FileInfo
 from client.config import ClientConfig, default_config_path, load_config, save_config
 from client.errors import ClientError, ConfigError
-from client.folder import FolderResult, download_folder
+from client.folder import FolderResult, download_folder, folder_info
 from client.payer import format_msat
 from client.progress import format_bytes
 from client.sync import cli as sync_cli
@@ -143,6 +143,14 @@ def _describe_info(info: FileInfo) -> list[str]:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if is_folder_link(args.link):
+
+        async def folder() -> list[str]:
+            async with BitcacheClient(cfg) as client:
+                return await folder_info(client, args.link)
+
+        print("\n".join(asyncio.run(folder())))
+        return 0
 
     async def run() -> FileInfo:
         async with BitcacheClient(cfg) as client:

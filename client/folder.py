@@ -19,6 +19,8 @@ from pathlib import Path
 
 from client.api import BitcacheClient
 from client.errors import ClientError, GatewayError
+from client.payer import format_msat
+from client.progress import format_bytes
 from client.remote import _open_remote
 from client.sync.naming import STATE_DIR, skipped
 from storage.crypto import (
@@ -143,6 +145,29 @@ async def read_folder_manifest(client: BitcacheClient, link: FolderLink) -> Fold
         await client.download(link.manifest_link(), out=target, progress=False)
         data = await asyncio.to_thread(target.read_bytes)
     return FolderManifest.from_plaintext(data)
+
+
+async def folder_info(client: BitcacheClient, link: FolderLink | str) -> list[str]:
+    """What a folder link holds and what it costs (nothing is paid): one line per file."""
+    if isinstance(link, str):
+        link = FolderLink.parse(link)
+    folder = await read_folder_manifest(client, link)
+    total = chunks = 0
+    lines = []
+    for f in sorted(folder.files, key=lambda f: f.path):
+        remote = await _open_remote(client, f.link(link.gateway))
+        total += remote.price_msat * remote.header.chunk_count
+        chunks += remote.header.chunk_count
+        # repr: a name from someone else's manifest must not drive the terminal.
+        lines.append(f"  {f.path!r}  {format_bytes(f.size)}")
+    price = "free" if total == 0 else f"{format_msat(total)} for all {chunks} chunks"
+    return [
+        f"folder:   {folder.name!r}",
+        f"files:    {len(folder.files)}, {format_bytes(folder.total_size)}",
+        f"price:    {price}",
+        f"gateway:  {link.gateway}",
+        *lines,
+    ]
 
 
 def _target(root: Path, rel: str) -> Path:

@@ -122,6 +122,10 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
     assert link.startswith(f"{url}/d/") and "#v1." in link
     FolderLink.parse(link)
 
+    code, out, err = await bitcache("info", link, "--config", str(stranger_cfg))
+    assert code == 0, err
+    assert "files:    4" in out and "for all 6 chunks" in out and "'day 1/raw/IMG_0001.bin'" in out
+
     payer, gateway = network.node("payer").client, network.node("gateway").client
     await network.wait_idle()
     payer_before, _ = await payer.channel_balance_msat()
