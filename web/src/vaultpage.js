@@ -136,22 +136,48 @@ async function fetchChunk(ref) {
   return await openChunkPlaintext(vault.keys, ref, dec.open(0, sealed));
 }
 
-/** A file's current version as a Blob (chunks in order, 4 in flight). */
-async function fetchFile(entry, onProgress = () => {}) {
-  const version = entry.current;
-  const parts = new Array(version.chunks.length);
+/**
+ * A file's current version, chunk by chunk in order (4 fetched ahead), to `write(data)`.
+ * Memory stays at a few chunks whatever the file's size when `write` goes to disk.
+ */
+async function fetchInto(entry, write, onProgress = () => {}) {
+  const refs = entry.current.chunks;
+  const pending = new Map();
   let next = 0;
   let done = 0;
-  const worker = async () => {
-    while (next < version.chunks.length) {
-      const i = next++;
-      parts[i] = await fetchChunk(version.chunks[i]);
-      done += parts[i].length;
-      onProgress(done, version.size);
+  for (let i = 0; i < refs.length; i++) {
+    while (next < refs.length && next < i + 4) {
+      const p = fetchChunk(refs[next]);
+      p.catch(() => {}); // awaited below, in order
+      pending.set(next++, p);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(4, version.chunks.length) }, worker));
+    const data = await pending.get(i);
+    pending.delete(i);
+    await write(data);
+    done += data.length;
+    onProgress(done, entry.current.size);
+  }
+}
+
+/** A file's current version as a Blob (in memory: for sharing, and small downloads). */
+async function fetchFile(entry, onProgress = () => {}) {
+  const parts = [];
+  await fetchInto(entry, (data) => parts.push(data), onProgress);
   return new Blob(parts, { type: "application/octet-stream" });
+}
+
+// Above this a download goes straight to disk where the browser can (File System Access API).
+const STREAM_ABOVE = 256 << 20;
+
+async function diskWriter(name, size) {
+  if (size <= STREAM_ABOVE || typeof window.showSaveFilePicker !== "function" || !window.isSecureContext || navigator.webdriver) return null;
+  try {
+    const handle = await window.showSaveFilePicker({ suggestedName: name });
+    return await handle.createWritable();
+  } catch (err) {
+    if (err?.name === "AbortError") throw err; // the user closed the dialog
+    return null; // not allowed here: fall back to memory
+  }
 }
 
 /** Stores one chunk as its chunk file (idempotent: the same bytes give the same file). */
@@ -210,12 +236,23 @@ async function uploadIntoVault(file, dir, onProgress) {
     if (existing) throw new Error(`“${path}” is already in the vault${existing.deleted === null ? "" : " (in the trash)"}; rename the file first`);
   };
   taken();
-  const chunks = [];
-  for (let start = 0; start < file.size; start += WEB_CHUNK_SIZE) {
-    const data = new Uint8Array(await file.slice(start, Math.min(file.size, start + WEB_CHUNK_SIZE)).arrayBuffer());
-    chunks.push(await storeChunk(data));
-    onProgress(Math.min(file.size, start + WEB_CHUNK_SIZE), file.size);
-  }
+  // Chunk files are stored 3 at a time; the refs keep file order.
+  const count = Math.ceil(file.size / WEB_CHUNK_SIZE);
+  const chunks = new Array(count);
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      const start = i * WEB_CHUNK_SIZE;
+      const data = new Uint8Array(await file.slice(start, Math.min(file.size, start + WEB_CHUNK_SIZE)).arrayBuffer());
+      if (data.length !== Math.min(WEB_CHUNK_SIZE, file.size - start)) throw new Error(`${file.name} changed while it was being read`);
+      chunks[i] = await storeChunk(data);
+      done += data.length;
+      onProgress(done, file.size);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(3, count) }, worker));
   const version = {
     n: 1,
     size: file.size,
@@ -299,14 +336,28 @@ function showLink(link, what) {
 }
 
 function download(entry) {
+  // The save dialog first, while the click still counts as a user gesture.
+  const name = baseName(entry.path);
   return runBusy(`Downloading ${entry.path}…`, async () => {
-    const blob = await fetchFile(entry, (done, total) => setStatus(`Downloading and decrypting ${entry.path}: ${formatBytes(done)} of ${formatBytes(total)}`, "busy"));
-    debug.lastSavedBlob = blob;
-    const a = el("a", { href: URL.createObjectURL(blob), download: baseName(entry.path), hidden: true });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setStatus(`Downloaded “${entry.path}” (${formatBytes(blob.size)}), verified and decrypted in this page. Free: it is yours.`, "ok");
+    const progress = (done, total) => setStatus(`Downloading and decrypting ${entry.path}: ${formatBytes(done)} of ${formatBytes(total)}`, "busy");
+    const disk = await diskWriter(name, entry.current.size);
+    if (disk) {
+      try {
+        await fetchInto(entry, (data) => disk.write(data), progress);
+        await disk.close();
+      } catch (err) {
+        await disk.abort().catch(() => {});
+        throw err;
+      }
+    } else {
+      const blob = await fetchFile(entry, progress);
+      debug.lastSavedBlob = blob;
+      const a = el("a", { href: URL.createObjectURL(blob), download: name, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+    }
+    setStatus(`Downloaded “${entry.path}” (${formatBytes(entry.current.size)}), verified and decrypted in this page. Free: it is yours.`, "ok");
   });
 }
 
