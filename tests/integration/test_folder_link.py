@@ -148,6 +148,21 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
     assert gateway_after - gateway_before == PRICE_MSAT * chunks
     assert payer_before - payer_after >= PRICE_MSAT * chunks
 
+    # `share` of a single synced file still gives the usual paid file link.
+    code, out, err = await bitcache(
+        "share", str(shared / "three.bin"), "--config", str(owner_cfg), "-q"
+    )
+    assert code == 0, err
+    file_link = out.strip()
+    assert file_link.startswith(f"{url}/f/") and "#" in file_link
+    one = tmp_path / "one.bin"
+    code, out, err = await bitcache(
+        "get", file_link, "-o", str(one), "--config", str(stranger_cfg), "-q"
+    )
+    assert code == 0, err
+    assert one.read_bytes() == (shared / "three.bin").read_bytes()
+    assert "for 1 of 1 chunks" in out
+
     # Run again: every file is complete already, nothing is fetched or paid.
     code, out, err = await bitcache("get", link, "-o", str(target), "--config", str(stranger_cfg))
     assert code == 0, err
