@@ -550,7 +550,7 @@ function renderFolder(app, folder) {
     el(
       "section",
       { class: "card", id: "folder-card" },
-      el("h2", { id: "file-name", class: "file-name", text: `${folder.name}/`, testid: "folder-name" }),
+      el("h2", { id: "folder-name", class: "file-name", text: `${folder.name}/`, testid: "folder-name" }),
       el("p", { id: "folder-summary", text: `${files.length} file${files.length === 1 ? "" : "s"}, ${formatBytes(total)}. Each file is paid for chunk by chunk as you download it.` }),
       el("table", { id: "folder-list", class: "listing" }, el("tbody", {}, ...rows)),
       el("div", { class: "row" }, all),
