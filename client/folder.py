@@ -205,10 +205,10 @@ async def download_folder(
         link = FolderLink.parse(link)
     folder = await read_folder_manifest(client, link)
     root = out if out is not None else Path.cwd() / folder.name
-    root.mkdir(parents=True, exist_ok=True)
     totals = {"chunks": 0, "paid": 0, "fees": 0, "bought": 0, "skipped": 0}
-    # Every path is checked before the first byte is written anywhere.
+    # Every path is checked before anything is created or written.
     targets = [(f, _target(root, f.path)) for f in folder.files]
+    root.mkdir(parents=True, exist_ok=True)
     ordered = sorted(targets, key=lambda t: t[0].path)
     for number, (f, target) in enumerate(ordered, 1):
         if progress:  # which file of how many; each file then shows its own progress bar
