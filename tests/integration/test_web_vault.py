@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,9 @@ async def test_log_in_browse_download_upload_then_cli_sync_has_it(
         # The tree, decrypted in the page: the folder and the file the CLI synced.
         await page.wait_for_selector('tr[data-kind="dir"][data-path="Docs"]', timeout=120_000)
         hello = page.locator('tr[data-path="hello.txt"]')
-        assert "19 B" in await hello.inner_text()
+        cells = await hello.locator("td").all_inner_texts()
+        assert cells[0] == "hello.txt" and cells[1] == "19 B", cells
+        assert str(time.gmtime().tm_year) in cells[2], cells  # the modification time
         await page.click('a[data-path="Docs"]')
         row = page.locator('tr[data-path="Docs/report.txt"]')
         await row.wait_for(timeout=10_000)
@@ -169,6 +172,20 @@ async def test_log_in_browse_download_upload_then_cli_sync_has_it(
         assert await saved(await saving.value) == from_web
         assert len(paid) == 1
         assert (await payer.decode_invoice(paid[0])).amount_msat == PRICE_MSAT * 3
+
+        # "Download all": every file, each paid for chunk by chunk.
+        downloads: list[Any] = []
+        spage.on("download", lambda d: downloads.append(d))
+        await spage.click("#download-all")
+        await spage.wait_for_function(
+            "() => ['done', 'error'].includes(document.getElementById('app').dataset.state)",
+            timeout=120_000,
+        )
+        assert await spage.get_attribute("#app", "data-state") == "done"
+        got = {d.suggested_filename: await saved(d) for d in downloads}
+        assert got == {"report.txt": report, upload.name: from_web}
+        amounts = sorted([(await payer.decode_invoice(i)).amount_msat for i in paid[1:]])
+        assert amounts == [PRICE_MSAT * 2, PRICE_MSAT * 3]  # report: 1 MiB + 333 B
         await browser.close()
 
     # `bitcache sync` on the CLI device now has the file uploaded from the page.
