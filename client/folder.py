@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.api import BitcacheClient
-from client.errors import ClientError, GatewayError
+from client.download import _Download
+from client.errors import ClientError, GatewayError, PaymentRefused
 from client.payer import format_msat
-from client.progress import format_bytes
+from client.progress import Progress, format_bytes
 from client.remote import _open_remote
 from client.sync.naming import STATE_DIR, skipped
+from client.tasks import _run_all
 from storage.crypto import (
     DEFAULT_CHUNK_SIZE,
     FileEncryptor,
@@ -41,6 +43,10 @@ from storage.folder_link import (
 )
 from storage.manifest import Manifest, seal_manifest
 from storage.vault_tree import check_path
+
+# Files up to this size are fetched several at a time (see download_folder).
+SMALL_FILE_BYTES = 4 << 20
+SMALL_FILES_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,48 @@ def _already_done(target: Path, size: int) -> bool:
     return st.st_size == size and not part.exists()
 
 
+@dataclass
+class _Totals:
+    chunks: int = 0
+    paid: int = 0
+    fees: int = 0
+    bought: int = 0
+    skipped: int = 0
+
+
+async def _fetch_file(
+    client: BitcacheClient,
+    gateway: str,
+    root: Path,
+    f: FolderFile,
+    target: Path,
+    progress: bool,
+    totals: _Totals,
+) -> None:
+    """One file of the folder, exactly as through its own share link (paid, resumable)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _target(root, f.path)  # again, now that its folders exist
+    if _already_done(target, f.size):
+        totals.skipped += 1
+        return
+    remote = await _open_remote(client, f.link(gateway))
+    if remote.header.plaintext_size != f.size:
+        raise GatewayError(200, "Bad answer", f"{f.path!r} is not the size the folder says")
+    if remote.state != "complete":
+        raise ClientError(f"{f.path!r} is still being uploaded; try again later")
+    limit = client.config.max_price_msat_per_chunk
+    if remote.price_msat > limit:
+        raise PaymentRefused(
+            f"{f.path!r} costs {format_msat(remote.price_msat)} per chunk, above your limit "
+            f"of {format_msat(limit)} (max_price_msat_per_chunk)"
+        )
+    result = await _Download(client, remote, target, False, progress).run()
+    totals.chunks += result.chunks
+    totals.paid += result.paid_msat
+    totals.fees += result.fees_msat
+    totals.bought += result.chunks_bought
+
+
 async def download_folder(
     client: BitcacheClient,
     link: FolderLink | str,
@@ -200,41 +248,52 @@ async def download_folder(
     progress: bool = True,
 ) -> FolderResult:
     """Downloads every file of a shared folder into ``out`` (default: ./<folder name>),
-    paying per chunk; files finished by an earlier run are kept, so a re-run resumes."""
+    paying per chunk; files finished by an earlier run are kept, so a re-run resumes.
+
+    Small files go several at a time under one progress line (each costs a payment and a
+    few requests, which would otherwise dominate); large ones one after another, each with
+    its own progress, since their chunks are already fetched in parallel.
+    """
     if isinstance(link, str):
         link = FolderLink.parse(link)
     folder = await read_folder_manifest(client, link)
     root = out if out is not None else Path.cwd() / folder.name
-    totals = {"chunks": 0, "paid": 0, "fees": 0, "bought": 0, "skipped": 0}
     # Every path is checked before anything is created or written.
-    targets = [(f, _target(root, f.path)) for f in folder.files]
+    targets = sorted(((f, _target(root, f.path)) for f in folder.files), key=lambda t: t[0].path)
     root.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(targets, key=lambda t: t[0].path)
-    for number, (f, target) in enumerate(ordered, 1):
-        if progress:  # which file of how many; each file then shows its own progress bar
-            print(f"({number}/{len(ordered)}) {f.path!r}", file=sys.stderr, flush=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _target(root, f.path)  # again, now that its folders exist
-        if _already_done(target, f.size):
-            totals["skipped"] += 1
-            continue
-        remote = await _open_remote(client, f.link(link.gateway))
-        if remote.header.plaintext_size != f.size:
-            raise GatewayError(
-                200, "Bad answer", f"{f.path!r} is not the size the folder manifest says"
-            )
-        result = await client.download(f.link(link.gateway), out=target, progress=progress)
-        totals["chunks"] += result.chunks
-        totals["paid"] += result.paid_msat
-        totals["fees"] += result.fees_msat
-        totals["bought"] += result.chunks_bought
+    totals = _Totals()
+    small = [t for t in targets if t[0].size <= SMALL_FILE_BYTES]
+    large = [t for t in targets if t[0].size > SMALL_FILE_BYTES]
+    if small:
+        meter = Progress(
+            sum(f.size for f, _ in small),
+            label=f"{len(small)} small files",
+            quiet=not progress,
+        )
+        queue = iter(small)
+
+        async def worker() -> None:
+            for f, target in queue:
+                await _fetch_file(client, link.gateway, root, f, target, False, totals)
+                meter.update(f.size)
+
+        ok = False
+        try:
+            await _run_all([worker() for _ in range(min(SMALL_FILES_IN_FLIGHT, len(small)))])
+            ok = True
+        finally:
+            meter.close(ok)
+    for number, (f, target) in enumerate(large, 1):
+        if progress:  # which large file of how many; then its own progress bar
+            print(f"({number}/{len(large)}) {f.path!r}", file=sys.stderr, flush=True)
+        await _fetch_file(client, link.gateway, root, f, target, progress, totals)
     return FolderResult(
         path=root,
         files=len(folder.files),
         size=folder.total_size,
-        chunks=totals["chunks"],
-        paid_msat=totals["paid"],
-        fees_msat=totals["fees"],
-        chunks_bought=totals["bought"],
-        skipped=totals["skipped"],
+        chunks=totals.chunks,
+        paid_msat=totals.paid,
+        fees_msat=totals.fees,
+        chunks_bought=totals.bought,
+        skipped=totals.skipped,
     )

@@ -97,7 +97,7 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
     shared = synced / "Holiday 2026"
     (shared / "day 1" / "raw").mkdir(parents=True)
     (shared / "empty-folder-is-not-listed").mkdir()
-    (shared / "day 1" / "raw" / "IMG_0001.bin").write_bytes(os.urandom(2 * MIB + 5))
+    (shared / "day 1" / "raw" / "IMG_0001.bin").write_bytes(os.urandom(4 * MIB + 5))
     (shared / "day 1" / "notes \u2013 Zürich.txt").write_text("a note 📄\n")
     (shared / "zero.bin").write_bytes(b"")
     (shared / "three.bin").write_bytes(os.urandom(MIB))
@@ -124,7 +124,7 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
 
     code, out, err = await bitcache("info", link, "--config", str(stranger_cfg))
     assert code == 0, err
-    assert "files:    4" in out and "for all 6 chunks" in out and "'day 1/raw/IMG_0001.bin'" in out
+    assert "files:    4" in out and "for all 8 chunks" in out and "'day 1/raw/IMG_0001.bin'" in out
 
     payer, gateway = network.node("payer").client, network.node("gateway").client
     await network.wait_idle()
@@ -137,11 +137,12 @@ async def test_share_dir_then_get_reproduces_the_folder_and_pays_per_chunk(
     (target / "empty-folder-is-not-listed").mkdir()
     assert same_tree(shared, target) == 4
     assert not (target / "not shared.txt").exists()
-    # 3 chunks + 1 + 1 (the empty file is one empty chunk) + 1; the manifest is free.
-    chunks = 3 + 1 + 1 + 1
+    # 5 chunks + 1 + 1 (the empty file is one empty chunk) + 1; the manifest is free.
+    chunks = 5 + 1 + 1 + 1
     assert f"saved 4 files in {target}" in out
     assert f"for {chunks} of {chunks} chunks" in out, out
-    assert "IMG_0001.bin" in err and "(4/4)" in err  # progress is shown per file
+    # Progress: the large file on its own, the three small ones together.
+    assert "(1/1) 'day 1/raw/IMG_0001.bin'" in err and "3 small files" in err, err
     await network.wait_idle()
     payer_after, _ = await payer.channel_balance_msat()
     gateway_after, _ = await gateway.channel_balance_msat()
