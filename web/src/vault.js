@@ -136,12 +136,10 @@ export const MAX_PATH_CHARS = 4096;
 
 /** A relative POSIX path of bare names; throws FormatError otherwise (as vault_tree.check_path). */
 export function checkPath(path) {
-  if (typeof path !== "string" || path.length < 1 || path.length > MAX_PATH_CHARS) {
+  // Code points, as the reference counts them (not UTF-16 code units).
+  if (typeof path !== "string" || path.length < 1 || [...path].length > MAX_PATH_CHARS) {
     throw new FormatError(`path must be 1-${MAX_PATH_CHARS} characters`);
   }
-  // Python counts code points, JS code units: the UTF-16 length is the stricter bound except
-  // for astral characters, so count code points for the limit.
-  if ([...path].length > MAX_PATH_CHARS) throw new FormatError(`path must be 1-${MAX_PATH_CHARS} characters`);
   for (let i = 0; i < path.length; i++) {
     const c = path.charCodeAt(i);
     if (c < 0x20 || c === 0x7f) throw new FormatError("path must not contain control characters or lone surrogates");

@@ -95,7 +95,11 @@ test("chunk file: MAC, id, key, sealed bytes and manifest as the reference", asy
 });
 
 test("paths: the vault's rule", () => {
-  for (const ok of ["a", "a/b", "Zürich/📄.txt", "x".repeat(255)]) v.checkPath(ok);
+  // 4096 code points is the limit, counted as Python counts them (an emoji is one, not two).
+  const emojiParts = Array.from({ length: 64 }, () => "📄".repeat(63)).join("/");
+  assert.equal([...emojiParts].length, 64 * 63 + 63);
+  for (const ok of ["a", "a/b", "Zürich/📄.txt", "x".repeat(255), emojiParts]) v.checkPath(ok);
+  assert.throws(() => v.checkPath(`${emojiParts}/${"y".repeat(32)}`), f.FormatError);
   for (const bad of ["", "/a", "a/", "a//b", "..", "a/../b", "./a", "a\u0000b", "a\\b", "x".repeat(256), "a\ud800"]) {
     assert.throws(() => v.checkPath(bad), f.FormatError, JSON.stringify(bad));
   }
