@@ -69,6 +69,10 @@ async function pull(wait = 0) {
     if (!Number.isSafeInteger(counter) || counter < since) throw new Error("the gateway's vault went back in time (rollback refused)");
     for (const item of reply.objects ?? []) {
       const oid = String(item.id);
+      // Two reads in flight (the long-poll and a write's re-read) may answer out of order:
+      // never let an older state of an object replace a newer one.
+      const known = vault.entries.get(oid);
+      if (known && known.counter > Number(item.counter)) continue;
       if (item.data === null) {
         vault.entries.delete(oid);
         continue;
@@ -78,8 +82,32 @@ async function pull(wait = 0) {
       vault.entries.set(oid, entry);
     }
     since = counter;
-    vault.counter = counter;
-    if (!reply.more) return;
+    vault.counter = Math.max(vault.counter, counter);
+    if (!reply.more) break;
+  }
+  rememberCounter();
+}
+
+// The highest change counter this browser has seen per account: a gateway that serves an
+// older vault (withholding changes) is refused, as the CLI's devices do (format §14.7).
+const COUNTER_KEY = "bitcache.vaultCounter.";
+
+function seenCounter() {
+  try {
+    return Number(globalThis.localStorage?.getItem(COUNTER_KEY + vault.account) ?? 0) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+function rememberCounter() {
+  if (vault.counter < seenCounter()) {
+    throw new Error(`the gateway's vault is at change ${vault.counter}, but this browser has seen change ${seenCounter()}: it went back in time (refused)`);
+  }
+  try {
+    globalThis.localStorage?.setItem(COUNTER_KEY + vault.account, String(vault.counter));
+  } catch {
+    // Private mode without storage: the check then covers this page's lifetime only.
   }
 }
 
