@@ -130,7 +130,8 @@ function fact(label, value, id) {
 }
 
 function errorCard(message) {
-  return el("section", { class: "card" }, el("h2", { text: "Cannot open this file" }), el("p", { id: "error", class: "error", text: message }), statusLine());
+  const what = isFolderPage() ? "folder" : "file";
+  return el("section", { class: "card" }, el("h2", { text: `Cannot open this ${what}` }), el("p", { id: "error", class: "error", text: message }), statusLine());
 }
 
 async function loadFile(idText, key) {
