@@ -19,14 +19,14 @@ import pytest
 from client import login
 from client.api import BitcacheClient
 from client.config import ClientConfig
-from client.folder import download_folder
+from client.folder import download_folder, upload_manifest
 from client.sync import vault as vaults
 from client.sync.engine import SyncEngine
 from gateway.http.handlers.pages import STATIC_DIR
 from gateway.server import serve
 from regtest.network import Network
 from sandbox.run import sandbox_client_config
-from storage.vault import MIN_MEMLIMIT, MIN_OPSLIMIT
+from storage.vault import MIN_MEMLIMIT, MIN_OPSLIMIT, canonical_json, pad
 from tests.conftest import gateway_config
 from tests.integration.test_web import ARGS, CHROMIUM, DESKTOP
 
@@ -205,3 +205,24 @@ async def test_log_in_browse_download_upload_then_cli_sync_has_it(
     assert result.files == 2
     assert (tmp_path / "got" / "report.txt").read_bytes() == report
     assert (tmp_path / "got" / upload.name).read_bytes() == from_web
+
+
+async def test_a_hostile_folder_link_offers_nothing_in_the_browser(gw: str, tmp_path: Path) -> None:
+    url = gw
+    async with BitcacheClient(ClientConfig(gateway_url=url)) as client:
+        account = await login.create(client, "mallory", PASSWORD)
+    cfg = ClientConfig(gateway_url=url, api_key=account["api_key"])
+    ok = {"path": "fine.txt", "size": 1, "file_id": "a" * 26, "key": "A" * 43}
+    body = {"version": 1, "name": "evil", "files": [ok, ok | {"path": "../../.bashrc"}]}
+    async with BitcacheClient(cfg) as client:
+        link = await upload_manifest(client, "evil", pad(canonical_json(body), 1024))
+    async with playwright.async_playwright() as p:
+        browser: Any = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = await browser.new_page(viewport=DESKTOP)
+        await page.goto(link.to_url())
+        await page.wait_for_selector("#error", timeout=60_000)
+        error = await page.inner_text("#error")
+        assert "refused path" in error and '"../../.bashrc"' in error, error
+        assert await page.locator("tr[data-path]").count() == 0
+        assert await page.get_attribute("#app", "data-state") == "error"
+        await browser.close()
