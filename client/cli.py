@@ -25,11 +25,13 @@ from client import account, login
 from client.api import BitcacheClient, DownloadResult, FileInfo
 from client.config import ClientConfig, default_config_path, load_config, save_config
 from client.errors import ClientError, ConfigError
+from client.folder import FolderResult, download_folder, folder_info
 from client.payer import format_msat
 from client.progress import format_bytes
 from client.sync import cli as sync_cli
 from storage.capability import ShareLink
 from storage.errors import StorageError
+from storage.folder_link import is_folder_link
 
 __all__ = ["main"]
 
@@ -77,6 +79,8 @@ def _cmd_upload(args: argparse.Namespace) -> int:
 def _cmd_get(args: argparse.Namespace) -> int:
     cfg = _config(args)
     out = Path(args.output).expanduser() if args.output else None
+    if is_folder_link(args.link):
+        return _get_folder(cfg, args.link, out, not args.quiet)
 
     async def run() -> DownloadResult:
         async with BitcacheClient(cfg) as client:
@@ -84,6 +88,25 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
     result = asyncio.run(run())
     print(f"saved {result.path} ({format_bytes(result.size)})")
+    if result.chunks_bought:
+        print(
+            f"paid {format_msat(result.paid_msat)} + {format_msat(result.fees_msat)} fee "
+            f"for {result.chunks_bought} of {result.chunks} chunks"
+        )
+    else:
+        print("paid nothing")
+    return 0
+
+
+def _get_folder(cfg: ClientConfig, link: str, out: Path | None, progress: bool) -> int:
+    async def run() -> FolderResult:
+        async with BitcacheClient(cfg) as client:
+            return await download_folder(client, link, out=out, progress=progress)
+
+    result = asyncio.run(run())
+    print(f"saved {result.files} files in {result.path} ({format_bytes(result.size)})")
+    if result.skipped:
+        print(f"{result.skipped} files were already complete")
     if result.chunks_bought:
         print(
             f"paid {format_msat(result.paid_msat)} + {format_msat(result.fees_msat)} fee "
@@ -120,6 +143,14 @@ def _describe_info(info: FileInfo) -> list[str]:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if is_folder_link(args.link):
+
+        async def folder() -> list[str]:
+            async with BitcacheClient(cfg) as client:
+                return await folder_info(client, args.link)
+
+        print("\n".join(asyncio.run(folder())))
+        return 0
 
     async def run() -> FileInfo:
         async with BitcacheClient(cfg) as client:
@@ -215,7 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     up.set_defaults(handler=_cmd_upload)
 
-    get = sub.add_parser("get", parents=[common], help="download (and pay for) a shared file")
+    get = sub.add_parser(
+        "get", parents=[common], help="download (and pay for) a shared file or folder"
+    )
     get.add_argument("link", metavar="LINK")
     get.add_argument("-o", "--output", metavar="PATH", help="file or directory to save to")
     get.add_argument("-q", "--quiet", action="store_true", help="no progress display")

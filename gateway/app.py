@@ -226,6 +226,8 @@ def create_app(
     app.router.add_get("/", pages.upload_page)
     app.router.add_get("/account", pages.account_page)
     app.router.add_get("/f/{file_id}", pages.share_page)
+    app.router.add_get("/d/{file_id}", pages.share_page)  # a folder link (format §16)
+    app.router.add_get("/vault", pages.vault_page)
     if pages.STATIC_DIR.is_dir():  # built by `make web`; pages say so when it is missing
         app.router.add_static("/static", pages.STATIC_DIR)
     return app

@@ -1,5 +1,5 @@
 // Bundles the pages into ../gateway/static/ (build output, not committed):
-//   upload.js, download.js, account.js (ESM, browser, minified) and style.css.
+//   upload.js, download.js, account.js, vault.js (ESM, browser, minified) and style.css.
 // Everything the pages need is in these files: no CDN, no external URL is ever loaded.
 import { build } from "esbuild";
 import { copyFile, mkdir, readFile, stat } from "node:fs/promises";
@@ -8,13 +8,14 @@ import path from "node:path";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outdir = path.resolve(here, "../gateway/static");
-const pages = ["upload", "download", "account"];
+const pages = ["upload", "download", "account", "vault"];
 
 await mkdir(outdir, { recursive: true });
 
 const result = await build({
   absWorkingDir: here,
-  entryPoints: Object.fromEntries(pages.map((p) => [p, `src/${p}.js`])),
+  // The vault page's source is vaultpage.js (vault.js is the vault format).
+  entryPoints: Object.fromEntries(pages.map((p) => [p, p === "vault" ? "src/vaultpage.js" : `src/${p}.js`])),
   outdir,
   bundle: true,
   format: "esm",

@@ -15,6 +15,7 @@ from pathlib import Path
 from client.api import BitcacheClient
 from client.config import ClientConfig, default_config_path
 from client.errors import ClientError
+from client.folder import share_folder
 from client.progress import format_bytes
 from client.sync import vault as vaults
 from client.sync.engine import Report, SyncEngine
@@ -167,11 +168,15 @@ def cmd_restore(args: argparse.Namespace, load: ConfigLoader) -> int:
 def cmd_share(args: argparse.Namespace, load: ConfigLoader) -> int:
     cfg = load(args)
     path = Path(args.path)
-    if not path.is_file():
-        raise ClientError(f"{path} is not a file (folder links are not done yet)")
+    if not path.is_file() and not path.is_dir():
+        raise ClientError(f"{path} is not a file or folder")
+
+    is_dir = path.is_dir()
 
     async def run() -> str:
         async with BitcacheClient(cfg) as client:
+            if is_dir:  # a folder link (docs/format.md §16)
+                return (await share_folder(client, path, progress=not args.quiet)).to_url()
             return (await client.upload(path, progress=not args.quiet)).to_url()
 
     print(asyncio.run(run()))
@@ -203,7 +208,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     r.set_defaults(sync_handler=cmd_restore)
 
-    sh = sub.add_parser("share", parents=[common], help="a paid share link for a synced file")
+    sh = sub.add_parser(
+        "share", parents=[common], help="a paid share link for a synced file or folder"
+    )
     sh.add_argument("path", metavar="PATH")
     sh.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     sh.set_defaults(sync_handler=cmd_share)

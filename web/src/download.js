@@ -4,7 +4,8 @@
 
 import { ApiError, apiBase, call, callJson, jsonOrNull, problemMessage, sleep } from "./api.js";
 import { invoiceAmountMsat } from "./bolt11.js";
-import { ChunkAuthError, FileDecryptor, FormatError, WrongKeyError, decodeFileId, decodeKey, ready } from "./format.js";
+import { ChunkAuthError, FileDecryptor, FormatError, WrongKeyError, decodeFileId, decodeKey, encodeFileId, ready } from "./format.js";
+import { FOLDER_MEDIA_TYPE, MAX_FOLDER_MANIFEST_BYTES, folderKeyFromFragment, folderManifestFromPlaintext } from "./folder.js";
 import {
   appRoot,
   el,
@@ -24,7 +25,7 @@ const POLL_INTERVAL_MS = 1000;
 const POLL_LIMIT_MS = 60 * 60 * 1000;
 
 // For automated tests: the saved Blob (Blob path only) and the page's state.
-const debug = { lastSavedBlob: null, state: "loading" };
+const debug = { lastSavedBlob: null, saved: {}, state: "loading" };
 if (typeof window !== "undefined") window.__bitcache = debug;
 
 function setState(state) {
@@ -35,9 +36,13 @@ function setState(state) {
 
 // --- reading the link --------------------------------------------------------------------------
 
+function isFolderPage() {
+  return /\/d\/[^/?#]+\/?$/.test(window.location.pathname);
+}
+
 function fileIdFromPage() {
   const fromData = document.getElementById("app")?.dataset.fileId;
-  const match = /\/f\/([^/?#]+)\/?$/.exec(window.location.pathname);
+  const match = /\/[fd]\/([^/?#]+)\/?$/.exec(window.location.pathname);
   const text = fromData || (match ? match[1] : "");
   try {
     decodeFileId(text);
@@ -49,6 +54,14 @@ function fileIdFromPage() {
 
 function keyFromFragment() {
   const fragment = window.location.hash.slice(1);
+  if (isFolderPage()) {
+    try {
+      return folderKeyFromFragment(fragment);
+    } catch (err) {
+      // Never echo the key text (the folder parser does not).
+      throw new FormatError(`This folder link is malformed (${err.message}); it was probably cut off or altered when it was copied.`);
+    }
+  }
   if (!fragment) {
     throw new FormatError(
       "This link has no key (the part after “#” is missing); it was probably cut off when it was copied. Ask the sender for the whole link.",
@@ -117,7 +130,8 @@ function fact(label, value, id) {
 }
 
 function errorCard(message) {
-  return el("section", { class: "card" }, el("h2", { text: "Cannot open this file" }), el("p", { id: "error", class: "error", text: message }), statusLine());
+  const what = isFolderPage() ? "folder" : "file";
+  return el("section", { class: "card" }, el("h2", { text: `Cannot open this ${what}` }), el("p", { id: "error", class: "error", text: message }), statusLine());
 }
 
 async function loadFile(idText, key) {
@@ -443,6 +457,128 @@ function renderIncomplete(app, state, retry) {
   setState("incomplete");
 }
 
+// --- a shared folder (format §16) ----------------------------------------------------------------
+
+function baseName(path) {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+/** The folder manifest: its file is free (price 0) and small; anything else is refused. */
+async function loadFolder(idText, key, payment) {
+  const info = await loadFile(idText, key);
+  if (info.manifest.media_type !== FOLDER_MEDIA_TYPE) throw new FormatError("This link does not point at a shared folder.");
+  if (info.state.state !== "complete") throw new FormatError("This folder is still being shared; try again in a moment.");
+  if (info.manifest.size > MAX_FOLDER_MANIFEST_BYTES) throw new FormatError("This folder's list is too large.");
+  const sink = await openSink("manifest", false);
+  await new Download(idText, info).run(sink, payment, () => {});
+  const blob = await sink.close();
+  // Every path is checked here, before the page offers a single download.
+  return folderManifestFromPlaintext(new Uint8Array(await blob.arrayBuffer()));
+}
+
+/** One file of the folder: its own paid download, exactly as through its own share link. */
+async function downloadFolderFile(f, row, payment) {
+  const idText = encodeFileId(f.fileId);
+  const button = row.querySelector("button");
+  button.disabled = true;
+  row.dataset.state = "loading";
+  let sink = null;
+  try {
+    const info = await loadFile(idText, f.key);
+    if (info.manifest.size !== f.size) throw new FormatError(`“${f.path}” is not the size the folder's list says.`);
+    const dl = new Download(idText, info);
+    sink = await openSink(baseName(f.path), false);
+    let bytes = 0;
+    await dl.run(sink, payment, (done, n) => {
+      bytes += n;
+      row.dataset.state = "downloading";
+      setStatus(`Downloading “${f.path}”: ${done} of ${dl.count} chunks (${formatBytes(bytes)} of ${formatBytes(f.size)})`, "busy");
+    });
+    const blob = await sink.close();
+    debug.lastSavedBlob = blob;
+    debug.saved[f.path] = blob;
+    const link = el("a", { class: "button secondary", href: URL.createObjectURL(blob), download: baseName(f.path), text: "Save again" });
+    row.querySelector(".saved").replaceChildren(link);
+    link.click();
+    row.dataset.state = "done";
+    setStatus(`Saved “${f.path}” (${formatBytes(f.size)}), verified and decrypted in this page.`, "ok");
+  } catch (err) {
+    await sink?.abort();
+    row.dataset.state = "error";
+    throw err;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function renderFolder(app, folder) {
+  const payment = el("div", { id: "payment" });
+  const files = [...folder.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const rows = files.map((f) => {
+    const row = el(
+      "tr",
+      { "data-path": f.path, testid: "folder-file" },
+      el("td", { class: "name", text: f.path }),
+      el("td", { text: formatBytes(f.size) }),
+      el("td", {}, el("button", { type: "button", class: "secondary", text: "Download" }), el("span", { class: "saved" })),
+    );
+    row.querySelector("button").addEventListener("click", async () => {
+      try {
+        await downloadFolderFile(f, row, payment);
+      } catch (err) {
+        setStatus(errorText(err), "error");
+      }
+    });
+    return row;
+  });
+  const all = el("button", { type: "button", id: "download-all", class: "primary", text: `Download all ${files.length} files` });
+  all.addEventListener("click", async () => {
+    all.disabled = true;
+    setState("downloading");
+    try {
+      for (const [i, f] of files.entries()) await downloadFolderFile(f, rows[i], payment);
+      setState("done");
+      setStatus(`Saved all ${files.length} files of “${folder.name}”.`, "ok");
+    } catch (err) {
+      setState("error");
+      setStatus(errorText(err), "error");
+    } finally {
+      all.disabled = false;
+    }
+  });
+  app.replaceChildren(
+    el(
+      "section",
+      { class: "card", id: "folder-card" },
+      el("h2", { id: "folder-name", class: "file-name", text: `${folder.name}/`, testid: "folder-name" }),
+      el("p", { id: "folder-summary", text: `${files.length} file${files.length === 1 ? "" : "s"}, ${formatBytes(total)}. Each file is paid for chunk by chunk as you download it.` }),
+      el("table", { id: "folder-list", class: "listing" }, el("tbody", {}, ...rows)),
+      el("div", { class: "row" }, all),
+      payment,
+      statusLine(),
+    ),
+  );
+  setState("folder-ready");
+}
+
+async function folderMain(app, idText, key) {
+  const payment = el("div", { id: "payment" });
+  app.replaceChildren(el("section", { class: "card" }, el("p", { class: "muted", text: "Opening the folder…" }), payment, statusLine()));
+  try {
+    renderFolder(app, await loadFolder(idText, key, payment));
+  } catch (err) {
+    let message = errorText(err);
+    if (err instanceof WrongKeyError) {
+      message = "This link's key does not match the folder: check that you copied the whole link. Nothing has been paid.";
+      setState("wrong-key");
+    } else {
+      setState("error");
+    }
+    app.replaceChildren(errorCard(message));
+  }
+}
+
 async function main() {
   const app = appRoot();
   app.dataset.page = "download";
@@ -455,6 +591,10 @@ async function main() {
   } catch (err) {
     app.replaceChildren(errorCard(errorText(err)));
     setState("error");
+    return;
+  }
+  if (isFolderPage()) {
+    await folderMain(app, idText, key);
     return;
   }
   const load = async () => {

@@ -669,7 +669,7 @@ export function openManifest(keys, fileId, sealed) {
 
 const LINK_SHAPE = "<gateway>/f/<file-id>#<key>";
 
-function checkGateway(gateway) {
+export function checkGateway(gateway) {
   if (typeof gateway !== "string" || !(gateway.startsWith("http://") || gateway.startsWith("https://"))) {
     throw new FormatError("gateway must start with http:// or https://");
   }

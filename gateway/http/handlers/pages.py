@@ -1,5 +1,6 @@
 """The web app's pages: an HTML shell in the tenant's colours around a script that does
-all encryption in the browser. Share links land on /f/{id}; the key stays in the fragment.
+all encryption in the browser. Share links land on /f/{id} and folder links on /d/{id}; the
+key stays in the fragment.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _shell(tenant: TenantSettings, title: str, script: str, attrs: str = "") -> 
 <style>:root{{--primary:{brand.primary_color};--background:{brand.background_color}}}</style>
 </head><body>
 <header class="site"><a href="/">{logo}<span class="brand">{name}</span></a>
-<nav><a href="/">Upload</a> <a href="/account">Account</a></nav></header>
+<nav><a href="/">Upload</a> <a href="/vault">Vault</a> <a href="/account">Account</a></nav></header>
 <main id="app"{attrs}><noscript>This page encrypts in your browser and needs
 JavaScript.</noscript></main>
 <script type="module" src="/static/{script}"></script>
@@ -95,6 +96,10 @@ async def upload_page(request: web.Request) -> web.Response:
 
 async def account_page(request: web.Request) -> web.Response:
     return _shell(tenant_of(request), "Account", "account.js")
+
+
+async def vault_page(request: web.Request) -> web.Response:
+    return _shell(tenant_of(request), "Vault", "vault.js")
 
 
 async def share_page(request: web.Request) -> web.StreamResponse:
