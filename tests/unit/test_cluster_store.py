@@ -5,8 +5,10 @@ tests/integration/test_cluster_store.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from ipfs.cluster import (
     ClusterStore,
@@ -17,6 +19,7 @@ from ipfs.cluster import (
     combined_error,
 )
 from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
+from regtest.process import free_port
 
 
 def test_replication_is_checked_and_becomes_the_cluster_options() -> None:
@@ -84,3 +87,114 @@ def test_a_tenant_view_shares_the_connections_but_not_the_factor() -> None:
     assert list(store._peers.kubos) == ["http://k0:5001"]  # listed twice, asked once
     with pytest.raises(ValueError):
         ClusterStore([], ["http://k0:5001"])
+
+
+# -- the store against fake peers: one small aiohttp app per kubo or cluster REST API ----
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+class FakeKubo:
+    """A kubo RPC API serving DATA for one CID, offline, optionally breaking mid-stream."""
+
+    def __init__(self, has: bool = True, break_at: int | None = None) -> None:
+        self.has, self.break_at = has, break_at
+        self.asked: list[dict[str, str]] = []
+
+    async def cat(self, request: web.Request) -> web.StreamResponse:
+        self.asked.append(dict(request.query))
+        if not self.has:
+            missing = {"Message": "block was not found locally (offline)"}
+            return web.json_response(missing, status=500)
+        offset = int(request.query.get("offset", "0"))
+        body = DATA[offset:]
+        response = web.StreamResponse(headers={"X-Content-Length": str(len(body))})
+        await response.prepare(request)
+        # Breaking: the stream ends cleanly but short, as kubo's does (error in a trailer).
+        await response.write(body if self.break_at is None else body[: self.break_at])
+        await response.write_eof()
+        return response
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/v0/cat", self.cat)
+        return app
+
+
+@pytest.fixture
+async def serve_apps() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def serve(app: web.Application) -> str:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_a_read_broken_mid_stream_resumes_at_the_same_byte_on_the_next_peer(
+    serve_apps: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    first, second = FakeKubo(break_at=300_000), FakeKubo()
+    urls = [await serve_apps(first.app()), await serve_apps(second.app())]
+    async with ClusterStore([f"http://127.0.0.1:{free_port()}"], urls) as store:
+        assert await store.cat("bafyx") == DATA
+    assert first.asked == [{"arg": "bafyx", "offline": "true"}]
+    assert second.asked == [{"arg": "bafyx", "offset": "300000", "offline": "true"}]
+
+
+async def test_a_dead_peer_is_skipped_and_then_asked_last(
+    serve_apps: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    lacking, holding = FakeKubo(has=False), FakeKubo()
+    dead = f"http://127.0.0.1:{free_port()}"
+    urls = [dead, await serve_apps(lacking.app()), await serve_apps(holding.app())]
+    async with ClusterStore([dead], urls) as store:
+        assert await store.cat("bafyx") == DATA
+        assert await store.cat("bafyx") == DATA
+        assert [u for u, _ in store._readers()] == [*urls[1:], dead]  # dead one last now
+    assert len(lacking.asked) == len(holding.asked) == 2
+
+
+async def test_nobody_has_it_is_not_found_but_a_dead_peer_makes_it_unavailable(
+    serve_apps: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    lacking = [await serve_apps(FakeKubo(has=False).app()) for _ in range(2)]
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with ClusterStore([dead], lacking) as store:
+        with pytest.raises(IpfsNotFound):
+            await store.cat("bafyx")
+    async with ClusterStore([dead], [*lacking, dead]) as store:
+        with pytest.raises(IpfsUnavailable):
+            await store.cat("bafyx")
+        with pytest.raises(IpfsUnavailable):  # no REST API answers: 503, not 502
+            await store.add(b"x")
+
+
+async def test_pins_go_to_the_first_rest_api_that_answers(
+    serve_apps: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, dict(request.query)))
+        if request.method == "DELETE":
+            unknown = {"code": 404, "message": "pin is not part of the pinset"}
+            return web.json_response(unknown, status=404)
+        return web.json_response({"cid": request.match_info["cid"]})
+
+    app = web.Application()
+    app.router.add_route("*", "/pins/{cid}", record)
+    rest = await serve_apps(app)
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with ClusterStore([dead, rest], [dead], Replication(1, 2)) as store:
+        await store.replicated(Replication(3, 3)).pin_add("bafyx")
+        await store.pin_rm("bafyx")  # not pinned: what was asked
+    options = {"replication-min": "3", "replication-max": "3", "name": "bitcache"}
+    assert seen == [("POST", "/pins/bafyx", options), ("DELETE", "/pins/bafyx", {})]
