@@ -195,7 +195,8 @@ class ClusterStore:
         peers = self._peers
         for url in peers.rest_health.order(peers.rest_urls):
             try:
-                with observed(peers.observe, f"cluster {call}", (IpfsError,)):
+                # The same call names as kubo's: the metrics read alike on either backend.
+                with observed(peers.observe, call, (IpfsError,)):
                     status, body = await self._rest_once(
                         call, method, url + path, params, data, ok_statuses
                     )
@@ -251,23 +252,23 @@ class ClusterStore:
         return added_cid(body)
 
     async def pin_add(self, cid: str) -> None:
-        await self._rest("pin", "POST", f"/pins/{cid}", self._pin_options())
+        await self._rest("pin/add", "POST", f"/pins/{cid}", self._pin_options())
 
     async def pin_rm(self, cid: str) -> None:
         # 404: "pin is not part of the pinset", which is what was asked.
-        await self._rest("unpin", "DELETE", f"/pins/{cid}", ok_statuses=(200, 404))
+        await self._rest("pin/rm", "DELETE", f"/pins/{cid}", ok_statuses=(200, 404))
 
     async def pin_status(self, cid: str) -> dict[str, str]:
         """Each cluster peer's status for ``cid`` (peer id → "pinned", "pinning",
         "remote", "unpinned", "cluster_error", …), as the cluster reports it."""
-        _, body = await self._rest("status", "GET", f"/pins/{cid}")
+        _, body = await self._rest("pin/status", "GET", f"/pins/{cid}")
         peer_map: dict[str, Any] = json.loads(body).get("peer_map") or {}
         return {peer: str(info.get("status", "")) for peer, info in peer_map.items()}
 
     async def allocation(self, cid: str) -> Replication | None:
         """The replication factor the cluster holds for ``cid``'s pin; None if unpinned."""
         try:
-            _, body = await self._rest("allocation", "GET", f"/allocations/{cid}")
+            _, body = await self._rest("allocations", "GET", f"/allocations/{cid}")
         except IpfsNotFound:
             return None
         pin = json.loads(body)

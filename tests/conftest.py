@@ -63,10 +63,12 @@ def database_url_for(data_dir: Path) -> str | None:
 
 
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:
-    """The sandbox's gateway config, on a free loopback port, on the database under test."""
+    """The sandbox's gateway config, on a free loopback port, on the database and block
+    store under test. A test naming its own kubo_api_url (a proxy it injects faults into)
+    gets the kubo backend on it."""
     if "database_url" not in overrides:
         overrides["database_url"] = database_url_for(data_dir)
-    if net.cluster is not None:
+    if net.cluster is not None and "kubo_api_url" not in overrides:
         overrides = net.cluster.gateway_settings() | overrides
     return sandbox_gateway_config(net, data_dir, free_port(), **overrides)
 

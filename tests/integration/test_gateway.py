@@ -17,7 +17,14 @@ from l402.macaroon import Macaroon, add_caveat, from_base64, to_base64
 from regtest.network import Network
 from storage.crypto import FileDecryptor
 from tests.conftest import gateway_config
-from tests.support import TcpProxy, Uploaded, bearer, random_bytes, upload_raw
+from tests.support import (
+    TcpProxy,
+    Uploaded,
+    bearer,
+    proxied_storage,
+    random_bytes,
+    upload_raw,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -219,26 +226,11 @@ async def test_dependency_outage_gives_503_then_recovers(
     session: aiohttp.ClientSession, network: Network, tmp_path: Path
 ) -> None:
     node = network.node("gateway")
-    assert network.kubo is not None
     lnd_proxy = TcpProxy("127.0.0.1", node.rest_port)
-    kubo_port = int(network.kubo.api_url.rsplit(":", 1)[1])
-    kubo_proxy = TcpProxy("127.0.0.1", kubo_port)
     await lnd_proxy.start()
-    await kubo_proxy.start()
-    storage = [kubo_proxy]
     base = gateway_config(network, tmp_path)
-    update = {
-        "kubo_api_url": f"http://127.0.0.1:{kubo_proxy.port}",
-        "lnd": base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"}),
-    }
-    if base.cluster is not None and network.cluster is not None:
-        # On the cluster backend, storage is peer 0 alone (its kubo and its REST API).
-        rest_proxy = TcpProxy("127.0.0.1", network.cluster.peers[0].rest_port)
-        await rest_proxy.start()
-        storage.append(rest_proxy)
-        update["cluster"] = base.cluster.model_copy(
-            update={"rest_urls": [f"http://127.0.0.1:{rest_proxy.port}"], "kubo_api_urls": []}
-        )
+    update, storage = await proxied_storage(network, base)
+    update["lnd"] = base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"})
     config = base.model_copy(update=update)
     async with serve(config) as url:
         up = await upload_raw(session, url, random_bytes(CHUNK), chunk_size=CHUNK)
