@@ -19,6 +19,7 @@ allocate enough peers) is IpfsUnavailable, so the gateway answers 503 + Retry-Af
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -119,6 +120,10 @@ def cluster_error(call: str, status: int, body: bytes) -> IpfsError:
     return IpfsError(f"cluster {call}: HTTP {status} {message}")
 
 
+class _Unreachable(IpfsUnavailable):
+    """This peer's REST API did not answer: ask the next one."""
+
+
 class _Peers:
     """What every view of one cluster shares: the HTTP sessions and peer health."""
 
@@ -200,10 +205,12 @@ class ClusterStore:
                     status, body = await self._rest_once(
                         call, method, url + path, params, data, ok_statuses
                     )
-            except IpfsUnavailable as exc:
+            except _Unreachable as exc:
                 peers.rest_health.unreachable(url)
                 errors.append(exc)
                 continue
+            # Any other answer is the cluster's, whichever peer gave it (e.g. too few peers
+            # up to place a pin): asking the next peer would get the same one.
             peers.rest_health.answered(url)
             return status, body
         raise combined_error(f"cluster {call}", errors)
@@ -224,7 +231,9 @@ class ClusterStore:
             ) as resp:
                 body = await resp.read()
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise IpfsUnavailable(f"cluster peer {url} unreachable: {exc!r}") from exc
+            raise _Unreachable(f"cluster peer {url} unreachable: {exc!r}") from exc
+        if resp.status >= 502:  # a proxy in front of the peer: the peer is not there
+            raise _Unreachable(f"cluster {call} at {url}: HTTP {resp.status}")
         if resp.status not in ok_statuses:
             raise cluster_error(call, resp.status, body)
         return resp.status, body
@@ -308,10 +317,13 @@ class ClusterStore:
         errors: list[IpfsError] = []
         sent = 0  # bytes already yielded: a later peer resumes from here
         for url, kubo in self._readers():
+            parts = kubo.cat_stream(cid, block, offset=sent, offline=True)
             try:
-                async for part in kubo.cat_stream(cid, block, offset=sent, offline=True):
-                    sent += len(part)
-                    yield part
+                # Closed at once if our reader stops early, releasing that kubo's answer.
+                async with contextlib.aclosing(parts):
+                    async for part in parts:
+                        sent += len(part)
+                        yield part
             except IpfsError as exc:
                 self._note(url, exc)
                 errors.append(exc)

@@ -7,7 +7,7 @@ passes through here.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -83,7 +83,7 @@ class KuboClient:
 
     async def cat_stream(
         self, cid: str, block: int = 256 * 1024, *, offset: int = 0, offline: bool = False
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The content from byte ``offset`` on. ``offline``: only blocks this node holds
         (a missing one is IpfsNotFound at once, instead of a search of the network)."""
         with observed(self._observe, "cat", (IpfsError,)):

@@ -198,3 +198,27 @@ async def test_pins_go_to_the_first_rest_api_that_answers(
         await store.pin_rm("bafyx")  # not pinned: what was asked
     options = {"replication-min": "3", "replication-max": "3", "name": "bitcache"}
     assert seen == [("POST", "/pins/bafyx", options), ("DELETE", "/pins/bafyx", {})]
+
+
+async def test_too_few_peers_is_the_clusters_answer_and_not_retried_elsewhere(
+    serve_apps: Callable[[web.Application], Awaitable[str]],
+) -> None:
+    asked: list[str] = []
+
+    def rest(name: str, status: int, message: str) -> web.Application:
+        async def add(request: web.Request) -> web.Response:
+            asked.append(name)
+            return web.json_response({"code": status, "message": message}, status=status)
+
+        app = web.Application()
+        app.router.add_post("/add", add)
+        return app
+
+    behind_proxy = await serve_apps(rest("proxied", 502, "bad gateway"))
+    refusing = await serve_apps(rest("first", 500, "not enough peers to allocate CID"))
+    other = await serve_apps(rest("second", 500, "not enough peers to allocate CID"))
+    async with ClusterStore([behind_proxy, refusing, other], [other]) as store:
+        with pytest.raises(IpfsUnavailable, match="not enough peers"):
+            await store.add(b"chunk")
+    # A 502 is a peer that is not there: the next is asked; the cluster's refusal is final.
+    assert asked == ["proxied", "first"]
