@@ -249,3 +249,23 @@ async def test_killing_a_peer_and_its_kubo_leaves_every_file_downloadable(
                 assert dead["status"] == "cluster_error" and dead["error"], dead
             async with http.get(f"{url}/v1/health") as resp:
                 assert resp.status == 200 and (await resp.json())["kubo"]["ok"]
+
+            # Uploads go on once the cluster stops counting the dead peer (its metrics
+            # expired): two peers left still meet replication min 2.
+            async def metrics_expired() -> bool:
+                for metric in cluster.allocation_metrics:
+                    if victim.peer_id in await cluster.metric_peers(survivor, metric):
+                        return False
+                return True
+
+            await wait_until("peer 0's metrics to expire", metrics_expired, 30, every_s=0.5)
+            late = tmp_path / "late.bin"
+            late.write_bytes(os.urandom(MIB + 10))
+            async with BitcacheClient(uploader) as client:
+                link = await client.upload(late, progress=False)
+            async with BitcacheClient(downloader) as client:
+                await client.download(link.to_url(), tmp_path / "late-copy.bin", progress=False)
+            assert (tmp_path / "late-copy.bin").read_bytes() == late.read_bytes()
+            late_cids = set(await file_cids(config)) - set(cids)
+            assert len(late_cids) == 2
+            await wait_pinned(http, survivor, sorted(late_cids), 2)
