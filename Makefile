@@ -53,8 +53,9 @@ test: tools web browser postgres
 # gets a PostgreSQL database instead of a SQLite file. Later parts chain in front of it.
 SCALE_SETUP ?= $(PY) -m regtest.postgres run --
 
+# BITCACHE_CLUSTER=1: the network adds a 3-peer IPFS Cluster, which the test gateways store in.
 test-scale: tools web browser postgres
-	$(SCALE_SETUP) $(PY) -m pytest -q tests/integration
+	BITCACHE_CLUSTER=1 $(SCALE_SETUP) $(PY) -m pytest -q tests/integration
 
 unit: $(STAMP) postgres
 	$(PY) -m pytest -q tests/unit

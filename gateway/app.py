@@ -1,8 +1,9 @@
 """The composition root: builds the gateway's aiohttp application from one GatewayConfig.
 
-The one place that chooses implementations: LND's REST API for Lightning, kubo for IPFS,
-the system clock. Tests may pass others (a FakeNode connector, their own clock). The
-production clients report their calls to the app's metrics.
+The one place that chooses implementations: LND's REST API for Lightning, kubo or an IPFS
+Cluster for IPFS (by ``ipfs_backend``, through gateway/blockstores.py), the system clock.
+Tests may pass others (a FakeNode connector, their own clock). The production clients
+report their calls to the app's metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.billing.stream_lease import StreamLease
 from gateway.billing.tokens import TokenService, load_or_create_secret
 from gateway.billing.watcher import WatcherPool
 from gateway.billing.withdrawals import Withdrawals
+from gateway.blockstores import open_block_store, tenant_stores
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
 from gateway.http import metrics as http_metrics
@@ -38,7 +40,6 @@ from gateway.persistence.files import FileStore
 from gateway.services import SERVICES, Services
 from gateway.tenants.nodes import LightningNodes
 from gateway.tenants.registry import TenantRegistry
-from ipfs.kubo import KuboClient
 from ipfs.store import BlockStore
 from lightning.lnd import LndRestClient
 from lightning.node import LightningNode
@@ -72,7 +73,7 @@ def create_app(
 ) -> web.Application:
     """The gateway. ``connect`` makes a Lightning node's client from its settings,
     ``block_store`` the IPFS store from ``config.kubo_api_url``; by default LND's REST
-    API and kubo, both reporting to the app's metrics."""
+    API and the store ``config.ipfs_backend`` names, both reporting to the app's metrics."""
     tenants = TenantRegistry(config)
     metrics = Metrics()  # this app's own registry: tests run many apps in one process
 
@@ -84,8 +85,8 @@ def create_app(
             observe=metrics.lnd_observer(settings.rest_url),
         )
 
-    def kubo(api_url: str) -> BlockStore:
-        return KuboClient(api_url, observe=metrics.ipfs_observer())
+    def ipfs(_api_url: str) -> BlockStore:
+        return open_block_store(config, observe=metrics.ipfs_observer())
 
     app = web.Application(
         middlewares=[
@@ -106,7 +107,7 @@ def create_app(
         db = open_database(config.database, pool_size=config.database_pool_size)
         await db.open()
         nodes = LightningNodes(config.lnd, connect or lnd)
-        store = (block_store or kubo)(config.kubo_api_url)
+        store = (block_store or ipfs)(config.kubo_api_url)
         settlement = MeteredSettlement(db, tenants, metrics, clock)
         secret = load_or_create_secret(config.token_secret_path)
         tokens = TokenService(
@@ -169,6 +170,7 @@ def create_app(
             login_salt_key=login.salt_key(secret),
             meter=meter,
             clock=clock,
+            store_for=tenant_stores(store, config),
         )
         metering = asyncio.create_task(meter.run(METER_INTERVAL_S), name="metering")
         maintenance = asyncio.create_task(

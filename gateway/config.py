@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -67,6 +68,36 @@ class Brand(BaseModel):
     logo_url: str | None = Field(default=None, max_length=2048)
 
 
+class ReplicationSettings(BaseModel):
+    """How many IPFS Cluster peers pin each chunk: at least ``min`` (an upload fails with
+    503 when fewer are up), up to ``max`` when that many are available."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: int = Field(default=2, ge=1, le=100)
+    max: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicationSettings:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is more than max ({self.max})")
+        return self
+
+
+class ClusterSettings(BaseModel):
+    """An IPFS Cluster as the block store (``ipfs_backend: "cluster"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The cluster REST API (port 9094) of one or more peers: pins go to the first that answers.
+    rest_urls: list[HttpUrl] = Field(min_length=1)
+    # Every peer's kubo RPC API, read (offline) in turn after kubo_api_url's, so chunks
+    # still download while a peer or its kubo is down.
+    kubo_api_urls: list[HttpUrl] = Field(default_factory=list)
+    # For tenants that set no replication of their own.
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
+
+
 class TenantSettings(BaseModel):
     """A brand on its own domains: its look, prices, free tier, plans, its cut of every
     sale, and optionally its own Lightning node (so its invoices and earnings are its own)."""
@@ -93,6 +124,8 @@ class TenantSettings(BaseModel):
     plans: list[Plan] = Field(default_factory=default_plans)
     # Versions of each file a vault keeps (the newest N); older ones leave the tree.
     vault_keep_versions: int = Field(default=10, ge=1, le=1000)
+    # On an IPFS Cluster: how many peers pin this tenant's chunks (None: cluster.replication).
+    replication: ReplicationSettings | None = None
 
     def plan(self, plan_id: str) -> Plan | None:
         return next((p for p in self.plans if p.id == plan_id), None)
@@ -123,7 +156,11 @@ class GatewayConfig(BaseModel):
     database_url: str | None = Field(default=None, min_length=1, repr=False)
     # Connections each process keeps to PostgreSQL at most.
     database_pool_size: int = Field(default=10, ge=1, le=1_000)
+    # This machine's kubo RPC API. With ipfs_backend "cluster" it is read first, and
+    # pins go through the cluster (`cluster`) instead.
     kubo_api_url: str
+    ipfs_backend: Literal["kubo", "cluster"] = "kubo"
+    cluster: ClusterSettings | None = None
     lnd: LndSettings
     default_price_msat: int = Field(default=2_000, ge=0, le=100_000_000)
     token_ttl_s: int = Field(default=3_600, ge=60, le=7 * 86_400)
@@ -189,6 +226,12 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_tenants(self) -> GatewayConfig:
         check_tenants(self.tenants)
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_named(self) -> GatewayConfig:
+        if self.ipfs_backend == "cluster" and self.cluster is None:
+            raise ValueError('ipfs_backend "cluster" needs the cluster settings (rest_urls)')
         return self
 
     @field_validator("database_url")

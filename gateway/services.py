@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,11 @@ class Services:
     login_salt_key: bytes
     meter: ServedMeter  # bytes served per file, written in batches
     clock: Clock = system_clock
+    # The store a tenant's uploads go to (on a cluster: with its replication); else ipfs.
+    store_for: Callable[[TenantSettings], BlockStore] | None = None
+
+    def ipfs_for(self, tenant: TenantSettings) -> BlockStore:
+        return self.ipfs if self.store_for is None else self.store_for(tenant)
 
 
 SERVICES = web.AppKey("services", Services)

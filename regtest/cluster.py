@@ -296,3 +296,17 @@ class Cluster:
 
     def describe(self) -> list[dict[str, Any]]:
         return [peer.describe() for peer in self.peers]
+
+    def gateway_settings(self, local: int = 0) -> dict[str, Any]:
+        """GatewayConfig fields for a gateway on peer ``local``'s machine, storing in this
+        cluster: that peer's kubo read first, every peer's REST API and kubo after it."""
+        first = self.peers[local]
+        others = [p for p in self.peers if p is not first]
+        return {
+            "ipfs_backend": "cluster",
+            "kubo_api_url": first.kubo.api_url,
+            "cluster": {
+                "rest_urls": [p.rest_url for p in [first, *others]],
+                "kubo_api_urls": [p.kubo.api_url for p in others],
+            },
+        }

@@ -16,7 +16,8 @@ fee), and a kubo node. Options:
   goes through `router` and pays its fee (`router_fee_msat()` says how much). A separate
   node is the robust way to force that route: the payer's direct channel would always
   win, and product code (client, withdrawals) cannot be told which channel to use.
-- `cluster=True` adds a 3-peer IPFS Cluster, each peer with its own kubo (regtest/cluster.py).
+- `cluster=True` adds a 3-peer IPFS Cluster, each peer with its own kubo (regtest/cluster.py);
+  `kubo` is then peer 0's kubo (the gateway's own node, whose pins the cluster decides).
 
 Every LND node also gets `gateway.macaroon`, baked with exactly the permissions the
 gateway needs (regtest/lnd_admin.py); the sandbox and the tests give the gateway that one.
@@ -190,7 +191,7 @@ class Network:
 
     def processes(self) -> list[ManagedProcess]:
         procs = [n.process for n in self.nodes.values()]
-        if self.kubo:
+        if self.kubo and not self.cluster:  # else it is one of the cluster's
             procs.append(self.kubo.process)
         if self.cluster:
             procs += self.cluster.processes()
@@ -202,9 +203,9 @@ class Network:
         started = time.monotonic()
         self.btcd_dir.mkdir(parents=True)
         # kubo and the cluster are independent of the chain: start them alongside.
-        side_tasks = [asyncio.create_task(self._start_kubo())]
-        if self.cluster is not None:
-            side_tasks.append(asyncio.create_task(self.cluster.start()))
+        side_tasks = [
+            asyncio.create_task(self.cluster.start() if self.cluster else self._start_kubo())
+        ]
         try:
             await self._start_btcd(mining_addrs=[])
             await all_or_none(*(self._start_lnd(name) for name in self.node_names))
@@ -230,6 +231,8 @@ class Network:
             await all_or_none(*checks)
             await self.wait_idle()
             await asyncio.gather(*side_tasks)
+            if self.cluster is not None:
+                self.kubo = self.cluster.peers[0].kubo
         except BaseException:
             for task in side_tasks:
                 task.cancel()

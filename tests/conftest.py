@@ -5,7 +5,8 @@ the same suite on the scale-out parts (each part adds its variable here):
 
 - BITCACHE_TEST_DATABASE_URL: a PostgreSQL server (an admin URL; `python -m regtest.postgres
   run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
-- BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster.
+- BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster, and test gateways
+  store in it (ipfs_backend "cluster", reading peer 0's kubo first).
 """
 
 from __future__ import annotations
@@ -62,9 +63,13 @@ def database_url_for(data_dir: Path) -> str | None:
 
 
 def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayConfig:
-    """The sandbox's gateway config, on a free loopback port, on the database under test."""
+    """The sandbox's gateway config, on a free loopback port, on the database and block
+    store under test. A test naming its own kubo_api_url (a proxy it injects faults into)
+    gets the kubo backend on it."""
     if "database_url" not in overrides:
         overrides["database_url"] = database_url_for(data_dir)
+    if net.cluster is not None and "kubo_api_url" not in overrides:
+        overrides = net.cluster.gateway_settings() | overrides
     return sandbox_gateway_config(net, data_dir, free_port(), **overrides)
 
 

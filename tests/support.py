@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
+from gateway.config import GatewayConfig
+from regtest.network import Network
 from storage.crypto import (
     DEFAULT_CHUNK_SIZE,
     FileEncryptor,
@@ -223,3 +226,24 @@ class TcpProxy:
         self._received.pop(writer, None)
         self._pieces_sent.pop(writer, None)
         self._cuttable.discard(writer)
+
+
+async def proxied_storage(
+    network: Network, config: GatewayConfig
+) -> tuple[dict[str, Any], list[TcpProxy]]:
+    """Config fields (for ``config.model_copy(update=…)``) that send the gateway's storage
+    calls through proxies a test can cut, and those proxies, started: kubo's RPC API, and
+    on the cluster backend (make test-scale) peer 0's REST API too, then the only storage
+    the gateway is given (the cluster backend rides out any one kubo's loss)."""
+    assert network.kubo is not None
+    kubo = TcpProxy("127.0.0.1", int(network.kubo.api_url.rsplit(":", 1)[1]))
+    await kubo.start()
+    update: dict[str, Any] = {"kubo_api_url": f"http://127.0.0.1:{kubo.port}"}
+    if config.cluster is None or network.cluster is None:
+        return update, [kubo]
+    rest = TcpProxy("127.0.0.1", network.cluster.peers[0].rest_port)
+    await rest.start()
+    update["cluster"] = config.cluster.model_copy(
+        update={"rest_urls": [f"http://127.0.0.1:{rest.port}"], "kubo_api_urls": []}
+    )
+    return update, [kubo, rest]

@@ -31,11 +31,19 @@ from gateway.server import serve
 from gateway.services import SERVICES, Services
 from lightning.errors import LightningError
 from lightning.lnd import LndRestClient
+from regtest.cluster import json_values
 from regtest.network import LndNode, Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
 from tests.conftest import gateway_config
-from tests.support import TcpProxy, bearer, create_account, random_bytes, upload_raw
+from tests.support import (
+    TcpProxy,
+    bearer,
+    create_account,
+    proxied_storage,
+    random_bytes,
+    upload_raw,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,18 +77,38 @@ def kubo_url(network: Network) -> str:
     return network.kubo.api_url
 
 
+# On the cluster backend (make test-scale) the session gateway stores in the cluster: what
+# it holds pinned is the cluster's pinset, and data is lost only when every peer lost it.
+
+
 async def pinned(session: aiohttp.ClientSession, network: Network) -> set[str]:
-    async with session.post(
-        f"{kubo_url(network)}/api/v0/pin/ls", params={"type": "recursive"}
-    ) as resp:
+    """What the gateway's store holds pinned: kubo's pins, or the cluster's pinset as
+    peer 0 (the REST API the gateway asks first, so without propagation delay) sees it."""
+    if network.cluster is not None:
+        async with session.get(f"{network.cluster.peers[0].rest_url}/allocations") as resp:
+            assert resp.status == 200, await resp.text()
+            return {str(pin["cid"]) for pin in json_values(await resp.text())}
+    return await kubo_pinned(session, kubo_url(network))
+
+
+async def kubo_pinned(session: aiohttp.ClientSession, url: str) -> set[str]:
+    async with session.post(f"{url}/api/v0/pin/ls", params={"type": "recursive"}) as resp:
         assert resp.status == 200, await resp.text()
         return set((await resp.json())["Keys"])
 
 
+def kubo_urls(network: Network) -> list[str]:
+    """Every kubo that holds the gateway's data: the one, or each cluster peer's."""
+    if network.cluster is not None:
+        return [peer.kubo.api_url for peer in network.cluster.peers]
+    return [kubo_url(network)]
+
+
 async def repo_gc(session: aiohttp.ClientSession, network: Network) -> None:
-    async with session.post(f"{kubo_url(network)}/api/v0/repo/gc") as resp:
-        assert resp.status == 200, await resp.text()
-        await resp.read()
+    for url in kubo_urls(network):
+        async with session.post(f"{url}/api/v0/repo/gc") as resp:
+            assert resp.status == 200, await resp.text()
+            await resp.read()
 
 
 async def cid_of(session: aiohttp.ClientSession, network: Network, data: bytes) -> str:
@@ -96,8 +124,21 @@ async def cid_of(session: aiohttp.ClientSession, network: Network, data: bytes) 
 
 
 async def unpin(session: aiohttp.ClientSession, network: Network, cid: str) -> None:
-    async with session.post(f"{kubo_url(network)}/api/v0/pin/rm", params={"arg": cid}) as resp:
+    """Unpins ``cid`` behind the gateway's back, from every kubo that holds it."""
+    if network.cluster is None:
+        async with session.post(f"{kubo_url(network)}/api/v0/pin/rm", params={"arg": cid}) as r:
+            assert r.status == 200, await r.text()
+        return
+    async with session.delete(f"{network.cluster.peers[0].rest_url}/pins/{cid}") as resp:
         assert resp.status == 200, await resp.text()
+
+    async def unpinned() -> bool:
+        for url in kubo_urls(network):
+            if cid in await kubo_pinned(session, url):
+                return False
+        return True
+
+    await wait_until("every peer's kubo to unpin it", unpinned, 30, every_s=0.2)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -799,19 +840,15 @@ async def test_10_health_does_not_reveal_internal_urls(
     session: aiohttp.ClientSession, network: Network, tmp_path: Path
 ) -> None:
     lnd_proxy = TcpProxy("127.0.0.1", network.node("gateway").rest_port)
-    kubo_proxy = TcpProxy("127.0.0.1", int(kubo_url(network).rsplit(":", 1)[1]))
     await lnd_proxy.start()
-    await kubo_proxy.start()
     base = gateway_config(network, tmp_path)
-    config = base.model_copy(
-        update={
-            "kubo_api_url": f"http://127.0.0.1:{kubo_proxy.port}",
-            "lnd": base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"}),
-        }
-    )
+    update, storage = await proxied_storage(network, base)  # kubo, and the cluster's REST API
+    update["lnd"] = base.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{lnd_proxy.port}"})
+    config = base.model_copy(update=update)
+    kubo_proxy = storage[0]
     try:
-        await lnd_proxy.cut()
-        await kubo_proxy.cut()
+        for proxy in [lnd_proxy, *storage]:
+            await proxy.cut()
         async with serve(config) as url, session.get(f"{url}/v1/health") as resp:
             assert resp.status == 503
             text = await resp.text()
@@ -821,8 +858,8 @@ async def test_10_health_does_not_reveal_internal_urls(
         for secret in ("127.0.0.1", str(lnd_proxy.port), str(kubo_proxy.port), "http", "/v1/"):
             assert secret not in text.replace(str(body.get("type")), ""), secret
     finally:
-        await lnd_proxy.cut()
-        await kubo_proxy.cut()
+        for proxy in [lnd_proxy, *storage]:
+            await proxy.cut()
 
 
 async def test_10_the_csp_allows_the_tenants_own_logo(

@@ -112,17 +112,19 @@ def test_the_gateway_config_is_valid_and_fits_the_services(compose: dict[str, An
     assert config.host == "0.0.0.0"  # reachable by the proxy
     assert config.trust_forwarded_host  # the proxy sets X-Forwarded-Host
     assert config.operator_token is not None
-    # Every host the gateway dials is a service, or an alias every cluster peer carries.
-    aliases = {
-        alias
-        for service in services.values()
-        for network in (service.get("networks") or {}).values()
-        for alias in (network or {}).get("aliases", [])
+    # It stores in the cluster: pins through every peer's REST API, at the port the peers
+    # listen on, reads from every peer's kubo, and survives the loss of one peer.
+    assert config.ipfs_backend == "cluster" and config.cluster is not None
+    rest_port = services["cluster0"]["environment"]["CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS"]
+    assert {(u.host, f"/tcp/{u.port}") for u in config.cluster.rest_urls} == {
+        (f"cluster{i}", rest_port[rest_port.index("/tcp/") :]) for i in range(3)
     }
-    kubo = urlsplit(config.kubo_api_url).hostname
-    assert kubo in aliases and all(
-        kubo in services[f"cluster{i}"]["networks"]["default"]["aliases"] for i in range(3)
-    )
+    kubos = [urlsplit(config.kubo_api_url)] + [
+        urlsplit(str(u)) for u in config.cluster.kubo_api_urls
+    ]
+    assert [(k.hostname, k.port) for k in kubos] == [(f"kubo{i}", 5001) for i in range(3)]
+    assert all(f"kubo{i}" in gateway["depends_on"] for i in range(3))
+    assert config.cluster.replication.min >= 2
     assert urlsplit(config.lnd.rest_url).hostname in services
     # Files it reads are on volumes it mounts: LND's, and a data dir all replicas share.
     mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}

@@ -138,7 +138,8 @@ async def put_chunk(request: web.Request) -> web.Response:
     data = await request.read()
     if len(data) != expected:
         raise _wrong_size(index, expected, len(data))
-    cid = await s.ipfs.add(data)
+    store = s.ipfs_for(tenant_of(request))  # pins with the tenant's replication
+    cid = await store.add(data)
     try:
         created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
     except (ChunkConflict, FileGone) as exc:
@@ -150,7 +151,7 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise conflict(str(exc), "chunk-exists") from exc
     if first_reference:
         # An unpinner may have unpinned this CID between our add and our commit.
-        await s.ipfs.pin_add(cid)
+        await store.pin_add(cid)
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
 
 
