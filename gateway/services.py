@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.billing.credit import CreditService
 from gateway.billing.metering import ServedMeter
 from gateway.billing.settlement import Settlement
 from gateway.billing.signup import Signups
@@ -56,6 +57,7 @@ class Services:
     # Keys the login salt of names with none of their own (identity/login.py).
     login_salt_key: bytes
     meter: ServedMeter  # bytes served per file, written in batches
+    credit: CreditService  # prepaid credit: sold, checked, spent on chunk ranges
     clock: Clock = system_clock
 
 

@@ -23,7 +23,7 @@ class Backlog:
 
 @dataclass(frozen=True)
 class SettledInvoice:
-    kind: str  # "chunks" or "plan"
+    kind: str  # "chunks", "plan" or "credit"
     tenant_id: str
     amount_msat: int
 
@@ -47,12 +47,14 @@ async def backlog(db: Database) -> Backlog:
 
 
 async def settled_invoice(db: Database, payment_hash: bytes) -> SettledInvoice | None:
-    """The settled chunk or plan invoice with this hash; None if there is none."""
+    """The settled chunk, plan or credit invoice with this hash; None if there is none."""
     row = await db.fetch_one(
         "SELECT 'chunks', tenant_id, amount_msat FROM invoices"
         " WHERE payment_hash = ? AND state = 'settled'"
         " UNION ALL SELECT 'plan', tenant_id, amount_msat FROM plan_invoices"
+        " WHERE payment_hash = ? AND state = 'settled'"
+        " UNION ALL SELECT 'credit', tenant_id, amount_msat FROM credits"
         " WHERE payment_hash = ? AND state = 'settled'",
-        (payment_hash, payment_hash),
+        (payment_hash, payment_hash, payment_hash),
     )
     return None if row is None else SettledInvoice(str(row[0]), str(row[1]), int(row[2]))
