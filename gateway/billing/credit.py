@@ -32,7 +32,12 @@ __all__ = ["CreditChallenge", "CreditRefused", "CreditService", "RangeBought"]
 
 
 class CreditRefused(Exception):
-    """The credit cannot pay this range (too little left, expired, not this tenant's)."""
+    """The credit cannot pay this range (too little left, expired, not this tenant's);
+    ``remaining_msat`` is what it holds (None if it is not a credit of this tenant)."""
+
+    def __init__(self, detail: str, remaining_msat: int | None) -> None:
+        super().__init__(detail)
+        self.remaining_msat = remaining_msat
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,12 @@ class CreditService:
         if spent is None:
             now = int(self._clock())
             current = await credits.credit(self._db, payment_hash)
-            raise CreditRefused(refusal(current, file.tenant_id, amount, now))
+            left = (
+                current.remaining_msat
+                if current is not None and current.tenant_id == file.tenant_id
+                else None
+            )
+            raise CreditRefused(refusal(current, file.tenant_id, amount, now), left)
         valid_until = int(self._clock()) + self._token_ttl_s
         macaroon = l402.mint_token(
             self._secret, payment_hash, file.id, chunks.first, chunks.last, valid_until

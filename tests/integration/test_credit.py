@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,12 +17,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.api import BitcacheClient, DownloadResult
+from client.payer import LndPayer
 from gateway.billing import ledger
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.server import serve
 from l402.caveats import COND_VALID_UNTIL
 from l402.macaroon import Macaroon, add_caveat, from_base64, to_base64
 from regtest.network import Network, wait_until
+from sandbox.run import sandbox_client_config
+from storage.capability import ShareLink
+from storage.crypto import MIN_CHUNK_SIZE
 from tests.conftest import gateway_config
 from tests.gateway_process import GatewayProcess
 from tests.ledger_check import check_books
@@ -286,3 +292,86 @@ async def test_two_processes_on_one_database_never_overdraw(
     finally:
         await a.process.stop(grace_s=5)
         await b.process.stop(grace_s=5)
+
+
+# --- the client: credit first, invoices as the fallback ---------------------------------
+
+
+@pytest.fixture(scope="module")
+async def plain_gw(
+    network: Network, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[GatewayConfig, str]]:
+    """A gateway with its default tenant (any Host), as the client reaches it."""
+    config = gateway_config(
+        network,
+        tmp_path_factory.mktemp("credit-client"),
+        default_price_msat=PRICE,
+        credit_max_msat=1_000_000,
+    )
+    async with serve(config) as url:
+        yield config, url
+
+
+async def uploaded(network: Network, url: str, path: Path, chunks: int) -> ShareLink:
+    async with aiohttp.ClientSession() as session:
+        _, key = await create_account(session, url)
+    path.write_bytes(random_bytes(chunks * MIN_CHUNK_SIZE - 7))
+    async with BitcacheClient(sandbox_client_config(network, url, key)) as up:
+        return await up.upload(path, progress=False, chunk_size=MIN_CHUNK_SIZE)
+
+
+async def test_the_client_downloads_on_credit_and_tops_up_in_the_background(
+    network: Network, plain_gw: tuple[GatewayConfig, str], tmp_path: Path
+) -> None:
+    config, url = plain_gw
+    link = await uploaded(network, url, tmp_path / "src.bin", 20)
+    cost = 20 * PRICE
+    downloader = sandbox_client_config(network, url).model_copy(
+        update={"credit_msat": 5 * cost // 2}  # two downloads, then below a quarter
+    )
+    payer = LndPayer(network.node("payer").client, downloader.max_fee_msat)
+    wallet = tmp_path / "state" / "credit.json"
+
+    async def download(n: int) -> DownloadResult:
+        async with BitcacheClient(downloader, payer, credit_path=wallet) as client:
+            result = await client.download(link, tmp_path / f"copy{n}.bin", progress=False)
+        assert (tmp_path / f"copy{n}.bin").read_bytes() == (tmp_path / "src.bin").read_bytes()
+        return result
+
+    first = await download(1)
+    assert payer.payments == 1  # the credit, before the first byte; no invoice per range
+    assert first.credit_spent_msat == first.paid_msat == cost and first.chunks_bought == 20
+    assert wallet.stat().st_mode & 0o777 == 0o600
+    second = await download(2)
+    assert second.credit_spent_msat == cost
+    # Below a quarter after the second: a top-up was bought in the background, and kept.
+    assert payer.payments == 2
+    held = json.loads(wallet.read_text())["credits"]
+    assert sorted(c["remaining_msat"] for c in held) == [cost // 2, 5 * cost // 2]
+    third = await download(3)  # the rest of the first credit, then the top-up
+    assert third.credit_spent_msat == cost and payer.payments == 2
+    await check_books(config.database_path, network.node("gateway").client)
+
+
+async def test_the_client_pays_invoices_when_the_gateway_refuses_its_credit(
+    network: Network, plain_gw: tuple[GatewayConfig, str], tmp_path: Path
+) -> None:
+    config, url = plain_gw
+    link = await uploaded(network, url, tmp_path / "src.bin", 6)
+    downloader = sandbox_client_config(network, url).model_copy(update={"credit_msat": 50_000})
+    payer = LndPayer(network.node("payer").client, downloader.max_fee_msat)
+    wallet = tmp_path / "credit.json"
+    async with BitcacheClient(downloader, payer, credit_path=wallet) as client:
+        assert client.credit is not None
+        credit = await client.credit.ready(url)
+        assert credit is not None and credit.preimage is not None
+        # The gateway's word, not the client's, is what a credit holds: spent elsewhere.
+        payment_hash = hashlib.sha256(credit.preimage).digest()
+        await execute(
+            config, "UPDATE credits SET remaining_msat = 0 WHERE payment_hash = ?", payment_hash
+        )
+        payments = payer.payments
+        result = await client.download(link, tmp_path / "copy.bin", progress=False)
+    assert (tmp_path / "copy.bin").read_bytes() == (tmp_path / "src.bin").read_bytes()
+    assert result.credit_spent_msat == 0 and result.paid_msat == 6 * PRICE
+    assert payer.payments > payments

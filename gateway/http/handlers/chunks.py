@@ -8,6 +8,8 @@ presented with the credit's preimage) so the range's other chunks need no furthe
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 import l402
@@ -101,7 +103,11 @@ async def _serve_with_credit(
         bought = await s.credit.spend(payment_hash, record, chunks)
     except CreditRefused as exc:
         raise await _payment_required(
-            request, record, index, f"credit refused: {exc}; pay the invoice instead"
+            request,
+            record,
+            index,
+            f"credit refused: {exc}; pay the invoice instead",
+            credit_remaining_msat=exc.remaining_msat,
         ) from None
     return await _serve(request, record, index, range_token_headers(bought))
 
@@ -125,7 +131,7 @@ def count_param(request: web.Request) -> int:
 
 
 async def _payment_required(
-    request: web.Request, record: FileRecord, index: int, detail: str
+    request: web.Request, record: FileRecord, index: int, detail: str, **extra: Any
 ) -> Problem:
     s = services(request)
     requested = count_param(request)
@@ -146,4 +152,5 @@ async def _payment_required(
         first=chunks.first,
         count=chunks.count,
         valid_until=challenge.valid_until,
+        **extra,
     )
