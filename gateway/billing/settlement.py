@@ -187,7 +187,7 @@ class Settlement:
             await invoices.expire(conn, payment_hash)
 
     async def expire_stale(self, grace_s: int = 3_600) -> int:
-        """Marks chunk invoices long past their expiry as expired, so the reconcile at
+        """Marks chunk (and credit) invoices long past their expiry as expired, so the reconcile at
         start-up asks LND only about invoices that could still have been paid. Safe: LND
         refuses payments to an expired invoice, and one settled in time is still booked
         from the invoice stream (booking accepts any state but 'settled')."""

@@ -216,12 +216,17 @@ async def expire(conn: Connection, payment_hash: bytes) -> None:
 
 
 async def expire_stale(conn: Connection, expired_before: int) -> int:
-    """Marks open chunk invoices that expired before ``expired_before`` expired; how many."""
+    """Marks open chunk invoices that expired before ``expired_before`` expired, and open
+    credit invoices canceled; how many."""
     cur = await conn.execute(
         "UPDATE invoices SET state = 'expired' WHERE state = 'open' AND expires_at < ?",
         (expired_before,),
     )
-    return cur.rowcount
+    credit = await conn.execute(
+        "UPDATE credits SET state = 'canceled' WHERE state = 'open' AND invoice_expires_at < ?",
+        (expired_before,),
+    )
+    return cur.rowcount + credit.rowcount
 
 
 async def open_payment_hashes(db: Database, reporter: Reporter) -> list[bytes]:

@@ -18,7 +18,7 @@ __all__ = ["Backlog", "SettledInvoice", "backlog", "settled_invoice"]
 class Backlog:
     unpin: int  # CIDs at zero references, for the unpinner
     withdrawals: dict[str, int]  # pending withdrawals per tenant
-    invoices: dict[str, int]  # open chunk and plan invoices per tenant
+    invoices: dict[str, int]  # open chunk, plan and credit invoices per tenant
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ async def backlog(db: Database) -> Backlog:
         "SELECT tenant_id, COUNT(*) FROM ("
         " SELECT tenant_id FROM invoices WHERE state = 'open'"
         " UNION ALL SELECT tenant_id FROM plan_invoices WHERE state = 'open'"
+        " UNION ALL SELECT tenant_id FROM credits WHERE state = 'open'"
         ") AS open_invoices GROUP BY tenant_id"
     )
     return Backlog(

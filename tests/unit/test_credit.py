@@ -299,3 +299,16 @@ async def test_concurrent_spends_never_overdraw(gw: Gateway) -> None:
     assert state is not None and state.remaining_msat == 2 * PRICE_MSAT
     assert await balance(gw.db, f"{ledger.CREDIT}:{gw.tenant.id}") == 2 * PRICE_MSAT
     assert await totals(gw.db) == (0, 0)
+
+
+async def test_unpaid_credit_invoices_expire_and_are_still_booked_if_paid_in_time(
+    gw: Gateway,
+) -> None:
+    challenge = await gw.credit.challenge(gw.tenant.id, 10_000, gw.node, 600, "n", "test")
+    gw.clock.now += 600 + 3_600 + 1
+    assert await gw.settlement.expire_stale() == 1
+    payment_hash = l402.TokenId.decode(from_base64(challenge.macaroon_b64).identifier)
+    # Settled in time after all (the stream reports it late): booked, spendable.
+    assert await gw.settlement.book(payment_hash.payment_hash)
+    state = await gw.credit.state(payment_hash.payment_hash)
+    assert state is not None and (state.state, state.remaining_msat) == ("settled", 10_000)
