@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig, LndSettings, TenantSettings
 from gateway.persistence.accounts import AccountStore
 from gateway.persistence.database import Database, open_database
 from gateway.persistence.files import FileRecord, FileStore
+from gateway.persistence.invoices import Reporter
 from gateway.persistence.ledger import balance, tenant_sum, totals
 from gateway.tenants.registry import TenantRegistry
 from l402.caveats import Caveat
@@ -312,3 +313,17 @@ async def test_unpaid_credit_invoices_expire_and_are_still_booked_if_paid_in_tim
     assert await gw.settlement.book(payment_hash.payment_hash)
     state = await gw.credit.state(payment_hash.payment_hash)
     assert state is not None and (state.state, state.remaining_msat) == ("settled", 10_000)
+
+
+async def test_only_the_issuing_node_books_a_credit_invoice(gw: Gateway) -> None:
+    challenge = await gw.credit.challenge(
+        gw.tenant.id, 10_000, gw.node, 600, gw.node.pubkey, "test"
+    )
+    payment_hash = l402.TokenId.decode(from_base64(challenge.macaroon_b64).identifier)
+    h = payment_hash.payment_hash
+    other = Reporter("02" + "ab" * 32, (gw.tenant.id,))
+    assert not await gw.settlement.book(h, 7, ":other", other)  # another node's word
+    mine = Reporter(gw.node.pubkey, (gw.tenant.id,))
+    assert await gw.settlement.book(h, 8, ":mine", mine)
+    assert not await gw.settlement.book(h)  # and the proof later: booked once
+    assert await balance(gw.db, f"{ledger.CREDIT}:{gw.tenant.id}") == 10_000
