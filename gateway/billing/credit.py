@@ -134,7 +134,7 @@ class CreditService:
         await self._tokens.note_paid(payment_hash)
         amount = file.price_msat * chunks.count
         spent = await self._settlement.spend_credit(
-            payment_hash, file.tenant_id, file.id, chunks.count, amount
+            payment_hash, file.tenant_id, file.id, file.owner_id, chunks.count, amount
         )
         if spent is None:
             now = int(self._clock())

@@ -113,12 +113,14 @@ class Settlement:
         payment_hash: bytes,
         tenant_id: str,
         file_id: str,
+        owner_id: str | None,
         chunk_count: int,
         amount_msat: int,
     ) -> credits.Spend | None:
         """Pays ``chunk_count`` chunks of ``file_id`` (``amount_msat`` in all) from the
         credit with ``payment_hash``: one conditional debit, and in the same transaction
-        the uploader's earnings and the operator's share exactly as for a chunk sale.
+        the uploader's earnings (``owner_id``'s: a file's owner never changes) and the
+        operator's share exactly as for a chunk sale.
         None (nothing changed) if the credit holds less, expired, or is not this tenant's."""
         now = int(self._clock())
         async with self._db.transaction() as conn:
@@ -127,13 +129,14 @@ class Settlement:
                 return None
             tenant = self._tenants.get(tenant_id)
             fee_bps = tenant.operator_fee_bps if tenant else ledger.MAX_BPS
-            owner = await files.owner_of(conn, file_id)
             tx = ledger.for_tenant(
-                ledger.credit_spend(payment_hash.hex(), spent.number, owner, amount_msat, fee_bps),
+                ledger.credit_spend(
+                    payment_hash.hex(), spent.number, owner_id, amount_msat, fee_bps
+                ),
                 tenant_id,
             )
             await book(conn, tx)
-            user = ledger.user_account(owner) if owner is not None else None
+            user = ledger.user_account(owner_id) if owner_id is not None else None
             earned = sum(e.amount_msat for e in tx.entries if e.account == user)
             await files.add_sale(conn, file_id, chunk_count, earned)
         return spent
