@@ -140,6 +140,8 @@ async def test_credit_buys_a_whole_download_exactly(
         rest = {"Authorization": f"L402 {r.headers['Bitcache-Token']}:{preimage}"}
     async with session.get(f"{gw}/v1/files/{up.file_id}/chunks/5", headers=rest) as r:
         assert r.status == 200 and await r.read() == up.sealed[5]
+    async with session.head(f"{gw}/v1/files/{up.file_id}/chunks/0", headers=credit) as r:
+        assert r.status == 402  # HEAD is safe: it spends nothing
     spent = 6 * PRICE
     assert await remaining(session, gw, credit) == 100_000 - spent
     assert await earnings(session, gw, up.api_key) == spent - spent * FEE_BPS // 10_000

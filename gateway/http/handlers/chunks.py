@@ -86,6 +86,10 @@ async def _serve_with_credit(
     request: web.Request, record: FileRecord, index: int, authorization: list[str]
 ) -> web.StreamResponse:
     s = services(request)
+    if request.method != "GET":  # HEAD is safe: it never spends
+        raise await _payment_required(
+            request, record, index, "credit is spent by GET only; HEAD spends nothing"
+        )
     try:
         payment_hash = s.credit.verify(authorization, tenant_of(request).id)
     except l402.L402Error as exc:
