@@ -122,13 +122,15 @@ class CreditService:
         return token.payment_hash
 
     async def state(self, payment_hash: bytes) -> CreditState | None:
-        """The credit as it stands, its invoice booked first if its preimage was shown."""
+        """The credit as it stands, its invoice booked first: ``payment_hash`` comes from
+        :meth:`verify`, whose preimage check proved the payment."""
         await self._tokens.note_paid(payment_hash)
         return await credits.credit(self._db, payment_hash)
 
     async def spend(self, payment_hash: bytes, file: FileRecord, chunks: ChunkRange) -> RangeBought:
-        """Pays ``chunks`` of ``file`` from the credit and mints their chunk token; raises
-        CreditRefused (nothing spent) if the credit cannot pay all of them."""
+        """Pays ``chunks`` of ``file`` from the credit (``payment_hash`` from :meth:`verify`)
+        and mints their chunk token; raises CreditRefused (nothing spent) if the credit
+        cannot pay all of them."""
         # The presented preimage proves the credit's invoice paid: book it now if LND's
         # stream has not yet (once per process; a no-op after).
         await self._tokens.note_paid(payment_hash)
