@@ -266,6 +266,9 @@ class TenantReport(BaseModel):
     fees_msat: int
     plans_msat: int
     signups_msat: int = Field(description="paid signups (the tenant's signup_price_msat)")
+    credit_owed_msat: int = Field(
+        default=0, description="prepaid credit sold and not spent yet (owed to its holders)"
+    )
     ledger_sum_msat: int = Field(
         description="the sum of the tenant's balances (users, holds, its operator and"
         " outside-world accounts): 0 when its books stand on their own"
