@@ -21,6 +21,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from client.config import ClientConfig
+from client.credit import CreditWallet, default_credit_path
 from client.download import DownloadResult, _Download
 from client.errors import ClientError, PaymentRefused
 from client.files import _choose_target
@@ -57,6 +58,7 @@ class BitcacheClient:
         session: aiohttp.ClientSession | None = None,
         *,
         cache_dir: Path | None = None,
+        credit_path: Path | None = None,
         retry_attempts: int = 5,
         retry_delay_s: float = 0.5,
     ) -> None:
@@ -72,6 +74,10 @@ class BitcacheClient:
         self._cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._attempts = max(1, retry_attempts)
         self._retry_delay_s = retry_delay_s
+        # Prepaid credit, when configured (client/credit.py).
+        self.credit: CreditWallet | None = None
+        if config.credit_msat > 0:
+            self.credit = CreditWallet(self, credit_path or default_credit_path())
 
     async def __aenter__(self) -> BitcacheClient:
         return self
@@ -80,6 +86,8 @@ class BitcacheClient:
         await self.close()
 
     async def close(self) -> None:
+        if self.credit is not None:
+            await self.credit.close()  # a top-up in flight must reach the credit file
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -124,10 +132,12 @@ class BitcacheClient:
         headers: Mapping[str, str] | None = None,
         limit: int = _JSON_LIMIT,
         into: bytearray | memoryview | None = None,
+        attempts: int | None = None,
     ) -> _Reply:
         """One HTTP exchange, retried with back-off on 429/502/503/504 and connection errors.
 
-        Every request Bitcache makes is idempotent, so a retry is always safe. ``into``: see
+        Every request Bitcache makes is idempotent, so a retry is always safe, except a
+        chunk request that spends credit: it passes ``attempts=1``. ``into``: see
         client.http._request.
         """
         return await _request(
@@ -141,7 +151,7 @@ class BitcacheClient:
             headers=self._with_account(url, headers),
             limit=limit,
             into=into,
-            attempts=self._attempts,
+            attempts=self._attempts if attempts is None else attempts,
             retry_delay_s=self._retry_delay_s,
         )
 

@@ -89,9 +89,11 @@ def _cmd_get(args: argparse.Namespace) -> int:
     result = asyncio.run(run())
     print(f"saved {result.path} ({format_bytes(result.size)})")
     if result.chunks_bought:
+        credit = result.credit_spent_msat
         print(
             f"paid {format_msat(result.paid_msat)} + {format_msat(result.fees_msat)} fee "
             f"for {result.chunks_bought} of {result.chunks} chunks"
+            + (f" ({format_msat(credit)} of it from prepaid credit)" if credit else "")
         )
     else:
         print("paid nothing")

@@ -88,6 +88,10 @@ class ClientConfig(BaseModel):
     purchase_concurrency: int = Field(default=3, ge=1, le=16)
     # Largest range bought with one payment.
     max_range_chunks: int = Field(default=64, ge=1, le=100_000)
+    # Prepaid credit per gateway (0: none): bought when a paid download finds none held,
+    # topped up in the background below a quarter of it, spent before any invoice is
+    # paid, so a download's first byte waits for no payment. Kept in credit.json.
+    credit_msat: int = Field(default=0, ge=0, le=100_000_000_000)
 
     @field_validator("gateway_url")
     @classmethod

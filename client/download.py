@@ -10,6 +10,11 @@ wait for the disk. An offer is written there *before* it is paid: if the process
 mid-payment (kill -9, power cut), the next run asks the Lightning node whether that invoice
 was paid and takes its preimage, rather than paying for the same chunks again. Each fetcher
 reads its chunks into one reused buffer and decrypts from it.
+
+With prepaid credit (client/credit.py), a purchase is a chunk request presenting the credit
+token: the gateway debits the range and answers with its first chunk and the range's
+token, so no purchase waits for a payment, the first chunk included. Credit refused (too
+little left) falls back to the invoice in that same 402 answer.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from client.config import ClientConfig, atomic_write_private
+from client.credit import CreditWallet, HeldCredit
 from client.errors import ClientError, GatewayError, PaymentRefused
 from client.files import _STATE_VERSION, _fsync_dir, _SharedFd
 from client.http import _PROBLEM_LIMIT, _clean, _is_count, _Reply, _Requester
@@ -46,6 +52,8 @@ _SAVE_INTERVAL_S = 1.0
 _RANGE_GROWTH = 4
 # A resumed token this close to its expiry is not worth presenting.
 _EXPIRY_MARGIN_S = 5
+# Credit spends tried for one range (each refusal says what is left) before its invoice.
+_CREDIT_TRIES = 3
 
 
 class _Buyer(_Requester, Protocol):
@@ -57,6 +65,9 @@ class _Buyer(_Requester, Protocol):
     @property
     def payer(self) -> Payer | None: ...
 
+    @property
+    def credit(self) -> CreditWallet | None: ...
+
 
 @dataclass(frozen=True)
 class DownloadResult:
@@ -66,6 +77,7 @@ class DownloadResult:
     paid_msat: int  # paid to the gateway during this call, fees excluded
     fees_msat: int  # routing fees during this call, if the payer reports them
     chunks_bought: int
+    credit_spent_msat: int = 0  # of paid_msat, what prepaid credit paid
 
 
 def _ranges(flags: bytearray) -> list[list[int]]:
@@ -162,6 +174,8 @@ class _Download:
         self._paid_msat = 0
         self._chunks_bought = 0
         self._budget_chunks = 0
+        self._credit: HeldCredit | None = None  # spent first, while the gateway takes it
+        self._credit_spent_msat = 0
         self._cond = asyncio.Condition()
         self._fd: _SharedFd | None = None
         self._meter: Progress | None = None
@@ -397,8 +411,22 @@ class _Download:
             await self._save(chunks=False)
 
     async def _buy(self, first: int, count: int) -> int:
-        url = f"{self._r.chunk_url(first)}?count={count}"
-        reply = await self._c._request("GET", url, ok=(200,), allow_402=True)
+        reply: _Reply | None = None
+        price = max(1, self._r.price_msat)
+        # Credit first; a refusal (another purchase spent it first) tries what is left,
+        # then the invoice in the gateway's last 402.
+        for _ in range(_CREDIT_TRIES):
+            credit = await self._spendable(price)
+            if credit is None:
+                break
+            n = min(count, credit.available_msat // price)
+            refused = await self._spend(credit, first, n)
+            if refused is None:
+                return n
+            reply = refused
+        if reply is None:
+            url = f"{self._r.chunk_url(first)}?count={count}"
+            reply = await self._c._request("GET", url, ok=(200,), allow_402=True)
         if reply.status == 200:
             raise GatewayError(
                 200,
@@ -423,6 +451,92 @@ class _Download:
             lambda preimage: self._paid_offer(offer, preimage),
         )
         return offer.count
+
+    async def _spendable(self, price: int) -> HeldCredit | None:
+        """Credit that pays at least one chunk now: the one in use, else one held (a
+        top-up may have arrived since the last was used up)."""
+        wallet = self._c.credit
+        if wallet is None:
+            return None
+        if self._credit is None or not self._credit.usable(time.time(), price):
+            self._credit = await wallet.usable(self._r.link.gateway, price)
+        return self._credit
+
+    async def _spend(self, credit: HeldCredit, first: int, count: int) -> _Reply | None:
+        """Buys chunks first.. with credit and stores chunk ``first`` from the same answer;
+        None when done, else the gateway's 402 (its invoice is the fallback)."""
+        wallet = self._c.credit
+        assert wallet is not None and credit.preimage is not None
+        h = self._r.header
+        buffer = bytearray(sealed_chunk_size(first, h.plaintext_size, h.chunk_size) + 1)
+        asked = count * self._r.price_msat
+        wallet.reserve(credit, asked)
+        try:
+            # One attempt: a retried spend could be debited twice.
+            reply = await self._c._request(
+                "GET",
+                f"{self._r.chunk_url(first)}?count={count}",
+                ok=(200,),
+                allow_402=True,
+                headers={"Authorization": credit.authorization()},
+                limit=_PROBLEM_LIMIT,
+                into=buffer,
+                attempts=1,
+            )
+        except BaseException:
+            credit.in_flight_msat -= asked  # unknown outcome: the gateway will say later
+            raise
+        if reply.status == 402:
+            left = reply.problem().get("credit_remaining_msat")
+            log.debug("credit refused (%s)", _clean(reply.problem().get("detail")))
+            await wallet.refused(credit, asked, left if _is_count(left) else None)
+            self._credit = None
+            return reply
+        try:
+            token, spent, left = self._credit_token(credit, first, count, reply)
+        except GatewayError:
+            credit.in_flight_msat -= asked
+            raise
+        body = reply.body
+        assert isinstance(body, memoryview)
+        await _settle(
+            asyncio.to_thread(self._store, first, body),
+            lambda length: self._bought_with_credit(token, spent, first, length),
+        )
+        await wallet.spent(credit, asked, spent, left)
+        return None
+
+    def _credit_token(
+        self, credit: HeldCredit, first: int, count: int, reply: _Reply
+    ) -> tuple[Token, int, int]:
+        """The range token a credit spend answered with, checked against what was asked:
+        (token, msat spent, msat left)."""
+        mac = reply.headers.get("Bitcache-Token", "")
+        spent = reply.headers.get("Bitcache-Credit-Spent", "")
+        left = reply.headers.get("Bitcache-Credit-Remaining", "")
+        scope = token_scope(mac) if mac else None
+        if scope is None or not spent.isdigit() or not left.isdigit():
+            raise GatewayError(200, "Bad answer", "a credit spend came without its token")
+        n = scope.last - scope.first + 1
+        if scope.file_id != self._r.file_id or scope.first != first or not 1 <= n <= count:
+            raise GatewayError(200, "Bad answer", "credit bought another range than asked")
+        if int(spent) != n * self._r.price_msat:
+            raise GatewayError(
+                200,
+                "Bad answer",
+                f"credit was charged {format_msat(int(spent))} for {n} chunks at "
+                f"{format_msat(self._r.price_msat)}",
+            )
+        assert credit.preimage is not None
+        token = Token(mac, credit.preimage, scope.first, scope.last, scope.valid_until, used=True)
+        return token, int(spent), int(left)
+
+    def _bought_with_credit(self, token: Token, spent: int, first: int, length: int) -> None:
+        self._tokens.append(token)
+        self._paid_msat += spent
+        self._credit_spent_msat += spent
+        self._chunks_bought += token.count
+        self._mark_done(first, length)
 
     def _paid_offer(self, offer: _Offer, preimage: bytes) -> None:
         self._add_token(offer, preimage)
@@ -506,20 +620,22 @@ class _Download:
 
     # --- the fetchers -------------------------------------------------------------------
 
-    async def _wait_token(self, index: int) -> Token:
+    async def _wait_token(self, index: int) -> Token | None:
+        """A token for chunk ``index``; None if the chunk came meanwhile (a credit spend
+        brings its range's first chunk)."""
         token = self._token_for(index)
-        if token is not None:
+        if token is not None or self._done[index]:
             return token
         async with self._cond:
             self._starved += 1
             self._cond.notify_all()
             try:
-                await self._cond.wait_for(lambda: self._token_for(index) is not None)
+                await self._cond.wait_for(
+                    lambda: self._done[index] or self._token_for(index) is not None
+                )
             finally:
                 self._starved -= 1
-        token = self._token_for(index)
-        assert token is not None
-        return token
+        return self._token_for(index)
 
     async def _fetcher(self, order: Iterator[int]) -> None:
         # One buffer per fetcher, reused for every chunk it fetches: the largest sealed
@@ -535,6 +651,8 @@ class _Download:
         url = self._r.chunk_url(index)
         while True:
             token = await self._wait_token(index) if self._paid else None
+            if self._done[index]:
+                return
             headers = {"Authorization": token.authorization()} if token is not None else None
             reply = await self._c._request(
                 "GET",
@@ -600,6 +718,8 @@ class _Download:
         try:
             await asyncio.to_thread(self._prepare)
             await self._recover(payer)
+            if self._paid and self._c.credit is not None:
+                await self._ready_credit(self._c.credit)
             needed = [i for i in range(self._n) if not self._done[i]]
             self._remaining = len(needed)
             for index in needed:
@@ -643,4 +763,12 @@ class _Download:
             paid_msat=self._paid_msat,
             fees_msat=max(0, _payer_fees(payer) - fees_before),
             chunks_bought=self._chunks_bought,
+            credit_spent_msat=self._credit_spent_msat,
         )
+
+    async def _ready_credit(self, wallet: CreditWallet) -> None:
+        """Credit to spend, bought now if none is held; without it, invoices as before."""
+        try:
+            self._credit = await wallet.ready(self._r.link.gateway)
+        except (GatewayError, PaymentRefused) as exc:
+            log.warning("no credit (%s); paying per range", exc)

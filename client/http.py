@@ -205,4 +205,5 @@ class _Requester(Protocol):
         headers: Mapping[str, str] | None = None,
         limit: int = _JSON_LIMIT,
         into: bytearray | memoryview | None = None,
+        attempts: int | None = None,
     ) -> _Reply: ...

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.billing.credit import CreditService
 from gateway.billing.metered import MeteredSettlement
 from gateway.billing.metering import ServedMeter
 from gateway.billing.signup import Signups
@@ -27,7 +28,17 @@ from gateway.config import GatewayConfig, LndSettings
 from gateway.http import metrics as http_metrics
 from gateway.http.bodies import body_middleware
 from gateway.http.cache import AnswerCache
-from gateway.http.handlers import accounts, chunks, files, health, logins, pages, preimage, vault
+from gateway.http.handlers import (
+    accounts,
+    chunks,
+    credit,
+    files,
+    health,
+    logins,
+    pages,
+    preimage,
+    vault,
+)
 from gateway.http.middleware import problem_middleware, tenant_middleware
 from gateway.http.openapi import serve_document
 from gateway.http.ratelimit import RateLimiter
@@ -169,6 +180,16 @@ def create_app(
             login_user_limiter=RateLimiter(config.login_user_rate_per_s, config.login_user_burst),
             login_salt_key=login.salt_key(secret),
             meter=meter,
+            credit=CreditService(
+                secret,
+                db,
+                settlement,
+                tokens,
+                config.token_ttl_s,
+                config.credit_ttl_s,
+                config.credit_max_msat,
+                clock,
+            ),
             clock=clock,
             store_for=tenant_stores(store, config),
         )
@@ -225,6 +246,8 @@ def create_app(
     app.router.add_get("/v1/account/withdrawals/{withdrawal_id}", accounts.get_withdrawal)
     app.router.add_get("/v1/operator/report", accounts.operator_report)
     app.router.add_post("/v1/l402/preimage", preimage.preimage)
+    app.router.add_post("/v1/credit", credit.buy_credit)
+    app.router.add_get("/v1/credit", credit.get_credit)
     app.router.add_get("/", pages.upload_page)
     app.router.add_get("/account", pages.account_page)
     app.router.add_get("/f/{file_id}", pages.share_page)

@@ -165,6 +165,10 @@ class GatewayConfig(BaseModel):
     default_price_msat: int = Field(default=2_000, ge=0, le=100_000_000)
     token_ttl_s: int = Field(default=3_600, ge=60, le=7 * 86_400)
     max_range_chunks: int = Field(default=1_024, ge=1, le=100_000)
+    # Prepaid credit (POST /v1/credit): the most one purchase may buy, and how long after
+    # the purchase it can be spent. 0 msat turns credit off.
+    credit_max_msat: int = Field(default=100_000_000, ge=0, le=100_000_000_000)
+    credit_ttl_s: int = Field(default=30 * 86_400, ge=60, le=366 * 86_400)
     # The brands served. A tenants_file, when set, replaces this list and is re-read
     # whenever it changes, so tenants are added or edited without a restart.
     tenants: list[TenantSettings] = Field(default_factory=lambda: [TenantSettings()])

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.billing.credit import CreditService
 from gateway.billing.metering import ServedMeter
 from gateway.billing.settlement import Settlement
 from gateway.billing.signup import Signups
@@ -57,6 +58,7 @@ class Services:
     # Keys the login salt of names with none of their own (identity/login.py).
     login_salt_key: bytes
     meter: ServedMeter  # bytes served per file, written in batches
+    credit: CreditService  # prepaid credit: sold, checked, spent on chunk ranges
     clock: Clock = system_clock
     # The store a tenant's uploads go to (on a cluster: with its replication); else ipfs.
     store_for: Callable[[TenantSettings], BlockStore] | None = None

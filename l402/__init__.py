@@ -9,6 +9,7 @@ the client reads challenges and presents paid tokens with it. One concept per mo
 - ``headers``: ``WWW-Authenticate`` challenge and ``Authorization`` credentials
 - ``mint`` / ``verify``: the server's two jobs, with the root key derived from a secret
 - ``token``: the client's paid token
+- ``credit``: prepaid credit tokens (minted, verified; the balance is the server's)
 - ``errors``: what can go wrong
 
 The names most callers need are re-exported here (``import l402; l402.parse_authorization``).
@@ -27,6 +28,14 @@ from l402.caveats import (
     check_caveats,
     parse_caveat,
     token_scope,
+)
+from l402.credit import (
+    COND_CREDIT,
+    check_credit_caveats,
+    is_credit_authorization,
+    is_credit_macaroon,
+    mint_credit,
+    verify_credit,
 )
 from l402.errors import ChallengeError, L402Error, MacaroonError, TokenRejected
 from l402.headers import (
@@ -51,6 +60,7 @@ from l402.verify import (
 
 __all__ = [
     "COND_CHUNKS",
+    "COND_CREDIT",
     "COND_FILE",
     "COND_SERVICES",
     "COND_VALID_UNTIL",
@@ -70,9 +80,13 @@ __all__ = [
     "TokenScope",
     "build_caveats",
     "check_caveats",
+    "check_credit_caveats",
     "format_challenge",
     "identifier_of",
+    "is_credit_authorization",
+    "is_credit_macaroon",
     "issued_payment_hash",
+    "mint_credit",
     "mint_token",
     "parse_authorization",
     "parse_caveat",
@@ -81,5 +95,6 @@ __all__ = [
     "token_scope",
     "verify_authorization",
     "verify_credential",
+    "verify_credit",
     "verify_grant",
 ]

@@ -4,6 +4,9 @@
 
 - inside the ledger: every transaction sums to zero, every account's stored balance equals
   the sum of its entries, and no account but the outside world is negative;
+- prepaid credit: no credit holds less than nothing or more than it was bought for, each
+  paid credit is booked once, what each spent is exactly its spends in the ledger, and
+  each tenant's credit liability is exactly what its paid credits have left;
 - against Lightning: every invoice of this database that the node says is settled is booked
   exactly once, for exactly what the node received, and nothing the node did not receive
   is booked; every withdrawal the node paid is settled in the ledger with the fee the node
@@ -26,7 +29,7 @@ from typing import Any
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState
 
-INCOMING = ("chunk_sale", "plan_purchase")
+INCOMING = ("chunk_sale", "plan_purchase", "credit_purchase")
 
 
 @dataclass
@@ -74,6 +77,60 @@ def ledger_problems(db_path: Path) -> list[str]:
         " WHERE balance_msat < 0 AND account NOT LIKE 'external:%'",
     ):
         problems.append(f"{account} is overdrawn: {value}")
+    return problems + credit_problems(db_path)
+
+
+def credit_problems(db_path: Path) -> list[str]:
+    """Prepaid credit against the ledger: the empty list when it agrees."""
+    problems = []
+    purchases = Counter(
+        str(r[0])
+        for r in _rows(
+            db_path, "SELECT reference FROM ledger_transactions WHERE kind = 'credit_purchase'"
+        )
+    )
+    spent: Counter[str] = Counter()
+    spends: Counter[str] = Counter()
+    for ref, amount in _rows(
+        db_path,
+        "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
+        " JOIN ledger_entries e ON e.tx_id = t.id"
+        " WHERE t.kind = 'credit_spend' AND e.account LIKE 'liability:credit:%'",
+    ):
+        payment_hash = str(ref).split(":")[0]
+        spent[payment_hash] -= int(amount)
+        spends[payment_hash] += 1
+    owed: Counter[str] = Counter()
+    for raw_hash, tenant, state, amount, remaining, n in _rows(
+        db_path,
+        "SELECT payment_hash, tenant_id, state, amount_msat, remaining_msat, spends FROM credits",
+    ):
+        ref = bytes(raw_hash).hex()
+        if not 0 <= remaining <= amount:
+            problems.append(f"credit {ref} holds {remaining} of {amount}")
+        booked = purchases.pop(ref, 0)
+        if state == "settled":
+            owed[str(tenant)] += int(remaining)
+            if booked != 1:
+                problems.append(f"credit {ref} is paid but booked {booked} times")
+            if spent[ref] != amount - remaining or spends[ref] != n:
+                problems.append(
+                    f"credit {ref}: {amount - remaining} msat spent in {n} spends, the ledger "
+                    f"has {spent[ref]} msat in {spends[ref]}"
+                )
+        elif booked or remaining or n:
+            problems.append(f"credit {ref} is {state} but booked, holding or spent")
+    for ref in purchases:
+        problems.append(f"credit purchase {ref} booked with no credit row")
+    for account, value in _rows(
+        db_path,
+        "SELECT account, balance_msat FROM balances WHERE account LIKE 'liability:credit:%'",
+    ):
+        tenant = str(account).removeprefix("liability:credit:")
+        held = owed.pop(tenant, 0)
+        if int(value) != held:
+            problems.append(f"{account} is {value}, its paid credits hold {held}")
+    problems += [f"credits of {t} hold {v} with no liability booked" for t, v in owed.items() if v]
     return problems
 
 
@@ -119,7 +176,8 @@ async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None
     issued = _rows(
         db_path,
         "SELECT payment_hash, state, amount_msat, tenant_id FROM invoices"
-        " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM plan_invoices",
+        " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM plan_invoices"
+        " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM credits",
     )
     for raw_hash, state, amount, tenant in issued:
         if not mine(tenant):

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CREDIT",
     "HOLD_PREFIX",
     "KIND_CHUNK_SALE",
+    "KIND_CREDIT_PURCHASE",
+    "KIND_CREDIT_SPEND",
     "KIND_PLAN_PURCHASE",
     "KIND_SIGNUP",
     "KIND_WITHDRAWAL_HOLD",
@@ -32,6 +35,8 @@ __all__ = [
     "Transaction",
     "apply",
     "chunk_sale",
+    "credit_purchase",
+    "credit_spend",
     "fee_reserve_msat",
     "plan_purchase",
     "signup_payment",
@@ -47,8 +52,11 @@ LIGHTNING = "external:lightning"
 OPERATOR_FEES = "operator:fees"
 OPERATOR_PLANS = "operator:plans"
 OPERATOR_SIGNUPS = "operator:signups"
+# Prepaid credit not spent yet: what the operator owes its holders (a liability, so it
+# never runs negative: a spend that would overdraw it is refused).
+CREDIT = "liability:credit"
 # The accounts each tenant has its own copy of (for_tenant appends ":<tenant>").
-_HOUSE_ACCOUNTS = (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS, OPERATOR_SIGNUPS)
+_HOUSE_ACCOUNTS = (LIGHTNING, OPERATOR_FEES, OPERATOR_PLANS, OPERATOR_SIGNUPS, CREDIT)
 
 KIND_CHUNK_SALE = "chunk_sale"
 KIND_PLAN_PURCHASE = "plan_purchase"
@@ -56,6 +64,8 @@ KIND_SIGNUP = "signup"
 KIND_WITHDRAWAL_HOLD = "withdrawal_hold"
 KIND_WITHDRAWAL_SETTLE = "withdrawal_settle"
 KIND_WITHDRAWAL_RELEASE = "withdrawal_release"
+KIND_CREDIT_PURCHASE = "credit_purchase"
+KIND_CREDIT_SPEND = "credit_spend"
 
 MAX_BPS = 10_000
 
@@ -181,6 +191,43 @@ def chunk_sale(
         KIND_CHUNK_SALE,
         reference,
         (LIGHTNING, -amount_msat),
+        (OPERATOR_FEES, fee),
+        (owner, amount_msat - fee),
+    )
+
+
+def credit_purchase(payment_hash_hex: str, amount_msat: int) -> Transaction:
+    """A paid credit invoice: the money comes in and is owed to the credit's holder until
+    spent."""
+    reference = _payment_hash(payment_hash_hex)
+    _positive("amount_msat", amount_msat)
+    return _tx(KIND_CREDIT_PURCHASE, reference, (LIGHTNING, -amount_msat), (CREDIT, amount_msat))
+
+
+def credit_spend(
+    payment_hash_hex: str,
+    spend_number: int,
+    owner_account_id: str | None,
+    amount_msat: int,
+    fee_bps: int,
+) -> Transaction:
+    """Chunks bought with credit: the credit pays the uploader and the operator's share
+    exactly as a chunk invoice would (:func:`chunk_sale`); a file whose uploader is gone
+    pays the operator only. The reference is the credit's payment hash and the spend's
+    number on it (``<hash>:<n>``), so each spend is booked once."""
+    reference = f"{_payment_hash(payment_hash_hex)}:{_positive('spend_number', spend_number)}"
+    _positive("amount_msat", amount_msat)
+    _bps("fee_bps", fee_bps)
+    if owner_account_id is None:
+        return _tx(
+            KIND_CREDIT_SPEND, reference, (CREDIT, -amount_msat), (OPERATOR_FEES, amount_msat)
+        )
+    owner = user_account(owner_account_id)
+    fee = amount_msat * fee_bps // MAX_BPS  # floor, as for a chunk sale
+    return _tx(
+        KIND_CREDIT_SPEND,
+        reference,
+        (CREDIT, -amount_msat),
         (OPERATOR_FEES, fee),
         (owner, amount_msat - fee),
     )

@@ -1,4 +1,5 @@
-"""Booking settled invoices: chunk sales credit the uploader, plan purchases raise quotas.
+"""Booking settled invoices: chunk sales credit the uploader, plan purchases raise quotas,
+credit purchases become spendable credit (and each spend of it pays the uploader).
 
 Two paths see a settlement: LND's invoice subscription (billing/watcher.py, resumed from
 the last settle index we booked, so nothing settled while the gateway was down is missed)
@@ -16,7 +17,7 @@ import logging
 from gateway.billing import ledger
 from gateway.billing.quota import Plan, extend
 from gateway.clock import Clock, system_clock
-from gateway.persistence import files, invoices, quotas
+from gateway.persistence import credits, files, invoices, quotas
 from gateway.persistence.database import Connection, Database
 from gateway.persistence.invoices import Reporter
 from gateway.persistence.ledger import book
@@ -49,6 +50,8 @@ class Settlement:
             booked = await self._book_chunk_sale(conn, payment_hash, now, settle_index, reporter)
             if not booked:
                 booked = await self._book_plan(conn, payment_hash, now, reporter)
+            if not booked:
+                booked = await self._book_credit(conn, payment_hash, now, settle_index, reporter)
             if not booked and reporter is not None:
                 issuer = await invoices.issuer_of(conn, payment_hash)
                 if issuer is not None and issuer != reporter.node_id:
@@ -89,6 +92,54 @@ class Settlement:
             earned = sum(e.amount_msat for e in tx.entries if e.account == user)
         await files.add_sale(conn, sale.file_id, sale.chunk_count, earned)
         return True
+
+    async def _book_credit(
+        self,
+        conn: Connection,
+        payment_hash: bytes,
+        now: int,
+        settle_index: int | None,
+        reporter: Reporter | None,
+    ) -> bool:
+        sale = await credits.settle_credit_invoice(conn, payment_hash, now, settle_index, reporter)
+        if sale is None:
+            return False
+        tx = ledger.credit_purchase(payment_hash.hex(), sale.amount_msat)
+        await book(conn, ledger.for_tenant(tx, sale.tenant_id))
+        return True
+
+    async def spend_credit(
+        self,
+        payment_hash: bytes,
+        tenant_id: str,
+        file_id: str,
+        owner_id: str | None,
+        chunk_count: int,
+        amount_msat: int,
+    ) -> credits.Spend | None:
+        """Pays ``chunk_count`` chunks of ``file_id`` (``amount_msat`` in all) from the
+        credit with ``payment_hash``: one conditional debit, and in the same transaction
+        the uploader's earnings (``owner_id``'s: a file's owner never changes) and the
+        operator's share exactly as for a chunk sale.
+        None (nothing changed) if the credit holds less, expired, or is not this tenant's."""
+        now = int(self._clock())
+        async with self._db.transaction() as conn:
+            spent = await credits.spend(conn, payment_hash, tenant_id, amount_msat, now)
+            if spent is None:
+                return None
+            tenant = self._tenants.get(tenant_id)
+            fee_bps = tenant.operator_fee_bps if tenant else ledger.MAX_BPS
+            tx = ledger.for_tenant(
+                ledger.credit_spend(
+                    payment_hash.hex(), spent.number, owner_id, amount_msat, fee_bps
+                ),
+                tenant_id,
+            )
+            await book(conn, tx)
+            user = ledger.user_account(owner_id) if owner_id is not None else None
+            earned = sum(e.amount_msat for e in tx.entries if e.account == user)
+            await files.add_sale(conn, file_id, chunk_count, earned)
+        return spent
 
     async def _book_plan(
         self,
@@ -139,7 +190,7 @@ class Settlement:
             await invoices.expire(conn, payment_hash)
 
     async def expire_stale(self, grace_s: int = 3_600) -> int:
-        """Marks chunk invoices long past their expiry as expired, so the reconcile at
+        """Marks chunk (and credit) invoices long past their expiry as expired, so the reconcile at
         start-up asks LND only about invoices that could still have been paid. Safe: LND
         refuses payments to an expired invoice, and one settled in time is still booked
         from the invoice stream (booking accepts any state but 'settled')."""

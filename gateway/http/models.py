@@ -92,6 +92,20 @@ class LoggedIn(BaseModel):
     note: str
 
 
+class CreditBody(BaseModel):
+    """POST /v1/credit: how much credit to buy (at most the gateway's credit_max_msat)."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount_msat: int = Field(ge=1, le=100_000_000_000, strict=True)
+
+
+class CreditBalance(BaseModel):
+    amount_msat: int = Field(description="what the credit was bought for")
+    remaining_msat: int = Field(description="what is left to spend")
+    valid_until: int = Field(description="unix seconds; spendable before then")
+    state: Literal["open", "settled", "canceled"]
+
+
 class PreimageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     macaroon: str = Field(min_length=10, max_length=64 * 1024)
@@ -252,6 +266,9 @@ class TenantReport(BaseModel):
     fees_msat: int
     plans_msat: int
     signups_msat: int = Field(description="paid signups (the tenant's signup_price_msat)")
+    credit_owed_msat: int = Field(
+        default=0, description="prepaid credit sold and not spent yet (owed to its holders)"
+    )
     ledger_sum_msat: int = Field(
         description="the sum of the tenant's balances (users, holds, its operator and"
         " outside-world accounts): 0 when its books stand on their own"

@@ -1,4 +1,4 @@
-"""The invoices the gateway issued: chunk-range invoices, plan invoices, the settle index.
+"""The invoices the gateway issued: chunk-range, plan and credit invoices, the settle index.
 
 Row states are this module's: a chunk invoice is 'open', 'settled' or 'expired'; a plan
 invoice 'open', 'settled' or 'canceled'. Functions that change rows take the caller's
@@ -27,6 +27,7 @@ __all__ = [
     "issuer_of",
     "open_payment_hashes",
     "record_settle_index",
+    "scope",
     "settle_chunk_invoice",
     "settle_index",
     "settle_plan_invoice",
@@ -57,7 +58,8 @@ class Reporter:
 _ANYONE: tuple[str, list[str]] = ("", [])  # a preimage proves payment, whoever sends it
 
 
-def _scope(reporter: Reporter | None) -> tuple[str, list[str]]:
+def scope(reporter: Reporter | None) -> tuple[str, list[str]]:
+    """The condition limiting an UPDATE to rows ``reporter`` may settle (None: any)."""
     return _ANYONE if reporter is None else reporter.where()
 
 
@@ -158,10 +160,10 @@ async def settle_chunk_invoice(
 
     Any state but 'settled' moves: an invoice we had marked expired that LND settled in
     time is still booked."""
-    scope, params = _scope(reporter)
+    where, params = scope(reporter)
     async with conn.execute(
         "UPDATE invoices SET state = 'settled', settled_at = ?, settle_index = ?"
-        f" WHERE payment_hash = ? AND state != 'settled'{scope}"
+        f" WHERE payment_hash = ? AND state != 'settled'{where}"
         " RETURNING file_id, amount_msat, last_chunk - first_chunk + 1, tenant_id",
         (now, settle_index, payment_hash, *params),
     ) as cur:
@@ -177,10 +179,10 @@ async def settle_plan_invoice(
 ) -> PlanSale | None:
     """Marks the plan invoice settled; None if it is not ours, was settled before, or
     ``reporter`` did not issue it."""
-    scope, params = _scope(reporter)
+    where, params = scope(reporter)
     async with conn.execute(
         "UPDATE plan_invoices SET state = 'settled', settled_at = ?"
-        f" WHERE payment_hash = ? AND state != 'settled'{scope}"
+        f" WHERE payment_hash = ? AND state != 'settled'{where}"
         " RETURNING account_id, plan_id, amount_msat, tenant_id, quota_bytes, duration_s",
         (now, payment_hash, *params),
     ) as cur:
@@ -207,45 +209,58 @@ async def expire(conn: Connection, payment_hash: bytes) -> None:
         "UPDATE plan_invoices SET state = 'canceled' WHERE payment_hash = ? AND state = 'open'",
         (payment_hash,),
     )
+    await conn.execute(
+        "UPDATE credits SET state = 'canceled' WHERE payment_hash = ? AND state = 'open'",
+        (payment_hash,),
+    )
 
 
 async def expire_stale(conn: Connection, expired_before: int) -> int:
-    """Marks open chunk invoices that expired before ``expired_before`` expired; how many."""
+    """Marks open chunk invoices that expired before ``expired_before`` expired, and open
+    credit invoices canceled; how many."""
     cur = await conn.execute(
         "UPDATE invoices SET state = 'expired' WHERE state = 'open' AND expires_at < ?",
         (expired_before,),
     )
-    return cur.rowcount
+    credit = await conn.execute(
+        "UPDATE credits SET state = 'canceled' WHERE state = 'open' AND invoice_expires_at < ?",
+        (expired_before,),
+    )
+    return cur.rowcount + credit.rowcount
 
 
 async def open_payment_hashes(db: Database, reporter: Reporter) -> list[bytes]:
-    """Payment hashes of every open chunk and plan invoice this node may vouch for."""
-    scope, params = reporter.where()
+    """Payment hashes of every open chunk, plan and credit invoice this node may vouch for."""
+    where, params = reporter.where()
     rows = await db.fetch_all(
-        f"SELECT payment_hash FROM invoices WHERE state = 'open'{scope}"
-        f" UNION ALL SELECT payment_hash FROM plan_invoices WHERE state = 'open'{scope}",
-        [*params, *params],
+        f"SELECT payment_hash FROM invoices WHERE state = 'open'{where}"
+        f" UNION ALL SELECT payment_hash FROM plan_invoices WHERE state = 'open'{where}"
+        f" UNION ALL SELECT payment_hash FROM credits WHERE state = 'open'{where}",
+        [*params, *params, *params],
     )
     return [bytes(row[0]) for row in rows]
 
 
 async def issuer_of(conn: Connection, payment_hash: bytes) -> str | None:
-    """The node that issued an unsettled chunk or plan invoice of ours; None if unknown
-    (not ours, settled, or issued before issuers were recorded)."""
+    """The node that issued an unsettled chunk, plan or credit invoice of ours; None if
+    unknown (not ours, settled, or issued before issuers were recorded)."""
     async with conn.execute(
         "SELECT node_id FROM invoices WHERE payment_hash = ? AND state != 'settled'"
         " UNION ALL SELECT node_id FROM plan_invoices"
-        " WHERE payment_hash = ? AND state != 'settled'",
-        (payment_hash, payment_hash),
+        " WHERE payment_hash = ? AND state != 'settled'"
+        " UNION ALL SELECT node_id FROM credits WHERE payment_hash = ? AND state != 'settled'",
+        (payment_hash, payment_hash, payment_hash),
     ) as cur:
         row = await cur.fetchone()
     return None if row is None or row[0] is None else str(row[0])
 
 
 async def tenant_of_invoice(db: Database, payment_hash: bytes) -> str | None:
-    """The tenant a chunk invoice was issued for; None if it is not ours."""
+    """The tenant a chunk or credit invoice was issued for; None if it is not ours."""
     row = await db.fetch_one(
-        "SELECT tenant_id FROM invoices WHERE payment_hash = ?", (payment_hash,)
+        "SELECT tenant_id FROM invoices WHERE payment_hash = ?"
+        " UNION ALL SELECT tenant_id FROM credits WHERE payment_hash = ?",
+        (payment_hash, payment_hash),
     )
     return None if row is None else str(row[0])
 

@@ -18,12 +18,12 @@ __all__ = ["Backlog", "SettledInvoice", "backlog", "settled_invoice"]
 class Backlog:
     unpin: int  # CIDs at zero references, for the unpinner
     withdrawals: dict[str, int]  # pending withdrawals per tenant
-    invoices: dict[str, int]  # open chunk and plan invoices per tenant
+    invoices: dict[str, int]  # open chunk, plan and credit invoices per tenant
 
 
 @dataclass(frozen=True)
 class SettledInvoice:
-    kind: str  # "chunks" or "plan"
+    kind: str  # "chunks", "plan" or "credit"
     tenant_id: str
     amount_msat: int
 
@@ -37,6 +37,7 @@ async def backlog(db: Database) -> Backlog:
         "SELECT tenant_id, COUNT(*) FROM ("
         " SELECT tenant_id FROM invoices WHERE state = 'open'"
         " UNION ALL SELECT tenant_id FROM plan_invoices WHERE state = 'open'"
+        " UNION ALL SELECT tenant_id FROM credits WHERE state = 'open'"
         ") AS open_invoices GROUP BY tenant_id"
     )
     return Backlog(
@@ -47,12 +48,14 @@ async def backlog(db: Database) -> Backlog:
 
 
 async def settled_invoice(db: Database, payment_hash: bytes) -> SettledInvoice | None:
-    """The settled chunk or plan invoice with this hash; None if there is none."""
+    """The settled chunk, plan or credit invoice with this hash; None if there is none."""
     row = await db.fetch_one(
         "SELECT 'chunks', tenant_id, amount_msat FROM invoices"
         " WHERE payment_hash = ? AND state = 'settled'"
         " UNION ALL SELECT 'plan', tenant_id, amount_msat FROM plan_invoices"
+        " WHERE payment_hash = ? AND state = 'settled'"
+        " UNION ALL SELECT 'credit', tenant_id, amount_msat FROM credits"
         " WHERE payment_hash = ? AND state = 'settled'",
-        (payment_hash, payment_hash),
+        (payment_hash, payment_hash, payment_hash),
     )
     return None if row is None else SettledInvoice(str(row[0]), str(row[1]), int(row[2]))

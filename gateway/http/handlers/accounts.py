@@ -297,6 +297,7 @@ async def operator_report(request: web.Request) -> web.Response:
                 # Zero: each tenant's books stand on their own.
                 "ledger_sum_msat": await tenant_sum(s.db, tenant.id),
                 "signups_msat": await balance(s.db, f"{ledger.OPERATOR_SIGNUPS}:{tenant.id}"),
+                "credit_owed_msat": await balance(s.db, f"{ledger.CREDIT}:{tenant.id}"),
             }
         )
     entries_sum, balances_sum = await totals(s.db)

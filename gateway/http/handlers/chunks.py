@@ -1,10 +1,19 @@
-"""GET a chunk: 402 with an L402 challenge until paid, then the ciphertext streamed from IPFS."""
+"""GET a chunk: 402 with an L402 challenge until paid, then the ciphertext streamed from IPFS.
+
+Paid with a chunk token (bought with an invoice, or earlier with credit), or with a credit
+token: then the range asked for (``?count=N``) is paid by one debit of the credit before
+anything is served, and the answer carries the range's chunk token (``Bitcache-Token``,
+presented with the credit's preimage) so the range's other chunks need no further debit.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 import l402
+from gateway.billing.credit import CreditRefused, RangeBought
 from gateway.billing.pricing import purchase_range
 from gateway.http.auth import optional_account
 from gateway.http.chunk_stream import stream_block
@@ -44,22 +53,80 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
                 "Authorization: L402 <macaroon>:<preimage>.",
             )
         try:
+            # Chunk tokens first: a download's repeated token is a cache hit there.
             token = s.tokens.verify(authorization, record.id, index)
         except l402.L402Error as exc:
+            if l402.is_credit_authorization(authorization):
+                return await _serve_with_credit(request, record, index, authorization)
             raise await _payment_required(request, record, index, f"token refused: {exc}") from None
         await s.tokens.note_paid(token.payment_hash)
+    return await _serve(request, record, index, {})
+
+
+async def _serve(
+    request: web.Request, record: FileRecord, index: int, extra: dict[str, str]
+) -> web.StreamResponse:
+    s = services(request)
     chunk = await s.files.chunk(record.id, index)
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
-    response, sent = await stream_block(
-        request,
-        s.ipfs,
-        chunk.cid,
-        chunk.size,
-        {"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000"},
-    )
+    headers = {"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000", **extra}
+    try:
+        response, sent = await stream_block(request, s.ipfs, chunk.cid, chunk.size, headers)
+    except Problem as exc:
+        # Storage failed after credit paid the range: the token still goes to the holder,
+        # so a retry presents it rather than paying again.
+        exc.headers.update(extra)
+        raise
     s.meter.add(record.id, sent)  # written in batches (gateway/billing/metering.py)
     return response
+
+
+async def _serve_with_credit(
+    request: web.Request, record: FileRecord, index: int, authorization: list[str]
+) -> web.StreamResponse:
+    s = services(request)
+    if request.method != "GET":  # HEAD is safe: it never spends
+        raise await _payment_required(
+            request, record, index, "credit is spent by GET only; HEAD spends nothing"
+        )
+    try:
+        payment_hash = s.credit.verify(authorization, tenant_of(request).id)
+    except l402.L402Error as exc:
+        raise await _payment_required(
+            request, record, index, f"credit token refused: {exc}"
+        ) from None
+    chunks = purchase_range(
+        index,
+        count_param(request),
+        record.chunk_count,
+        s.config.max_range_chunks,
+        record.price_msat,
+    )
+    try:
+        bought = await s.credit.spend(payment_hash, record, chunks)
+    except CreditRefused as exc:
+        raise await _payment_required(
+            request,
+            record,
+            index,
+            f"credit refused: {exc}; pay the invoice instead",
+            credit_remaining_msat=exc.remaining_msat,
+        ) from None
+    return await _serve(request, record, index, range_token_headers(bought))
+
+
+def range_token_headers(bought: RangeBought) -> dict[str, str]:
+    """The chunk token credit bought, where the range ends, and what the credit has left."""
+    return {
+        "Bitcache-Token": bought.macaroon_b64,
+        "Bitcache-Token-Chunks": f"{bought.chunks.first}-{bought.chunks.last}",
+        "Bitcache-Token-Valid-Until": str(bought.valid_until),
+        "Bitcache-Credit-Spent": str(bought.amount_msat),
+        "Bitcache-Credit-Remaining": str(bought.remaining_msat),
+        # The answer carries a credential: no cache keeps it.
+        "Cache-Control": "private, no-store",
+    }
 
 
 def count_param(request: web.Request) -> int:
@@ -68,7 +135,7 @@ def count_param(request: web.Request) -> int:
 
 
 async def _payment_required(
-    request: web.Request, record: FileRecord, index: int, detail: str
+    request: web.Request, record: FileRecord, index: int, detail: str, **extra: Any
 ) -> Problem:
     s = services(request)
     requested = count_param(request)
@@ -89,4 +156,5 @@ async def _payment_required(
         first=chunks.first,
         count=chunks.count,
         valid_until=challenge.valid_until,
+        **extra,
     )
