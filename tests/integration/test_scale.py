@@ -206,17 +206,9 @@ async def _refused(host: str, port: int) -> bool:
     return False
 
 
-# Known bug (open): since chunks are streamed from IPFS, the drained download can end ~70 KB
-# short: the handler finishes while the tail is still in the transport's write buffer, and
-# the process exits before it is flushed. Not strict: it passes when the tail makes it.
-_TAIL_LOST = pytest.mark.xfail(
-    strict=False, reason="the last write buffer is not flushed before exit (open bug)"
-)
-
-
 @pytest.mark.parametrize(
     ("shutdown_timeout_s", "drained"),
-    [pytest.param(30.0, True, marks=_TAIL_LOST), (0.1, False)],
+    [(30.0, True), (0.1, False)],
     ids=["drain", "no-drain"],
 )
 async def test_sigterm_lets_a_slow_download_finish(
