@@ -53,6 +53,8 @@ test: tools web browser postgres
 # gets a PostgreSQL database instead of a SQLite file. Later parts chain in front of it.
 SCALE_SETUP ?= $(PY) -m regtest.postgres run --
 
+# Black-box tests get 3 gateway processes behind a round-robin proxy (tests/gateways.py).
+test-scale: export BITCACHE_TEST_GATEWAYS = 3
 test-scale: tools web browser postgres
 	$(SCALE_SETUP) $(PY) -m pytest -q tests/integration
 

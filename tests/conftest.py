@@ -6,6 +6,8 @@ the same suite on the scale-out parts (each part adds its variable here):
 - BITCACHE_TEST_DATABASE_URL: a PostgreSQL server (an admin URL; `python -m regtest.postgres
   run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
 - BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster.
+- BITCACHE_TEST_GATEWAYS=N: `gateway_url` and the tests that use a gateway only through its
+  URL (`serve_gateway`) get N gateway processes behind a round-robin proxy (tests/gateways.py).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig
-from gateway.server import serve
 from regtest import postgres
 from regtest.network import Network
 from regtest.process import free_port
 from sandbox.run import sandbox_gateway_config
+from tests.gateways import serve_gateway
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +74,10 @@ def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayCon
 async def gateway_url(
     network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
-    """A gateway selling chunks at its default price, shared by the integration tests."""
+    """A gateway selling chunks at its default price, shared by the integration tests (with
+    BITCACHE_TEST_GATEWAYS=N, N gateway processes behind a proxy)."""
     config = gateway_config(network, tmp_path_factory.mktemp("gateway"))
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield url
 
 
