@@ -23,7 +23,7 @@ from tests.ledger_check import check_books
 from tests.sql import execute, fetch_all, fetch_value
 from tests.support import bearer, create_account, random_bytes, upload_raw
 
-pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
+pytestmark = pytest.mark.integration
 
 CHUNK = 4096
 OPERATOR = "operator-" + secrets.token_hex(8)
@@ -60,7 +60,7 @@ async def session(
         async with s.get(f"{gw}/v1/operator/report", headers=bearer(OPERATOR)) as resp:
             ledger = (await resp.json())["ledger"]
         assert ledger == {"entries_sum_msat": 0, "balances_sum_msat": 0, "consistent": True}
-        await check_books(gw_config.database_path, network.node("gateway").client)
+        await check_books(gw_config, network.node("gateway").client)
 
 
 async def usage(session: aiohttp.ClientSession, gw: str, api_key: str) -> dict[str, Any]:
@@ -205,7 +205,7 @@ async def test_a_plan_paid_while_the_gateway_was_down_is_credited_after_restart(
                 return (await usage(session, url, key))["limit_bytes"] == PLAN.quota_bytes
 
             await wait_until("reconciliation after restart", credited, timeout_s=15)
-        await check_books(config.database_path, network.node("gateway").client)
+        await check_books(config, network.node("gateway").client)
 
 
 async def earn(
@@ -357,4 +357,4 @@ async def test_marking_stale_invoices_expired_never_loses_a_payment(
             "the late payment to be booked", lambda: _has_balance(session, url, key), timeout_s=15
         )
         assert (await usage(session, url, key))["balance_msat"] == 900
-        await check_books(config.database_path, network.node("gateway").client)
+        await check_books(config, network.node("gateway").client)
