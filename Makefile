@@ -72,6 +72,7 @@ bench: tools
 	$(PY) -m bench.crypto
 	$(PY) -m bench.tokens
 	$(PY) -m bench.download
+	$(PY) -m bench.processes
 
 clean:
 	rm -rf $(VENV)
