@@ -6,6 +6,10 @@
 - SIGTERM: new connections are refused at once, a slow download in flight still gets
   every byte, and the process exits 0, having handed its stream lease on. Given no time
   to drain, the same download is cut short: the test can tell the difference.
+- Three processes on one PostgreSQL database (tests/gateways.py, on the session's server):
+  a token minted by one is honoured by the others; 100 concurrent withdrawals of one
+  balance spread over the three pay out once; kill -9 of one mid-download and the client
+  finishes through the proxy on the other two, with every chunk paid exactly once.
 """
 
 from __future__ import annotations
