@@ -69,7 +69,7 @@ class RoundRobinProxy:
         self.served: Counter[str] = Counter()  # responses started, per backend
         self._turn = itertools.count()
         self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
 
     async def start(self) -> None:
         # No total timeout: long polls (vault changes) and slow downloads pass through.
@@ -79,9 +79,10 @@ class RoundRobinProxy:
             auto_decompress=False,  # bytes pass as the gateway encoded them
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._forward)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # A bare server, no router: every path is forwarded as it came, even one a route
+        # pattern would not match (a %0A in it, percent-encoded bytes that are not UTF-8).
+        server = web.Server(self._forward)
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
@@ -96,7 +97,7 @@ class RoundRobinProxy:
         start = next(self._turn) % len(self.backends)
         return self.backends[start:] + self.backends[:start]
 
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self._session is not None
         headers = _end_to_end(request.headers)
         peer = request.remote or "unknown"
@@ -128,7 +129,7 @@ class RoundRobinProxy:
         return web.Response(status=502, text="no backend answered", headers={"Retry-After": "1"})
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(_end_to_end(upstream.headers))

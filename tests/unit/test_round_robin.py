@@ -54,8 +54,12 @@ async def _backend(name: str) -> tuple[web.AppRunner, str]:
         request.transport.abort()  # a process killed mid-body
         return response
 
+    async def raw(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=request.rel_url.raw_path)
+
     app = web.Application()
     app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/raw/{rest:[\\s\\S]*}", raw)
     app.router.add_get("/big", big)
     app.router.add_get("/short", short)
     runner = web.AppRunner(app, handle_signals=False)
@@ -102,6 +106,17 @@ async def test_turns_skip_a_dead_backend_and_headers_pass_both_ways(
     assert first["forwarded_for"] == ["203.0.113.9, 127.0.0.1"]
     assert first["query"] == "x=1&y=%2F"
     assert sum(proxy.served.values()) == 6 and len(proxy.served) == 2
+
+
+async def test_paths_pass_as_they_came_even_ones_a_route_pattern_would_not_match(
+    two: tuple[list[web.AppRunner], RoundRobinProxy],
+) -> None:
+    _, proxy = two
+    path = "/raw/BJ%C2%93%0A/K%F4%8E%A1"  # a newline, and bytes that are not UTF-8
+    async with aiohttp.ClientSession() as session:
+        async with session.get(URL(proxy.url + path, encoded=True)) as resp:
+            assert resp.status == 200
+            assert await resp.text() == path
 
 
 async def test_bodies_stream_through_whole(
