@@ -54,6 +54,8 @@ test: tools web browser postgres
 SCALE_SETUP ?= $(PY) -m regtest.postgres run --
 
 # BITCACHE_CLUSTER=1: the network adds a 3-peer IPFS Cluster, which the test gateways store in.
+# Black-box tests get 3 gateway processes behind a round-robin proxy (tests/gateways.py).
+test-scale: export BITCACHE_TEST_GATEWAYS = 3
 test-scale: tools web browser postgres
 	BITCACHE_CLUSTER=1 $(SCALE_SETUP) $(PY) -m pytest -q tests/integration
 
@@ -71,6 +73,7 @@ bench: tools
 	$(PY) -m bench.crypto
 	$(PY) -m bench.tokens
 	$(PY) -m bench.download
+	$(PY) -m bench.processes
 
 clean:
 	rm -rf $(VENV)

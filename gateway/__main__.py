@@ -2,8 +2,10 @@
 
 On either signal aiohttp's graceful shutdown closes the listening socket at once (new
 connections are refused) and lets the requests in flight finish, a download to its last
-byte, for up to `shutdown_timeout_s`; then the app stops its background work and hands its
-invoice-stream leases to the other processes, and the process exits 0.
+byte, for up to `shutdown_timeout_s`, and (within the same deadline) for the tail of each
+response to leave its transport's write buffer (gateway/http/flush.py); then the app stops
+its background work and hands its invoice-stream leases to the other processes, and the
+process exits 0.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from gateway.billing.withdrawals import Withdrawals
 from gateway.blockstores import open_block_store, tenant_stores
 from gateway.clock import Clock, system_clock
 from gateway.config import GatewayConfig, LndSettings
+from gateway.http import flush
 from gateway.http import metrics as http_metrics
 from gateway.http.bodies import body_middleware
 from gateway.http.cache import AnswerCache
@@ -219,6 +220,7 @@ def create_app(
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    flush.install(app, config.shutdown_timeout_s)  # the last bytes out before exit
     app[http_metrics.METRICS] = metrics
     app.router.add_get(http_metrics.PATH, http_metrics.serve(metrics))  # not under /v1
     app[vault.NOTIFIER] = vault.VaultNotifier()

@@ -7,6 +7,8 @@ the same suite on the scale-out parts (each part adds its variable here):
   run` sets it). Every test gateway gets a database of its own on it, instead of SQLite.
 - BITCACHE_CLUSTER=1: the regtest network adds a 3-peer IPFS Cluster, and test gateways
   store in it (ipfs_backend "cluster", reading peer 0's kubo first).
+- BITCACHE_TEST_GATEWAYS=N: `gateway_url` and the tests that use a gateway only through its
+  URL (`serve_gateway`) get N gateway processes behind a round-robin proxy (tests/gateways.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig
-from gateway.server import serve
 from regtest import postgres
 from regtest.network import Network
 from regtest.process import free_port
 from sandbox.run import sandbox_gateway_config
+from tests.gateways import serve_gateway
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +79,10 @@ def gateway_config(net: Network, data_dir: Path, **overrides: Any) -> GatewayCon
 async def gateway_url(
     network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
-    """A gateway selling chunks at its default price, shared by the integration tests."""
+    """A gateway selling chunks at its default price, shared by the integration tests (with
+    BITCACHE_TEST_GATEWAYS=N, N gateway processes behind a proxy)."""
     config = gateway_config(network, tmp_path_factory.mktemp("gateway"))
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield url
 
 

@@ -12,8 +12,9 @@
   is booked; every withdrawal the node paid is settled in the ledger with the fee the node
   reports, and every withdrawal released was not paid by the node.
 
-It reads the SQLite file directly (WAL: safe beside a running gateway) and asks LND about
-each payment hash, so it works for in-process gateways and gateway processes alike.
+It reads the database directly, SQLite or PostgreSQL (tests/sql.py: pass the gateway's
+config, or a SQLite path or postgresql:// URL), and asks LND about each payment hash, so it
+works for in-process gateways and gateway processes alike, on either engine.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.persistence.database import Database
 from lightning.lnd import LndRestClient
 from lightning.models import InvoiceState
+from tests.sql import Where, opened, rows
 
 INCOMING = ("chunk_sale", "plan_purchase", "credit_purchase")
 
@@ -52,17 +55,17 @@ def _rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tupl
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def ledger_problems(db_path: Path) -> list[str]:
+async def ledger_problems(db: Database) -> list[str]:
     """Internal consistency only (no LND): the empty list when the books balance."""
     problems = []
-    for tx_id, kind, ref, total in _rows(
-        db_path,
+    for tx_id, kind, ref, total in await rows(
+        db,
         "SELECT t.id, t.kind, t.reference, SUM(e.amount_msat) FROM ledger_transactions t"
         " JOIN ledger_entries e ON e.tx_id = t.id GROUP BY t.id HAVING SUM(e.amount_msat) != 0",
     ):
         problems.append(f"transaction {tx_id} ({kind} {ref}) sums to {total}")
-    for account, stored, summed in _rows(
-        db_path,
+    for account, stored, summed in await rows(
+        db,
         "SELECT COALESCE(b.account, e.account), b.balance_msat, e.total FROM"
         " (SELECT account, SUM(amount_msat) AS total FROM ledger_entries GROUP BY account) e"
         " LEFT JOIN balances b ON b.account = e.account"
@@ -71,8 +74,8 @@ def ledger_problems(db_path: Path) -> list[str]:
     ):
         if stored != summed:
             problems.append(f"{account}: stored balance {stored}, entries sum to {summed}")
-    for account, value in _rows(
-        db_path,
+    for account, value in await rows(
+        db,
         "SELECT account, balance_msat FROM balances"
         " WHERE balance_msat < 0 AND account NOT LIKE 'external:%'",
     ):
@@ -135,29 +138,34 @@ def credit_problems(db_path: Path) -> list[str]:
 
 
 async def check_books(
-    db_path: Path, lnd: LndRestClient, tenants: set[str] | None = None, timeout_s: float = 15
+    where: Where, lnd: LndRestClient, tenants: set[str] | None = None, timeout_s: float = 15
 ) -> Books:
     """`books_once()` until it passes: a payment LND just settled is booked a moment
     later (the invoice stream); anything still wrong after `timeout_s` fails the test."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await books_once(db_path, lnd, tenants)
+            return await books_once(where, lnd, tenants)
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
 
 
-async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None = None) -> Books:
+async def books_once(where: Where, lnd: LndRestClient, tenants: set[str] | None = None) -> Books:
     """Asserts the books balance and match LND (see the module docstring); returns them.
     `tenants`: only the invoices and withdrawals of these tenants are on `lnd`."""
-    problems = ledger_problems(db_path)
+    async with opened(where) as db:
+        return await _books(db, lnd, tenants)
+
+
+async def _books(db: Database, lnd: LndRestClient, tenants: set[str] | None) -> Books:
+    problems = await ledger_problems(db)
     books = Books()
-    for kind, n in _rows(db_path, "SELECT kind, COUNT(*) FROM ledger_transactions GROUP BY kind"):
+    for kind, n in await rows(db, "SELECT kind, COUNT(*) FROM ledger_transactions GROUP BY kind"):
         books.kinds[str(kind)] = int(n)
     books.balances = {
-        str(a): int(v) for a, v in _rows(db_path, "SELECT account, balance_msat FROM balances")
+        str(a): int(v) for a, v in await rows(db, "SELECT account, balance_msat FROM balances")
     }
 
     def mine(tenant: object) -> bool:
@@ -166,15 +174,15 @@ async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None
     # Incoming: every invoice this database issued, as LND sees it.
     booked_in = {
         str(ref): -int(amount)
-        for ref, amount in _rows(
-            db_path,
+        for ref, amount in await rows(
+            db,
             "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
             " JOIN ledger_entries e ON e.tx_id = t.id"
             f" WHERE t.kind IN {INCOMING} AND e.account LIKE 'external:%'",
         )
     }
-    issued = _rows(
-        db_path,
+    issued = await rows(
+        db,
         "SELECT payment_hash, state, amount_msat, tenant_id FROM invoices"
         " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM plan_invoices"
         " UNION ALL SELECT payment_hash, state, amount_msat, tenant_id FROM credits",
@@ -204,8 +212,8 @@ async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None
     # Outgoing: every withdrawal, as LND's payment record sees it.
     settled_out = {
         str(ref): int(amount)
-        for ref, amount in _rows(
-            db_path,
+        for ref, amount in await rows(
+            db,
             "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
             " JOIN ledger_entries e ON e.tx_id = t.id"
             " WHERE t.kind = 'withdrawal_settle' AND e.account LIKE 'external:%'",
@@ -213,12 +221,12 @@ async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None
     }
     released = {
         str(r[0])
-        for r in _rows(
-            db_path, "SELECT reference FROM ledger_transactions WHERE kind = 'withdrawal_release'"
+        for r in await rows(
+            db, "SELECT reference FROM ledger_transactions WHERE kind = 'withdrawal_release'"
         )
     }
-    for wid, raw_hash, state, amount, fee_paid, tenant in _rows(
-        db_path,
+    for wid, raw_hash, state, amount, fee_paid, tenant in await rows(
+        db,
         "SELECT id, payment_hash, state, amount_msat, fee_paid_msat, tenant_id FROM withdrawals",
     ):
         if not mine(tenant):
@@ -247,9 +255,18 @@ async def books_once(db_path: Path, lnd: LndRestClient, tenants: set[str] | None
     return books
 
 
+async def bookings(where: Where, reference: str) -> int:
+    """How many ledger transactions name this payment hash or withdrawal id (either engine)."""
+    async with opened(where) as db:
+        [(n,)] = await rows(
+            db, "SELECT COUNT(*) FROM ledger_transactions WHERE reference = ?", reference
+        )
+    return int(n)
+
+
 def count_bookings(db_path: Path, reference: str) -> int:
-    """How many ledger transactions name this payment hash or withdrawal id."""
-    rows = _rows(
+    """`bookings` without an event loop, on a SQLite file (for the fault tests)."""
+    found = _rows(
         db_path, "SELECT COUNT(*) FROM ledger_transactions WHERE reference = ?", (reference,)
     )
-    return int(rows[0][0])
+    return int(found[0][0])

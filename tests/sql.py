@@ -3,6 +3,8 @@ tamper with rows (a dishonest gateway) or move time (an invoice long expired).""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,22 @@ async def fetch_all(config: Where, sql: str, *params: Any) -> list[tuple[Any, ..
     finally:
         await db.close()
     return [tuple(row[i] for i in range(len(row))) for row in rows]
+
+
+@asynccontextmanager
+async def opened(config: Where) -> AsyncIterator[Database]:
+    """The database, open for several reads (`rows`), closed when the block ends."""
+    db = _database(config)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def rows(db: Database, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Every row of ``sql`` on an `opened` database, as tuples."""
+    return [tuple(row[i] for i in range(len(row))) for row in await db.fetch_all(sql, params)]
 
 
 async def fetch_value(config: Where, sql: str, *params: Any) -> Any:

@@ -15,15 +15,15 @@ from gateway.billing.quota import Plan
 from gateway.billing.settlement import Settlement
 from gateway.config import GatewayConfig, TenantSettings
 from gateway.persistence.database import open_database
-from gateway.server import serve
 from gateway.tenants.registry import TenantRegistry
 from regtest.network import Network, wait_until
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.ledger_check import check_books
 from tests.sql import execute, fetch_all, fetch_value
 from tests.support import bearer, create_account, random_bytes, upload_raw
 
-pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
+pytestmark = pytest.mark.integration
 
 CHUNK = 4096
 OPERATOR = "operator-" + secrets.token_hex(8)
@@ -44,7 +44,7 @@ def gw_config(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Gat
 
 @pytest.fixture(scope="module")
 async def gw(gw_config: GatewayConfig) -> AsyncIterator[str]:
-    async with serve(gw_config) as url:
+    async with serve_gateway(gw_config) as url:
         yield url
 
 
@@ -60,7 +60,7 @@ async def session(
         async with s.get(f"{gw}/v1/operator/report", headers=bearer(OPERATOR)) as resp:
             ledger = (await resp.json())["ledger"]
         assert ledger == {"entries_sum_msat": 0, "balances_sum_msat": 0, "consistent": True}
-        await check_books(gw_config.database_path, network.node("gateway").client)
+        await check_books(gw_config, network.node("gateway").client)
 
 
 async def usage(session: aiohttp.ClientSession, gw: str, api_key: str) -> dict[str, Any]:
@@ -191,7 +191,7 @@ async def test_a_plan_paid_while_the_gateway_was_down_is_credited_after_restart(
 ) -> None:
     config = config_for(network, tmp_path)
     async with aiohttp.ClientSession() as session:
-        async with serve(config) as url:
+        async with serve_gateway(config) as url:
             _, key = await create_account(session, url)
             async with session.post(
                 f"{url}/v1/account/plans", json={"plan_id": "big"}, headers=bearer(key)
@@ -199,13 +199,13 @@ async def test_a_plan_paid_while_the_gateway_was_down_is_credited_after_restart(
                 invoice = (await resp.json())["invoice"]
         # The gateway is stopped; the payment happens now.
         await network.node("payer").client.pay_invoice(invoice, fee_limit_msat=1_000)
-        async with serve(config) as url:
+        async with serve_gateway(config) as url:
 
             async def credited() -> bool:
                 return (await usage(session, url, key))["limit_bytes"] == PLAN.quota_bytes
 
             await wait_until("reconciliation after restart", credited, timeout_s=15)
-        await check_books(config.database_path, network.node("gateway").client)
+        await check_books(config, network.node("gateway").client)
 
 
 async def earn(
@@ -335,7 +335,7 @@ async def test_marking_stale_invoices_expired_never_loses_a_payment(
     """expire_stale() marks long-expired invoices so start-up reconciles fewer; an invoice
     marked that way but paid after all is still booked from LND's invoice stream."""
     config = config_for(network, tmp_path)
-    async with aiohttp.ClientSession() as session, serve(config) as url:
+    async with aiohttp.ClientSession() as session, serve_gateway(config) as url:
         _, key = await create_account(session, url)
         up = await upload_raw(
             session, url, random_bytes(CHUNK), price_msat=1_000, chunk_size=CHUNK, api_key=key
@@ -357,4 +357,4 @@ async def test_marking_stale_invoices_expired_never_loses_a_payment(
             "the late payment to be booked", lambda: _has_balance(session, url, key), timeout_s=15
         )
         assert (await usage(session, url, key))["balance_msat"] == 900
-        await check_books(config.database_path, network.node("gateway").client)
+        await check_books(config, network.node("gateway").client)

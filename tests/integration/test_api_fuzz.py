@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.server import serve
 from regtest.network import Network
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.support import create_account, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconforming_response(
         operator_token="op-" + "x" * 40,
         long_poll_max_s=1,  # generated ?wait= values would otherwise hold requests for a minute
     )
-    async with serve(config) as url, aiohttp.ClientSession() as session:
+    async with serve_gateway(config) as url, aiohttp.ClientSession() as session:
         # Real data for the stateful phase and the owner's key for authenticated operations.
         _, api_key = await create_account(session, url)
         await upload_raw(session, url, random_bytes(5000), chunk_size=4096, api_key=api_key)

@@ -17,12 +17,12 @@ from client.api import BitcacheClient
 from client.config import ClientConfig
 from client.errors import GatewayError
 from gateway.config import GatewayConfig
-from gateway.server import serve
 from regtest.network import Network
 from sandbox.run import sandbox_client_config
 from storage.crypto import encode_file_id
 from storage.errors import ChunkAuthError
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.sql import execute, fetch_all, fetch_value
 from tests.support import create_account
 
@@ -37,7 +37,7 @@ async def e2e(
     network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[GatewayConfig, str]]:
     config = gateway_config(network, tmp_path_factory.mktemp("e2e"), default_price_msat=PRICE_MSAT)
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield config, url
 
 

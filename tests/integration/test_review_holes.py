@@ -36,6 +36,7 @@ from regtest.network import LndNode, Network, wait_until
 from storage.crypto import FileEncryptor, b64url_encode, derive_keys, new_file_id, new_file_key
 from storage.manifest import Manifest, seal_manifest
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.support import (
     TcpProxy,
     bearer,
@@ -915,7 +916,7 @@ async def test_10_the_readmes_macaroon_can_do_everything_the_gateway_does(
     base = gateway_config(network, tmp_path / "gw")
     config = base.model_copy(update={"lnd": base.lnd.model_copy(update={"macaroon": macaroon})})
     payer = network.node("payer").client
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         async with session.get(f"{url}/v1/health") as resp:  # info:read
             assert resp.status == 200
         # A sale: invoice created (invoices:write), paid, looked up (invoices:read).

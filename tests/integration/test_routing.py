@@ -19,9 +19,9 @@ import pytest
 from client.api import BitcacheClient
 from client.config import ClientConfig, LndConnection
 from gateway.config import TenantSettings
-from gateway.server import serve
 from regtest.network import Network, router_fee_msat, wait_until
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.support import bearer, create_account, random_bytes, upload_raw
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ async def gw(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Asyn
         withdrawal_min_fee_msat=5_000,
         default_price_msat=3_000,
     )
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield url
 
 

@@ -18,11 +18,11 @@ from client.sync import vault as vaults
 from client.sync.engine import Report, SyncEngine
 from client.sync.history import entries_at, restore
 from gateway.config import GatewayConfig
-from gateway.server import serve
 from ipfs.kubo import KuboClient
 from regtest.network import Network
 from storage.vault import MIN_MEMLIMIT, MIN_OPSLIMIT
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.sql import fetch_all
 from tests.support import create_account
 
@@ -37,7 +37,7 @@ async def gw(
     network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[GatewayConfig, str]]:
     config = gateway_config(network, tmp_path_factory.mktemp("sync-gw"))
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield config, url
 
 

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 
 from gateway.http.handlers.pages import STATIC_DIR
-from gateway.server import serve
 from regtest.network import Network
 from tests.conftest import gateway_config
+from tests.gateways import serve_gateway
 from tests.support import create_account
 
 try:
@@ -51,7 +51,7 @@ async def web_gateway(
     network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
     config = gateway_config(network, tmp_path_factory.mktemp("web"), default_price_msat=3_000)
-    async with serve(config) as url:
+    async with serve_gateway(config) as url:
         yield url
 
 

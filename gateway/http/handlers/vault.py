@@ -51,6 +51,8 @@ class VaultNotifier:
 
 
 NOTIFIER = web.AppKey("vault_notifier", VaultNotifier)
+# A long-poll reads the account's counter at least this often (several gateway processes).
+_RECHECK_S = 1.0
 
 
 def _store(request: web.Request) -> VaultStore:
@@ -138,7 +140,9 @@ async def get_changes(request: web.Request) -> web.Response:
         if current > since or remaining <= 0:
             break
         try:
-            await asyncio.wait_for(event.wait(), remaining)
+            # The notifier hears only this process's writes; another gateway process's
+            # write is seen at the next look at the database.
+            await asyncio.wait_for(event.wait(), min(remaining, _RECHECK_S))
         except TimeoutError:
             pass
     if current < since:
