@@ -80,22 +80,22 @@ async def ledger_problems(db: Database) -> list[str]:
         " WHERE balance_msat < 0 AND account NOT LIKE 'external:%'",
     ):
         problems.append(f"{account} is overdrawn: {value}")
-    return problems + credit_problems(db_path)
+    return problems + await credit_problems(db)
 
 
-def credit_problems(db_path: Path) -> list[str]:
+async def credit_problems(db: Database) -> list[str]:
     """Prepaid credit against the ledger: the empty list when it agrees."""
     problems = []
     purchases = Counter(
         str(r[0])
-        for r in _rows(
-            db_path, "SELECT reference FROM ledger_transactions WHERE kind = 'credit_purchase'"
+        for r in await rows(
+            db, "SELECT reference FROM ledger_transactions WHERE kind = 'credit_purchase'"
         )
     )
     spent: Counter[str] = Counter()
     spends: Counter[str] = Counter()
-    for ref, amount in _rows(
-        db_path,
+    for ref, amount in await rows(
+        db,
         "SELECT t.reference, e.amount_msat FROM ledger_transactions t"
         " JOIN ledger_entries e ON e.tx_id = t.id"
         " WHERE t.kind = 'credit_spend' AND e.account LIKE 'liability:credit:%'",
@@ -104,8 +104,8 @@ def credit_problems(db_path: Path) -> list[str]:
         spent[payment_hash] -= int(amount)
         spends[payment_hash] += 1
     owed: Counter[str] = Counter()
-    for raw_hash, tenant, state, amount, remaining, n in _rows(
-        db_path,
+    for raw_hash, tenant, state, amount, remaining, n in await rows(
+        db,
         "SELECT payment_hash, tenant_id, state, amount_msat, remaining_msat, spends FROM credits",
     ):
         ref = bytes(raw_hash).hex()
@@ -125,8 +125,8 @@ def credit_problems(db_path: Path) -> list[str]:
             problems.append(f"credit {ref} is {state} but booked, holding or spent")
     for ref in purchases:
         problems.append(f"credit purchase {ref} booked with no credit row")
-    for account, value in _rows(
-        db_path,
+    for account, value in await rows(
+        db,
         "SELECT account, balance_msat FROM balances WHERE account LIKE 'liability:credit:%'",
     ):
         tenant = str(account).removeprefix("liability:credit:")
