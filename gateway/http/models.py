@@ -165,6 +165,7 @@ class Health(BaseModel):
     gateway: ComponentHealth
     lnd: ComponentHealth
     kubo: ComponentHealth
+    database: ComponentHealth
 
 
 class FileState(BaseModel):

@@ -36,6 +36,7 @@ __all__ = [
     "is_postgres_url",
     "migrations",
     "open_database",
+    "ping",
 ]
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -143,6 +144,11 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(_POSTGRES_SCHEMES)
+
+
+async def ping(db: Database) -> None:
+    """One round trip to the database (health checks); DatabaseUnavailable if it is gone."""
+    await db.fetch_one("SELECT 1")
 
 
 def open_database(location: str | Path, *, pool_size: int = 10) -> Database:

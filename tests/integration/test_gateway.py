@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from gateway.server import serve
 from l402.caveats import Caveat
 from l402.macaroon import Macaroon, add_caveat, from_base64, to_base64
+from regtest import postgres
 from regtest.network import Network
 from storage.crypto import FileDecryptor
 from tests.conftest import gateway_config
@@ -211,7 +213,7 @@ async def test_incomplete_upload_resumes_and_cannot_be_downloaded_early(
         assert resp.status == 200
 
 
-async def test_health_reports_lnd_and_kubo(
+async def test_health_reports_lnd_kubo_and_the_database(
     session: aiohttp.ClientSession, gateway_url: str
 ) -> None:
     async with session.get(f"{gateway_url}/v1/health") as resp:
@@ -220,6 +222,9 @@ async def test_health_reports_lnd_and_kubo(
     assert body["lnd"]["ok"] and body["lnd"]["alias"] == "gateway"
     # On the cluster backend (make test-scale) the store's version is the cluster's.
     assert body["kubo"]["ok"] and body["kubo"]["version"].startswith(("0.42", "ipfs-cluster"))
+    # SQLite by default; PostgreSQL under make test-scale (its outage: test_postgres.py).
+    engine = "postgresql" if os.environ.get(postgres.URL_ENV) else "sqlite"
+    assert body["database"] == {"ok": True, "engine": engine}
 
 
 async def test_dependency_outage_gives_503_then_recovers(

@@ -14,6 +14,7 @@ import pytest
 from gateway.server import serve
 from regtest import postgres
 from regtest.network import Network
+from regtest.waiting import wait_until
 from tests.conftest import gateway_config
 from tests.support import TcpProxy, bearer, random_bytes, upload_raw
 
@@ -31,6 +32,26 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def fresh_database(server_url: str, name: str) -> str:
     await postgres.create_database(server_url, name)
     return await postgres.create_schema(postgres.database_url(server_url, name))
+
+
+async def wait_for_database_health(
+    session: aiohttp.ClientSession, gateway: str, ok: bool
+) -> dict[str, object]:
+    """/v1/health's body once its database check says ``ok``; 503 + Retry-After when not."""
+    seen: dict[str, object] = {}
+
+    async def reported() -> bool:
+        async with session.get(f"{gateway}/v1/health") as resp:
+            body, status, retry = await resp.json(), resp.status, resp.headers.get("Retry-After")
+        if body["database"]["ok"] is not ok:
+            return False
+        assert status == (200 if ok else 503)  # only the database was down
+        assert ok or retry == "5"
+        seen.update(body)
+        return True
+
+    await wait_until(f"health to say the database ok={ok}", reported, 10, every_s=0.2)
+    return seen
 
 
 async def test_database_outage_gives_503_then_recovers(
@@ -57,7 +78,12 @@ async def test_database_outage_gives_503_then_recovers(
                 assert "Database" in body["title"]
             async with session.post(f"{gateway}/v1/accounts") as resp:
                 assert resp.status == 503
+            # /v1/health names the database (its answers may be a second old).
+            health = await wait_for_database_health(session, gateway, ok=False)
+            assert health["database"] == {"ok": False, "error": "unreachable"}
             await proxy.restore()
+            health = await wait_for_database_health(session, gateway, ok=True)
+            assert health["database"] == {"ok": True, "engine": "postgresql"}
             async with session.get(info) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["state"] == "complete"

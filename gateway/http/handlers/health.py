@@ -1,4 +1,4 @@
-"""GET /v1/health: is the gateway, its LND node and kubo answering?"""
+"""GET /v1/health: is the gateway, its database, its LND node and its IPFS store answering?"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.problems import PROBLEM_TYPE_BASE
+from gateway.persistence.database import DatabaseUnavailable, ping
 from gateway.services import Services, services
 from ipfs.errors import IpfsError, IpfsUnavailable
 from lightning.errors import LightningError, LightningUnavailable
@@ -24,7 +25,7 @@ def _failure(what: str, exc: Exception) -> dict[str, Any]:
     log.warning("health: %s check failed: %s", what, exc)
     if isinstance(exc, TimeoutError):
         return {"ok": False, "error": "timeout"}
-    if isinstance(exc, LightningUnavailable | IpfsUnavailable):
+    if isinstance(exc, LightningUnavailable | IpfsUnavailable | DatabaseUnavailable):
         return {"ok": False, "error": "unreachable"}
     return {"ok": False, "error": "error"}
 
@@ -46,22 +47,32 @@ async def _kubo(s: Services) -> dict[str, Any]:
     return {"ok": True, "version": version}
 
 
+async def _database(s: Services) -> dict[str, Any]:
+    # SQLite or PostgreSQL: one round trip, so a lost server or a locked file shows here.
+    try:
+        await asyncio.wait_for(ping(s.db), _CHECK_TIMEOUT_S)
+    except (DatabaseUnavailable, TimeoutError) as exc:
+        return _failure("database", exc)
+    return {"ok": True, "engine": s.db.dialect}
+
+
 async def _checks(s: Services) -> dict[str, Any]:
-    lnd, kubo = await asyncio.gather(_lnd(s), _kubo(s))
-    return {"lnd": lnd, "kubo": kubo}
+    lnd, kubo, database = await asyncio.gather(_lnd(s), _kubo(s), _database(s))
+    return {"lnd": lnd, "kubo": kubo, "database": database}
 
 
 async def health(request: web.Request) -> web.Response:
     s = services(request)
     # Free and unauthenticated: whoever asks, LND and kubo are asked at most once a second.
     checks = await s.health.get("health", lambda: _checks(s))
-    lnd, kubo = checks["lnd"], checks["kubo"]
-    ok = lnd["ok"] and kubo["ok"]
+    lnd, kubo, database = checks["lnd"], checks["kubo"], checks["database"]
+    ok = lnd["ok"] and kubo["ok"] and database["ok"]
     body = {
         "status": "ok" if ok else "degraded",
         "gateway": {"ok": True, "version": "0.1.0"},
         "lnd": lnd,
         "kubo": kubo,
+        "database": database,
     }
     if ok:
         return web.json_response(body)
