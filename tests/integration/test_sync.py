@@ -104,13 +104,11 @@ async def devices(url: str, tmp: Path, n: int) -> list[Device]:
     return out
 
 
-def random_file(path: Path, size: int) -> bytes:
-    """``size`` random bytes (no sparse runs), written in 8 MiB blocks; returns them."""
-    blocks = [os.urandom(min(8 * MIB, size - at)) for at in range(0, size, 8 * MIB)]
+def random_file(path: Path, size: int) -> None:
+    """``size`` random bytes (no sparse runs), written 8 MiB at a time."""
     with open(path, "wb") as f:
-        for block in blocks:
-            f.write(block)
-    return b"".join(blocks)
+        for at in range(0, size, 8 * MIB):
+            f.write(os.urandom(min(8 * MIB, size - at)))
 
 
 async def metric(url: str, name: str, **labels: str) -> float:
@@ -248,7 +246,8 @@ async def test_rename_copy_and_insert_send_only_what_changed(
     bytes it stored checks the client's."""
     _, url = gw
     a, b = await devices(url, tmp_path, 2)
-    big = random_file(a.folder / "big.bin", 100 * MIB)
+    random_file(a.folder / "big.bin", 100 * MIB)
+    big = (a.folder / "big.bin").read_bytes()
     await a.sync()
     await b.sync()
 
@@ -274,6 +273,23 @@ async def test_rename_copy_and_insert_send_only_what_changed(
     pulled = await b.sync()
     assert pulled.fetched_chunks <= 2  # the rest is copied from local files
     same_tree(a.folder, b.folder)
+
+
+async def test_renaming_a_500_mib_file_uploads_nothing(
+    gw: tuple[GatewayConfig, str], tmp_path: Path
+) -> None:
+    """The issue's rename at full size: <= 1 MiB sent for a 500 MiB file (in fact none:
+    the rename is found by inode, size and mtime, so nothing is even read)."""
+    _, url = gw
+    (a,) = await devices(url, tmp_path, 1)
+    random_file(a.folder / "video.bin", 500 * MIB)
+    await a.sync()
+    (a.folder / "moved").mkdir()
+    (a.folder / "video.bin").rename(a.folder / "moved" / "renamed.bin")
+    before = await stored(url)
+    renamed = await a.sync()
+    assert renamed.uploaded_bytes == 0 and renamed.hashed_files == 0
+    assert await stored(url) - before <= 1 * MIB
 
 
 async def test_kill_9_mid_upload_then_resume_sends_no_finished_chunk(
