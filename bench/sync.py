@@ -54,8 +54,9 @@ def make_tree(root: Path, total: int, files: int, seed: int = 14) -> list[Path]:
     """``files`` files of random bytes, ``total`` bytes in all, sizes 0.5 to 1.5 times the mean."""
     rng = random.Random(seed)
     mean = total / files
-    sizes = [int(mean * rng.uniform(0.5, 1.5)) for _ in range(files)]
-    sizes[-1] += total - sum(sizes)
+    drawn = [mean * rng.uniform(0.5, 1.5) for _ in range(files)]
+    sizes = [int(d * total / sum(drawn)) for d in drawn]
+    sizes[-1] += total - sum(sizes)  # a few bytes of rounding
     paths = []
     for i, size in enumerate(sizes):
         folder = root / f"d{i // 100:03d}"

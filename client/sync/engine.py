@@ -35,6 +35,7 @@ from storage.vault_tree import Entry, Version, check_path
 
 log = logging.getLogger("bitcache.sync")
 MAX_ROUNDS = 10
+UPLOAD_WORKERS = 8  # chunks sent at a time
 After = Callable[[], None]
 
 
@@ -426,7 +427,7 @@ class SyncEngine:
 
         ok = False
         try:
-            await _run_all([worker() for _ in range(min(8, max(1, len(todo))))])
+            await _run_all([worker() for _ in range(min(UPLOAD_WORKERS, max(1, len(todo))))])
             ok = True
         finally:
             meter.close(ok)

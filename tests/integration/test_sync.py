@@ -469,9 +469,9 @@ async def test_watch_brings_a_new_file_within_seconds_and_stops_cleanly(
             target = b.folder / "hello.txt"
             return target.exists() and target.read_text() == "made on A\n"
 
-        await wait_until("the file on B", arrived, 15, every_s=0.05)
+        await wait_until("the file on B", arrived, 20, every_s=0.05)
         took = time.monotonic() - start
-        assert took < 8, took
+        assert took < 10, took  # "within a few seconds", on a loaded 2-core machine
         # Each pass pulls once or twice and each watcher holds one long-poll; a tight poll
         # would have made tens of requests in that time.
         asked = await metric(url, "bitcache_http_requests_total", route="/v1/vault/changes")
