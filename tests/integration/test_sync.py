@@ -311,6 +311,11 @@ async def test_kill_9_mid_upload_then_resume_sends_no_finished_chunk(
     await wait_until("a few chunks stored", some_chunks_stored, 120, every_s=0.05)
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
+
+    async def settled() -> bool:  # the killed process's requests ended on the gateway too
+        return await metric(url, "bitcache_http_requests_in_flight") <= 1  # this scrape
+
+    await wait_until("the gateway to finish the killed requests", settled, 30, every_s=0.05)
     done_puts = await chunk_puts(url, "201") - puts_before
     done_bytes = await stored(url) - stored_before
     assert done_bytes < 64 * MIB, "nothing was left to resume"
