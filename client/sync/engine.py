@@ -35,7 +35,13 @@ from storage.vault_tree import Entry, Version, check_path
 
 log = logging.getLogger("bitcache.sync")
 MAX_ROUNDS = 10
-UPLOAD_WORKERS = 8  # chunks sent at a time
+# Chunks sent at a time: 8 of the usual ~1 MiB, up to 32 when they are small (a tree of
+# small files is latency-bound: three gateway requests per chunk file). 32 beat 8 in 5 of
+# 6 paired runs of 400 files of ~100 KiB here (median 14 s against 21 s); the bound keeps
+# about 8 MiB of chunks in flight.
+UPLOAD_WORKERS = 8
+UPLOAD_WORKERS_SMALL = 32
+UPLOAD_IN_FLIGHT = 8 << 20
 After = Callable[[], None]
 
 
@@ -107,6 +113,14 @@ def _unchanged(s: Synced, st: Stat | None, brief: Brief | None) -> bool:
         and brief.n == s.n
         and _matches(s, st)
     )
+
+
+def _workers(refs: list[ChunkRef]) -> int:
+    if not refs:
+        return 1
+    mean = max(1, sum(r.length for r in refs) // len(refs))
+    wanted = max(UPLOAD_WORKERS, min(UPLOAD_WORKERS_SMALL, UPLOAD_IN_FLIGHT // mean))
+    return min(wanted, len(refs))
 
 
 def _content(size: int, refs: Iterable[ChunkRef]) -> Version:
@@ -427,7 +441,7 @@ class SyncEngine:
 
         ok = False
         try:
-            await _run_all([worker() for _ in range(min(UPLOAD_WORKERS, max(1, len(todo))))])
+            await _run_all([worker() for _ in range(_workers([r for _, _, r in todo.values()]))])
             ok = True
         finally:
             meter.close(ok)
