@@ -58,7 +58,6 @@ async def gw(
     async with replicas(config, count) as group:  # make test-scale: each counts its own
         METRICS_URLS[group.url] = [p.url for p in group.processes]
         yield config, group.url
-        yield config, url
 
 
 @dataclass
