@@ -187,15 +187,24 @@ def _cmd_login(args: argparse.Namespace) -> int:
     path = Path(args.config).expanduser() if args.config else None
     password = _read_password(args)
 
-    async def run() -> Any:
+    async def run() -> tuple[Any, str]:
         async with BitcacheClient(cfg.model_copy(update={"api_key": None})) as client:
-            return await login.login(client, args.username, password)
+            result = await login.login(client, args.username, password)
+        logged_in = cfg.model_copy(update={"api_key": result["api_key"]})
+        save_config(logged_in, path)
+        # Logging in on a new device unlocks the vault too (issue 14): same password, but
+        # its own derivation (docs/format.md §14.3).
+        async with BitcacheClient(logged_in) as client:
+            try:
+                unlocked = await sync_cli.unlock_at_login(client, args, password)
+            except StorageError:
+                return result, "; its vault has another password: `bitcache vault unlock`"
+        return result, "; its vault is unlocked on this device" if unlocked else ""
 
-    result = asyncio.run(run())
-    save_config(cfg.model_copy(update={"api_key": result["api_key"]}), path)
+    result, vault_note = asyncio.run(run())
     print(
         f"logged in to account {result['account_id']}; its new API key is saved in "
-        f"{path or default_config_path()}"
+        f"{path or default_config_path()}{vault_note}"
     )
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -32,6 +33,11 @@ def _keys_path(args: argparse.Namespace) -> Path:
     return vaults.key_file(Path(args.config).expanduser() if args.config else default_config_path())
 
 
+async def unlock_at_login(client: BitcacheClient, args: argparse.Namespace, password: str) -> bool:
+    """`bitcache login` unlocks the vault with the login password, keys beside the config."""
+    return await vaults.unlock_at_login(client, _keys_path(args), password)
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -54,7 +60,8 @@ def _device(folder: Path, wanted: str | None) -> str:
 
 def _summary(report: Report) -> str:
     parts = [
-        f"uploaded {format_bytes(report.uploaded_bytes)} in {report.uploaded_chunks} chunks",
+        f"uploaded {format_bytes(report.uploaded_bytes)} in {report.uploaded_chunks} chunks"
+        f" ({report.reused_chunks} already on the gateway)",
         f"downloaded {format_bytes(report.downloaded_bytes)}"
         f" ({report.fetched_chunks} chunks fetched)",
         f"{report.hashed_files} files hashed",
@@ -100,7 +107,13 @@ def cmd_sync(args: argparse.Namespace, load: ConfigLoader) -> int:
             engine = SyncEngine(vault, folder, device, progress=not args.quiet)
             try:
                 if args.watch:
-                    await watch(engine, on_pass=lambda r: print(_summary(r), flush=True))
+                    # SIGINT and SIGTERM end the watch cleanly (state closed, exit 0).
+                    stop = asyncio.Event()
+                    loop = asyncio.get_running_loop()
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(sig, stop.set)
+                    await watch(engine, on_pass=lambda r: print(_summary(r), flush=True), stop=stop)
+                    print("stopped", flush=True)
                 else:
                     print(_summary(await engine.run_once()))
             finally:

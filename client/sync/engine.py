@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import stat
@@ -25,7 +26,7 @@ from pathlib import Path
 from client.progress import Progress
 from client.sync.chunker import Chunked, chunk_file, make_chunker
 from client.sync.naming import STATE_DIR, conflict_name, skipped
-from client.sync.state import State, Synced
+from client.sync.state import Brief, Remote, State, Synced
 from client.sync.vault import Vault
 from client.tasks import _run_all
 from storage.vault import ChunkRef, chunk_mac, new_object_id
@@ -34,6 +35,13 @@ from storage.vault_tree import Entry, Version, check_path
 
 log = logging.getLogger("bitcache.sync")
 MAX_ROUNDS = 10
+# Chunks sent at a time: 8 of the usual ~1 MiB, up to 32 when they are small (a tree of
+# small files is latency-bound: three gateway requests per chunk file). 32 beat 8 in 5 of
+# 6 paired runs of 400 files of ~100 KiB here (median 14 s against 21 s); the bound keeps
+# about 8 MiB of chunks in flight.
+UPLOAD_WORKERS = 8
+UPLOAD_WORKERS_SMALL = 32
+UPLOAD_IN_FLIGHT = 8 << 20
 After = Callable[[], None]
 
 
@@ -50,8 +58,9 @@ Upload = tuple[str, str, "Stat", Chunked, Entry | None]
 
 @dataclass
 class Report:
-    uploaded_bytes: int = 0
+    uploaded_bytes: int = 0  # chunk bytes actually sent to the gateway
     uploaded_chunks: int = 0
+    reused_chunks: int = 0  # chunks the gateway already held (an earlier, killed run)
     downloaded_bytes: int = 0
     fetched_chunks: int = 0
     hashed_files: int = 0
@@ -92,6 +101,26 @@ def _matches(s: Synced, st: Stat | None) -> bool:
         and st.kind == s.kind
         and (s.kind == "dir" or (st.size, st.mtime_ns, st.inode) == (s.size, s.mtime_ns, s.inode))
     )
+
+
+def _unchanged(s: Synced, st: Stat | None, brief: Brief | None) -> bool:
+    """In step on both sides: the path is as synced here, and its object (live, same
+    kind) still has the version synced (a folder has none)."""
+    return (
+        brief is not None
+        and brief.deleted is None
+        and brief.kind == s.kind
+        and brief.n == s.n
+        and _matches(s, st)
+    )
+
+
+def _workers(refs: list[ChunkRef]) -> int:
+    if not refs:
+        return 1
+    mean = max(1, sum(r.length for r in refs) // len(refs))
+    wanted = max(UPLOAD_WORKERS, min(UPLOAD_WORKERS_SMALL, UPLOAD_IN_FLIGHT // mean))
+    return min(wanted, len(refs))
 
 
 def _content(size: int, refs: Iterable[ChunkRef]) -> Version:
@@ -156,7 +185,7 @@ class SyncEngine:
         local = await asyncio.to_thread(scan, self.folder)
         synced = self.state.synced()
         remote = self.state.remote()
-        live = {e.path: oid for oid, e in remote.items() if e.deleted is None}
+        live = remote.live()
         writes: dict[str, Entry | None] = {}
         after: list[After] = []
         now = int(time.time())
@@ -175,6 +204,8 @@ class SyncEngine:
                 continue
             st, s = local.get(path), synced.get(path)
             oid = live.get(path) or (s.oid if s else None)
+            if s is not None and s.oid == oid and _unchanged(s, st, remote.briefs.get(oid)):
+                continue  # the common case, decided without reading the object
             entry = remote.get(oid) if oid else None
             if (
                 (st is not None and st.kind == "dir")
@@ -260,16 +291,17 @@ class SyncEngine:
     async def _remote_moves(
         self,
         synced: dict[str, Synced],
-        remote: dict[str, Entry],
+        remote: Remote,
         local: dict[str, Stat],
         report: Report,
     ) -> bool:
         """Follows renames and moves made elsewhere without downloading anything."""
         moved = False
         for path, s in synced.items():
-            entry = remote.get(s.oid)
-            if entry is None or entry.deleted is not None or entry.path == path:
+            brief = remote.briefs.get(s.oid)
+            if brief is None or brief.deleted is not None or brief.path == path:
                 continue
+            entry = remote[s.oid]
             cur = entry.current
             if (
                 s.kind == "file"
@@ -290,7 +322,7 @@ class SyncEngine:
     def _local_moves(
         self,
         synced: dict[str, Synced],
-        remote: dict[str, Entry],
+        remote: Remote,
         local: dict[str, Stat],
         live: dict[str, str],
         writes: dict[str, Entry | None],
@@ -348,7 +380,7 @@ class SyncEngine:
             )
             writes[new_oid] = Entry(kind="dir", path=path, counter=0)
             after.append(
-                partial(self.state.put_synced, Synced(path, new_oid, "dir", 0, 0, 0, 0, []))
+                partial(self.state.put_synced, Synced(path, new_oid, "dir", 0, 0, 0, 0, "[]"))
             )
         elif st is None and live and s is not None:
             assert oid is not None and entry is not None
@@ -357,11 +389,11 @@ class SyncEngine:
         elif st is None and live:
             (self.folder / path).mkdir(parents=True, exist_ok=True)
             assert oid is not None
-            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, []))
+            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, "[]"))
             report.changed.append(f"created folder {path}")
         elif st is not None and live and s is None:
             assert oid is not None
-            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, []))
+            self.state.put_synced(Synced(path, oid, "dir", 0, 0, 0, 0, "[]"))
         elif st is None and s is not None:
             self.state.drop_synced(path)
 
@@ -398,15 +430,18 @@ class SyncEngine:
                 ):
                     failed.add(path)  # changed under us: next pass
                     continue
-                fid = await self.vault.upload_chunk(ref, data)
+                fid, sent = await self.vault.upload_chunk(ref, data)
                 self.state.mark_uploaded(fid)
-                report.uploaded_bytes += ref.length
-                report.uploaded_chunks += 1
+                if sent:
+                    report.uploaded_bytes += ref.length
+                    report.uploaded_chunks += 1
+                else:
+                    report.reused_chunks += 1
                 meter.update(ref.length)
 
         ok = False
         try:
-            await _run_all([worker() for _ in range(min(8, max(1, len(todo))))])
+            await _run_all([worker() for _ in range(_workers([r for _, _, r in todo.values()]))])
             ok = True
         finally:
             meter.close(ok)
@@ -552,17 +587,17 @@ class SyncEngine:
             st.size,
             st.mtime_ns,
             st.inode,
-            chunks,
+            json.dumps(chunks),
         )
 
     def _synced_from(self, s: Synced, st: Stat) -> Synced:
-        return Synced(s.path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks)
+        return Synced(s.path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks_json)
 
     def _relink(self, s: Synced, path: str, st: Stat) -> After:
         def apply() -> None:
             self.state.drop_synced(s.path)
             self.state.put_synced(
-                Synced(path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks)
+                Synced(path, s.oid, s.kind, s.n, st.size, st.mtime_ns, st.inode, s.chunks_json)
             )
 
         return apply

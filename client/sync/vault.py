@@ -116,6 +116,15 @@ async def unlock_with_password(client: BitcacheClient, keys_path: Path, password
     return account
 
 
+async def unlock_at_login(client: BitcacheClient, keys_path: Path, password: str) -> bool:
+    """After `bitcache login`: unlocks the vault with the login password if the account has
+    a password-wrapped vault; False if it has none (nothing to unlock)."""
+    if "password" not in (await vault_info(client)).get("keys", []):
+        return False
+    await unlock_with_password(client, keys_path, password)
+    return True
+
+
 async def make_link(client: BitcacheClient, keys_path: Path) -> str:
     """A one-time code another device can unlock the vault with."""
     account = str((await vault_info(client))["account_id"])
@@ -221,8 +230,9 @@ class Vault:
 
     # --- chunks -------------------------------------------------------------------------------
 
-    async def upload_chunk(self, ref: ChunkRef, data: bytes) -> str:
-        """Stores one chunk as its chunk file (idempotent); returns the file id."""
+    async def upload_chunk(self, ref: ChunkRef, data: bytes) -> tuple[str, bool]:
+        """Stores one chunk as its chunk file (idempotent); returns the file id and whether
+        its bytes were sent (False: the gateway already held the whole chunk file)."""
         cf = chunk_file(self.keys, ref.mac)
         padded = chunk_file_plaintext(data)
         enc = FileEncryptor(
@@ -254,8 +264,9 @@ class Vault:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         if state.get("state") == "complete":
-            return fid  # already there: dedup within the account
-        if state.get("missing"):
+            return fid, False  # already there: dedup within the account
+        sent = bool(state.get("missing"))
+        if sent:
             sealed = await asyncio.to_thread(enc.seal, 0, padded)
             await self.client._request(
                 "PUT",
@@ -265,7 +276,7 @@ class Vault:
                 ok=(200, 201),
             )
         await self.client.call("POST", f"/v1/files/{fid}/complete")
-        return fid
+        return fid, sent
 
     async def fetch_chunk(self, ref: ChunkRef) -> bytes:
         """One chunk, fetched free as its owner, opened and checked against its MAC."""
