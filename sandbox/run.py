@@ -1,8 +1,17 @@
 """`bitcache sandbox`: the regtest network plus a gateway on it, ready to upload and pay.
 
-Creates an account on the gateway and writes the client config (gateway URL, API key, and
-the network's `payer` LND node) where `bitcache` looks by default, so `bitcache upload`
-and `bitcache get` work from another terminal at once. Ctrl-C stops everything.
+Creates an account on the gateway and writes the client config (gateway URL, API key, the
+network's `payer` LND node, and a small prepaid credit) where `bitcache` looks by default,
+so `bitcache upload` and `bitcache get` work from another terminal at once. Ctrl-C stops
+everything.
+
+The saved config holds credit (`credit_msat`) because that is how a client should pay: the
+first paid `bitcache get` buys it with one Lightning payment, and every range after that,
+in that download and the next ones, is paid by a debit at the gateway, so downloads do not
+wait for payments (README, "Speed"). The amount is small (regtest sats, 250 chunks at the
+sandbox's default price) and nothing else changes: without credit left the client pays
+invoices as before. `sandbox_client_config`, used by tests and benches, holds none, so
+they choose.
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ from client.errors import ClientError
 from gateway.config import GatewayConfig, LndSettings
 from gateway.server import serve
 from regtest.network import Network
+
+# The credit the sandbox's saved client config buys at its first paid download: 500 sat,
+# 250 chunks at the default 2 000 msat; topped up in the background below a quarter.
+SANDBOX_CREDIT_MSAT = 500_000
 
 
 def sandbox_gateway_config(
@@ -76,17 +89,20 @@ async def _run(port: int, config_path: Path) -> None:
             except OSError as exc:
                 raise ClientError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
             api_key = await _create_account(url)
-            save_config(sandbox_client_config(net, url, api_key), config_path)
+            client = sandbox_client_config(net, url, api_key)
+            save_config(client.model_copy(update={"credit_msat": SANDBOX_CREDIT_MSAT}), config_path)
             kubo = net.kubo.api_url if net.kubo else "?"
             print(
                 f"\nBitcache sandbox ready ({net.ready_seconds:.0f}s for the network)\n"
                 f"  gateway  {url}   (health: {url}/v1/health)\n"
-                f"  client   {config_path}: this gateway, a new account, the `payer` node\n"
+                f"  client   {config_path}: this gateway, a new account, the `payer` node,\n"
+                f"           {SANDBOX_CREDIT_MSAT // 1000} sat of prepaid credit per gateway\n"
                 f"  kubo     {kubo}\n"
                 f"  state    {net.root}\n\n"
                 "In another terminal (after `. .venv/bin/activate`):\n"
                 "  bitcache upload FILE      # encrypts, uploads, prints a share link\n"
-                "  bitcache get LINK         # pays per chunk over Lightning, decrypts\n"
+                "  bitcache get LINK         # pays from prepaid credit (bought once over\n"
+                "                            #   Lightning), decrypts\n"
                 "  bitcache account usage    # quota, earnings\n\n"
                 "Ctrl-C stops everything.",
                 file=sys.stderr,

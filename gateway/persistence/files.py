@@ -33,7 +33,6 @@ class FileRecord:
     header: FileHeader
     manifest: bytes
     price_msat: int
-    chunks_present: int
     owner_id: str | None
     stored_bytes: int
     tenant_id: str
@@ -218,9 +217,7 @@ class FileStore:
     async def get(self, file_id: str) -> FileRecord | None:
         row = await self.db.fetch_one(
             "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
-            " f.stored_bytes, f.tenant_id,"
-            " (SELECT COUNT(*) FROM chunks c WHERE c.file_id = f.id) AS present"
-            " FROM files f WHERE f.id = ?",
+            " f.stored_bytes, f.tenant_id FROM files f WHERE f.id = ?",
             (file_id,),
         )
         if row is None:
@@ -231,7 +228,6 @@ class FileStore:
             header=FileHeader.from_json_dict(json.loads(row["header"])),
             manifest=bytes(row["manifest"]),
             price_msat=int(row["price_msat"]),
-            chunks_present=int(row["present"]),
             owner_id=row["owner_id"],
             stored_bytes=int(row["stored_bytes"]),
             tenant_id=row["tenant_id"],
@@ -243,12 +239,21 @@ class FileStore:
         )
         return ChunkRecord(row["cid"], int(row["size"])) if row else None
 
-    async def put_chunk(self, file_id: str, index: int, cid: str, size: int) -> tuple[bool, bool]:
+    async def pin_epoch(self) -> int:
+        """Read before adding a chunk's bytes, for :meth:`put_chunk`."""
+        row = await self.db.fetch_one("SELECT n FROM pin_epoch WHERE id = 1")
+        return 0 if row is None else int(row[0])
+
+    async def put_chunk(
+        self, file_id: str, index: int, cid: str, size: int, epoch: int | None = None
+    ) -> tuple[bool, bool]:
         """Records a stored chunk and its pin reference in one transaction.
 
-        Returns (created, first_reference): created is False if the chunk was already there
-        with the same CID; first_reference tells the caller to make sure the CID is pinned
-        (see gateway/persistence/pins.py). Raises ChunkConflict (other bytes are stored there) or
+        Returns (created, repin): created is False if the chunk was already there with the
+        same CID; repin tells the caller to make sure the CID is pinned: the reference is
+        the first and the pin epoch is no longer ``epoch``, read before the bytes were added
+        (None: unknown, so any first reference re-pins; see gateway/persistence/pins.py).
+        Raises ChunkConflict (other bytes are stored there) or
         FileGone (the file was deleted meanwhile); either way the pin the caller took by
         adding `cid` is released unless another chunk uses it."""
         async with self.db.transaction() as conn:
@@ -268,7 +273,9 @@ class FileStore:
                     (file_id, index, cid, size),
                 )
                 if inserted.rowcount == 1:
-                    return True, await pins.reference(conn, cid) == 1
+                    first = await pins.reference(conn, cid) == 1
+                    # Read after the reference: see pins.py for why that order is safe.
+                    return True, first and (epoch is None or await pins.epoch(conn) != epoch)
                 async with conn.execute(
                     "SELECT cid FROM chunks WHERE file_id = ? AND idx = ?", (file_id, index)
                 ) as cur:
@@ -281,6 +288,14 @@ class FileStore:
         raise refused
 
     async def missing(self, file_id: str, chunk_count: int, limit: int = 1000) -> list[int]:
+        return (await self.progress(file_id, chunk_count, limit))[1]
+
+    async def progress(
+        self, file_id: str, chunk_count: int, limit: int = 1000
+    ) -> tuple[int, list[int]]:
+        """How many chunks are stored, and the first ``limit`` missing ones, from one
+        query. Only the file's state needs this: :meth:`get`, on every chunk request, does
+        not count (a COUNT per chunk PUT would make an upload quadratic in its chunks)."""
         rows = await self.db.fetch_all(
             "SELECT idx FROM chunks WHERE file_id = ? ORDER BY idx", (file_id,)
         )
@@ -291,7 +306,7 @@ class FileStore:
                 out.append(index)
                 if len(out) >= limit:
                     break
-        return out
+        return len(present), out
 
     async def mark_complete(self, file_id: str, chunk_count: int) -> list[int]:
         """Marks the file complete if every chunk is present; returns the missing ones.

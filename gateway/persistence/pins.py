@@ -7,13 +7,16 @@ changed in the same transaction as those rows. A row at zero is a CID to unpin; 
 unpinner removes it only if it is still at zero once kubo has unpinned it.
 
 Protocol (why no CID is ever left unpinned while referenced, without a lock across kubo):
-- a PUT adds (and so pins) the bytes, then takes a reference; when its reference is the
-  first (`reference()` returns 1) it pins again after committing, because an unpinner may
-  have unpinned the CID between the add and the commit;
-- the unpinner unpins a zero row, then in a transaction deletes it if still zero; if a
-  reference appeared meanwhile it pins again.
-Either the PUT's commit comes after the unpinner's delete (the PUT re-pins after the
-unpin), or before it (the unpinner sees the reference and re-pins).
+- a PUT reads the pin epoch (`epoch()`), adds (and so pins) the bytes, then takes a
+  reference; when its reference is the first (`reference()` returns 1) and the epoch has
+  moved since (read after the reference, in the same transaction), it pins again after
+  committing, because an unpinner may have unpinned the CID between the add and the commit;
+- the unpinner unpins a zero row, then in a transaction deletes it if still zero and moves
+  the epoch; if a reference appeared meanwhile it pins again.
+Either the unpinner's delete commits before the PUT reads the epoch in its transaction (the
+PUT sees the epoch moved and re-pins after the unpin), or it does not delete (it sees the
+reference, or waits on the row the PUT's reference locked, and re-pins). So the usual new
+chunk, with no unpin anywhere meanwhile, costs kubo one add, not an add and a pin.
 """
 
 from __future__ import annotations
@@ -70,8 +73,16 @@ async def forget_if_unreferenced(conn: Connection, cid: str) -> bool:
     row took a reference meanwhile, so the caller must pin it again."""
     cur = await conn.execute("DELETE FROM pins WHERE cid = ? AND refs = 0", (cid,))
     if cur.rowcount:
+        await conn.execute("UPDATE pin_epoch SET n = n + 1 WHERE id = 1")
         return True
     async with conn.execute("SELECT refs FROM pins WHERE cid = ?", (cid,)) as found:
         row = await found.fetchone()
     # No row at all: another drain finished this CID; a PUT after that pins by itself.
     return row is None
+
+
+async def epoch(conn: Connection) -> int:
+    """The pin epoch: moves whenever the unpinner forgets a CID it unpinned (see above)."""
+    async with conn.execute("SELECT n FROM pin_epoch WHERE id = 1") as cur:
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])

@@ -114,7 +114,8 @@ async def test_file_create_reserves_quota_once_and_refuses_over_quota(database: 
     size = stored_size(first, manifest)
     record, created = await files.create(first, manifest, 2_000, owner.id, 2 * size, "default")
     assert created and record.state == "uploading" and record.manifest == manifest
-    assert (record.price_msat, record.stored_bytes, record.chunks_present) == (2_000, size, 0)
+    assert (record.price_msat, record.stored_bytes) == (2_000, size)
+    assert await files.progress(record.id, 4) == (0, [0, 1, 2, 3])
     # The same file again (a retried request): no second reservation.
     again, created = await files.create(first, manifest, 2_000, owner.id, 2 * size, "default")
     assert not created and again == record
@@ -169,7 +170,8 @@ async def test_chunks_are_immutable_and_completion_needs_them_all(database: Data
     await files.put_chunk(record.id, 3, "cid3", 100)
     assert await files.mark_complete(record.id, 4) == []
     done = await files.get(record.id)
-    assert done is not None and done.complete and done.chunks_present == 4
+    assert done is not None and done.complete
+    assert await files.progress(record.id, 4) == (4, [])
 
 
 async def test_delete_frees_the_bytes_and_unpins_only_what_nothing_uses(
@@ -204,6 +206,29 @@ async def test_delete_frees_the_bytes_and_unpins_only_what_nothing_uses(
     usage = await files.usage(owner.id)
     assert [u.state for u in usage] == ["deleted", "deleted"]
     assert all(u.deleted_at is not None for u in usage)
+
+
+async def test_a_new_chunk_re_pins_only_if_an_unpin_was_forgotten_since_its_add(
+    database: Database,
+) -> None:
+    owner, _ = await AccountStore(database).create("default")
+    files = FileStore(database)
+    record, _ = await files.create(header(), b"m", 0, owner.id, TB, "default")
+    epoch = await files.pin_epoch()
+    # No unpin since the epoch was read: the add's own pin stands, no second pin.
+    assert await files.put_chunk(record.id, 0, "a", 100, epoch) == (True, False)
+    # The unpinner forgets a CID it unpinned between another PUT's add and its commit.
+    async with database.transaction() as conn:
+        await pins.release_unrecorded(conn, "b")
+        assert await pins.forget_if_unreferenced(conn, "b")
+    assert await files.pin_epoch() == epoch + 1
+    assert await files.put_chunk(record.id, 1, "b", 100, epoch) == (True, True)
+    # Not the first reference: nothing to re-pin whatever the epoch.
+    assert await files.put_chunk(record.id, 2, "b", 100, epoch) == (True, False)
+    # A forget that finds the CID referenced again does not move the epoch.
+    async with database.transaction() as conn:
+        assert not await pins.forget_if_unreferenced(conn, "a")
+    assert await files.pin_epoch() == epoch + 1
 
 
 async def test_an_invoice_settles_once_and_the_settle_index_never_moves_back(

@@ -26,7 +26,7 @@ from storage.errors import FormatError
 
 
 def file_state(
-    request: web.Request, record: FileRecord, missing: list[int], owned: bool
+    request: web.Request, record: FileRecord, present: int, missing: list[int], owned: bool
 ) -> dict[str, Any]:
     base = public_base(request)
     return {
@@ -36,7 +36,7 @@ def file_state(
         "manifest": b64url_encode(record.manifest),
         "chunk_count": record.chunk_count,
         "price_msat": record.price_msat,
-        "chunks_present": record.chunks_present,
+        "chunks_present": present,
         "missing": missing,
         "owned": owned,
         "link_base": f"{base}/f/{record.id}",
@@ -44,14 +44,14 @@ def file_state(
 
 
 async def _state_response(request: web.Request, record: FileRecord, status: int) -> web.Response:
-    missing = (
-        []
+    present, missing = (
+        (record.chunk_count, [])
         if record.complete
-        else await services(request).files.missing(record.id, record.chunk_count)
+        else await services(request).files.progress(record.id, record.chunk_count)
     )
     account = await optional_account(request)
     owned = account is not None and account.id == record.owner_id
-    return web.json_response(file_state(request, record, missing, owned), status=status)
+    return web.json_response(file_state(request, record, present, missing, owned), status=status)
 
 
 async def create_file(request: web.Request) -> web.Response:
@@ -139,9 +139,10 @@ async def put_chunk(request: web.Request) -> web.Response:
     if len(data) != expected:
         raise _wrong_size(index, expected, len(data))
     store = s.ipfs_for(tenant_of(request))  # pins with the tenant's replication
+    epoch = await s.files.pin_epoch()  # before the add: see gateway/persistence/pins.py
     cid = await store.add(data)
     try:
-        created, first_reference = await s.files.put_chunk(record.id, index, cid, len(data))
+        created, repin = await s.files.put_chunk(record.id, index, cid, len(data), epoch)
     except (ChunkConflict, FileGone) as exc:
         # The rejected bytes' pin was released unless another chunk uses that CID (the
         # same ciphertext may belong to another file): unpin now if nobody does.
@@ -149,7 +150,7 @@ async def put_chunk(request: web.Request) -> web.Response:
         if isinstance(exc, FileGone):
             raise gone(str(exc)) from exc
         raise conflict(str(exc), "chunk-exists") from exc
-    if first_reference:
+    if repin:
         # An unpinner may have unpinned this CID between our add and our commit.
         await store.pin_add(cid)
     return web.json_response({"index": index, "cid": cid}, status=201 if created else 200)
