@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -253,28 +253,40 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
-@asynccontextmanager
-async def writes_locked(cfg: GatewayConfig) -> AsyncIterator[None]:
-    """Another connection keeps every booking out while the block runs; readers go on.
+BOOKINGS = "SELECT COUNT(*) FROM ledger_transactions WHERE reference = "
 
-    SQLite: an open `BEGIN EXCLUSIVE` (the file's write lock; in WAL mode readers still
-    read). PostgreSQL: a transaction holding `ledger_transactions` in EXCLUSIVE mode, which
-    every booking must write and which plain SELECTs may still read."""
+
+@asynccontextmanager
+async def writes_locked(cfg: GatewayConfig) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
+    """Another connection keeps every booking out while the block runs; yields how many
+    bookings name a reference, read through that connection (opening the gateway's
+    database anew would migrate it, which needs the very lock held here).
+
+    SQLite: an open `BEGIN EXCLUSIVE` (the file's write lock). PostgreSQL: a transaction
+    holding `ledger_transactions`, which every booking writes, in EXCLUSIVE mode."""
     if not cfg.uses_postgres:
         locker = sqlite3.connect(cfg.database_path, isolation_level=None)
+
+        async def booked_sqlite(reference: str) -> int:
+            return int(locker.execute(BOOKINGS + "?", (reference,)).fetchone()[0])
+
         try:
             locker.execute("BEGIN EXCLUSIVE")
-            yield
+            yield booked_sqlite
         finally:
             locker.execute("ROLLBACK")
             locker.close()
         return
     assert cfg.database_url is not None
     conn = await asyncpg.connect(cfg.database_url.split("?")[0])
+
+    async def booked_postgres(reference: str) -> int:
+        return int(await conn.fetchval(BOOKINGS + "$1", reference))
+
     try:
         async with conn.transaction():
             await conn.execute("LOCK TABLE ledger_transactions IN EXCLUSIVE MODE")
-            yield  # leaving the block commits the transaction, which changed nothing
+            yield booked_postgres  # leaving the block commits a transaction that wrote nothing
     finally:
         await conn.close()
 
@@ -297,14 +309,14 @@ async def test_a_database_error_while_booking_is_retried(
     async with aiohttp.ClientSession() as session, serve(cfg) as gw:
         _, key = await create_account(session, gw)
         invoices = await plan_and_chunk_invoices(session, gw, key, network)
-        async with writes_locked(cfg):
+        async with writes_locked(cfg) as booked:
             await pay(network, invoices)
             await wait_until(
                 "a booking to fail on the lock",
                 lambda: _true(messages(caplog, "failed; retrying")),
                 timeout_s=30,
             )
-            assert await bookings(cfg, invoices[0][1].hex()) == 0
+            assert await booked(invoices[0][1].hex()) == 0
         await wait_booked_once(cfg, invoices, timeout_s=20)
         await books(cfg, network)
 
