@@ -731,10 +731,10 @@ async def create_file(session: aiohttp.ClientSession, gw: str, key: str, size: i
 async def test_two_gateway_processes_on_one_database_stay_exact(
     network: Network, tmp_path: Path
 ) -> None:
-    """Two `python -m gateway` processes on one SQLite file, started together (both
-    migrate the new file), every request spread over both: parallel uploads against one
-    quota never overshoot it, and 100 concurrent withdrawals pay out exactly what the
-    balance holds."""
+    """Two `python -m gateway` processes on one database (the engine under test),
+    started together (both migrate the new database), every request spread over both:
+    parallel uploads against one quota never overshoot it, and 100 concurrent
+    withdrawals pay out exactly what the balance holds."""
     shared = tmp_path / "shared"
     a = GatewayProcess(config(network, shared, port=0), name="a")
     b = GatewayProcess(config(network, shared, port=0), name="b")
