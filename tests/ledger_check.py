@@ -20,12 +20,9 @@ works for in-process gateways and gateway processes alike, on either engine.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from gateway.persistence.database import Database
 from lightning.lnd import LndRestClient
@@ -48,11 +45,6 @@ class Books:
 
     def count(self, kind: str) -> int:
         return self.kinds[kind]
-
-
-def _rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
-        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
 
 async def ledger_problems(db: Database) -> list[str]:
@@ -262,11 +254,3 @@ async def bookings(where: Where, reference: str) -> int:
             db, "SELECT COUNT(*) FROM ledger_transactions WHERE reference = ?", reference
         )
     return int(n)
-
-
-def count_bookings(db_path: Path, reference: str) -> int:
-    """`bookings` without an event loop, on a SQLite file (for the fault tests)."""
-    found = _rows(
-        db_path, "SELECT COUNT(*) FROM ledger_transactions WHERE reference = ?", (reference,)
-    )
-    return int(found[0][0])

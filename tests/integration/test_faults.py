@@ -19,11 +19,13 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from client.api import BitcacheClient
@@ -36,10 +38,11 @@ from sandbox.run import sandbox_client_config
 from storage.crypto import FileEncryptor, b64url_encode, new_file_id, new_file_key
 from tests.conftest import gateway_config
 from tests.gateway_process import GatewayProcess
-from tests.ledger_check import check_books, count_bookings
+from tests.ledger_check import bookings, check_books
+from tests.sql import execute, fetch_all, fetch_value
 from tests.support import TcpProxy, bearer, create_account, random_bytes, upload_raw
 
-pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
+pytestmark = pytest.mark.integration
 
 CHUNK = 4096
 MIB = 1 << 20
@@ -84,7 +87,7 @@ async def lnd_proxy(network: Network) -> TcpProxy:
 
 
 async def books(cfg: GatewayConfig, network: Network) -> Any:
-    return await check_books(cfg.database_path, network.node("gateway").client)
+    return await check_books(cfg, network.node("gateway").client)
 
 
 # --- what each test sells and buys -----------------------------------------------------------
@@ -130,10 +133,10 @@ async def wait_booked_once(
     """Every invoice booked within `timeout_s`, and exactly once."""
 
     async def booked() -> bool:
-        return all(count_bookings(cfg.database_path, h.hex()) >= 1 for _, h in invoices)
+        return all([await bookings(cfg, h.hex()) >= 1 for _, h in invoices])
 
     await wait_until("the payments to be booked", booked, timeout_s, every_s=0.1)
-    counts = [count_bookings(cfg.database_path, h.hex()) for _, h in invoices]
+    counts = [await bookings(cfg, h.hex()) for _, h in invoices]
     assert counts == [1] * len(invoices)
 
 
@@ -250,30 +253,70 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
+BOOKINGS = "SELECT COUNT(*) FROM ledger_transactions WHERE reference = "
+
+
+@asynccontextmanager
+async def writes_locked(cfg: GatewayConfig) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
+    """Another connection keeps every booking out while the block runs; yields how many
+    bookings name a reference, read through that connection (opening the gateway's
+    database anew would migrate it, which needs the very lock held here).
+
+    SQLite: an open `BEGIN EXCLUSIVE` (the file's write lock). PostgreSQL: a transaction
+    holding `ledger_transactions`, which every booking writes, in EXCLUSIVE mode."""
+    if not cfg.uses_postgres:
+        locker = sqlite3.connect(cfg.database_path, isolation_level=None)
+
+        async def booked_sqlite(reference: str) -> int:
+            return int(locker.execute(BOOKINGS + "?", (reference,)).fetchone()[0])
+
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            yield booked_sqlite
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        return
+    assert cfg.database_url is not None
+    conn = await asyncpg.connect(cfg.database_url.split("?")[0])
+
+    async def booked_postgres(reference: str) -> int:
+        return int(await conn.fetchval(BOOKINGS + "$1", reference))
+
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE ledger_transactions IN EXCLUSIVE MODE")
+            yield booked_postgres  # leaving the block commits a transaction that wrote nothing
+    finally:
+        await conn.close()
+
+
 async def test_a_database_error_while_booking_is_retried(
     network: Network, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another process holds SQLite's write lock past the busy timeout while a plan is
-    paid: booking fails ("database is locked"); the watcher logs it, backs off, and books
-    it once the lock is gone."""
+    """Another connection holds the write lock past the gateway's lock wait while a plan
+    is paid: booking fails (SQLite: "database is locked" after its 5 s busy timeout;
+    PostgreSQL: "canceling statement due to lock timeout"); the watcher logs it, backs
+    off, and books it once the lock is gone.
+
+    On PostgreSQL a lock wait only ends in the 60 s command timeout, so the gateway's
+    connections get a `lock_timeout` of 2 s here (a server setting in the URL; asyncpg
+    passes it on), the counterpart of SQLite's busy timeout."""
     caplog.set_level(logging.INFO, "bitcache.settlement")
     cfg = config(network, tmp_path)
+    if cfg.uses_postgres:
+        cfg = cfg.model_copy(update={"database_url": f"{cfg.database_url}?lock_timeout=2s"})
     async with aiohttp.ClientSession() as session, serve(cfg) as gw:
         _, key = await create_account(session, gw)
         invoices = await plan_and_chunk_invoices(session, gw, key, network)
-        locker = sqlite3.connect(cfg.database_path, isolation_level=None)
-        try:
-            locker.execute("BEGIN EXCLUSIVE")
+        async with writes_locked(cfg) as booked:
             await pay(network, invoices)
             await wait_until(
                 "a booking to fail on the lock",
                 lambda: _true(messages(caplog, "failed; retrying")),
                 timeout_s=30,
             )
-            assert count_bookings(cfg.database_path, invoices[0][1].hex()) == 0
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
+            assert await booked(invoices[0][1].hex()) == 0
         await wait_booked_once(cfg, invoices, timeout_s=20)
         await books(cfg, network)
 
@@ -334,23 +377,24 @@ async def test_lnd_kill_9_while_the_gateway_runs(
 # --- 2. resuming from the settle index -------------------------------------------------------
 
 
-def set_settle_index(cfg: GatewayConfig, value: int) -> None:
+async def set_settle_index(cfg: GatewayConfig, value: int) -> None:
     """What the gateway stored as the last settle index it booked (stopped gateway only)."""
-    with sqlite3.connect(cfg.database_path) as conn:
-        conn.execute(
-            "INSERT INTO gateway_state (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            ("lnd_settle_index:" + connection_key(cfg.lnd), value),
-        )
+    await execute(
+        cfg,
+        "INSERT INTO gateway_state (key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        "lnd_settle_index:" + connection_key(cfg.lnd),
+        str(value),  # a TEXT column
+    )
 
 
-def stored_settle_index(cfg: GatewayConfig) -> int:
-    with sqlite3.connect(cfg.database_path) as conn:
-        row = conn.execute(
-            "SELECT value FROM gateway_state WHERE key = ?",
-            ("lnd_settle_index:" + connection_key(cfg.lnd),),
-        ).fetchone()
-    return int(row[0]) if row else 0
+async def stored_settle_index(cfg: GatewayConfig) -> int:
+    value = await fetch_value(
+        cfg,
+        "SELECT value FROM gateway_state WHERE key = ?",
+        "lnd_settle_index:" + connection_key(cfg.lnd),
+    )
+    return 0 if value is None else int(value)
 
 
 async def test_the_settle_index_books_what_only_it_sees_and_a_restart_books_nothing_twice(
@@ -370,39 +414,41 @@ async def test_the_settle_index_books_what_only_it_sees_and_a_restart_books_noth
                 session, gw, key, network
             )
         # The gateway is down. The chunk invoice is marked expired, then paid after all.
-        with sqlite3.connect(cfg.database_path) as conn:
-            conn.execute("UPDATE invoices SET state = 'expired' WHERE bolt11 = ?", (chunk,))
+        expired = await execute(
+            cfg, "UPDATE invoices SET state = 'expired' WHERE bolt11 = ?", chunk
+        )
+        assert expired == 1
         await pay(network, [(chunk, chunk_hash)])
         chunk_index = (await gateway_node.lookup_invoice(chunk_hash)).settle_index
         assert chunk_index > 0
 
         # Negative control: the stored index is already past the payment.
-        set_settle_index(cfg, chunk_index)
+        await set_settle_index(cfg, chunk_index)
         async with serve(cfg):
             await pay(network, [(plan, plan_hash)])
             await wait_booked_once(cfg, [(plan, plan_hash)])  # the stream is past it now
-            assert count_bookings(cfg.database_path, chunk_hash.hex()) == 0
+            assert await bookings(cfg, chunk_hash.hex()) == 0
 
         # The real case: the index from before the payment.
-        set_settle_index(cfg, chunk_index - 1)
+        await set_settle_index(cfg, chunk_index - 1)
         async with serve(cfg):
             await wait_booked_once(cfg, [(chunk, chunk_hash)])
             plan_index = (await gateway_node.lookup_invoice(plan_hash)).settle_index
 
             async def replayed() -> bool:
-                return stored_settle_index(cfg) >= plan_index
+                return await stored_settle_index(cfg) >= plan_index
 
             # The plan's settlement came again in that replay: booked once all the same.
             await wait_until("the replay to pass the plan", replayed, 10, every_s=0.1)
-            assert count_bookings(cfg.database_path, plan_hash.hex()) == 1
+            assert await bookings(cfg, plan_hash.hex()) == 1
 
         # Replay everything LND settled (1 is the lowest index that asks for a replay;
         # 0 means "only new events"): nothing is booked twice.
-        set_settle_index(cfg, 1)
+        await set_settle_index(cfg, 1)
         async with serve(cfg):
             await wait_until("the full replay", replayed, 15, every_s=0.1)
-        assert count_bookings(cfg.database_path, chunk_hash.hex()) == 1
-        assert count_bookings(cfg.database_path, plan_hash.hex()) == 1
+        assert await bookings(cfg, chunk_hash.hex()) == 1
+        assert await bookings(cfg, plan_hash.hex()) == 1
         report = await books(cfg, network)
         assert report.count("chunk_sale") == 1 and report.count("plan_purchase") == 1
 
@@ -531,7 +577,7 @@ async def test_a_withdrawal_in_flight_answers_202_and_get_follows_it(
         done = await wait_state(session, gw, key, wid, "succeeded")
         assert done["fee_paid_msat"] == 0  # one direct channel
         assert await balance(session, gw, key) == earned - 10_000  # the reserve came back
-        assert count_bookings(cfg.database_path, wid) == 2  # hold, settle
+        assert await bookings(cfg, wid) == 2  # hold, settle
         await books(cfg, network)
 
 
@@ -558,7 +604,7 @@ async def test_a_failed_withdrawal_releases_the_hold(
             body = await wait_state(session, gw, key, body["withdrawal_id"], "failed")
         assert body["fee_paid_msat"] is None
         assert await balance(session, gw, key) == earned  # all of it back
-        assert count_bookings(cfg.database_path, body["withdrawal_id"]) == 2  # hold, release
+        assert await bookings(cfg, body["withdrawal_id"]) == 2  # hold, release
         report = await books(cfg, network)
         assert report.count("withdrawal_release") == 1 and report.count("withdrawal_settle") == 0
 
@@ -584,7 +630,7 @@ async def test_a_withdrawal_whose_requester_vanishes_is_still_finished_once(
         assert status in (200, 202)
         await wait_state(session, gw, key, body["withdrawal_id"], "succeeded")
         assert await balance(session, gw, key) == earned - 6_000
-        assert count_bookings(cfg.database_path, body["withdrawal_id"]) == 2
+        assert await bookings(cfg, body["withdrawal_id"]) == 2
         await books(cfg, network)
 
 
@@ -617,7 +663,7 @@ async def test_kill_9_of_the_gateway_during_a_withdrawal(
             await wait_state(session, gateway.url, key, wid, state)
             expected = earned - 12_000 if outcome == "paid" else earned
             assert await balance(session, gateway.url, key) == expected
-            assert count_bookings(gateway.config.database_path, wid) == 2
+            assert await bookings(gateway.config, wid) == 2
             await books(gateway.config, network)
     finally:
         await gateway.stop()
@@ -665,7 +711,7 @@ async def test_lnd_down_during_a_withdrawal(fault: str, network: Network, tmp_pa
         done = await wait_state(session, gw, key, wid, "succeeded")
         assert done["fee_paid_msat"] == 0
         assert await balance(session, gw, key) == earned - 8_000
-        assert count_bookings(cfg.database_path, wid) == 2
+        assert await bookings(cfg, wid) == 2
         await books(cfg, network)
     await proxy.close()
 
@@ -685,10 +731,10 @@ async def create_file(session: aiohttp.ClientSession, gw: str, key: str, size: i
 async def test_two_gateway_processes_on_one_database_stay_exact(
     network: Network, tmp_path: Path
 ) -> None:
-    """Two `python -m gateway` processes on one SQLite file, started together (both
-    migrate the new file), every request spread over both: parallel uploads against one
-    quota never overshoot it, and 100 concurrent withdrawals pay out exactly what the
-    balance holds."""
+    """Two `python -m gateway` processes on one database (the engine under test),
+    started together (both migrate the new database), every request spread over both:
+    parallel uploads against one quota never overshoot it, and 100 concurrent
+    withdrawals pay out exactly what the balance holds."""
     shared = tmp_path / "shared"
     a = GatewayProcess(config(network, shared, port=0), name="a")
     b = GatewayProcess(config(network, shared, port=0), name="b")
@@ -766,7 +812,7 @@ async def test_one_process_never_releases_a_payout_the_other_is_sending(
             assert status == 200 and body["state"] == "succeeded", body
             wid = body["withdrawal_id"]
             assert await balance(session, quick.url, key) == earned - 9_000
-            assert count_bookings(shared / "gateway.sqlite3", wid) == 2  # hold, settle
+            assert await bookings(slow.config, wid) == 2  # hold, settle
             report = await books(slow.config, network)
             assert report.count("withdrawal_release") == 0
     finally:
@@ -814,12 +860,12 @@ async def test_a_paid_download_resumed_after_kill_9_of_the_client_pays_exactly_o
         )  # fmt: skip
 
         async def paid() -> bool:
-            return sold(cfg, file_id)[0] > 0
+            return (await sold(cfg, file_id))[0] > 0
 
         await wait_until("a payment to go through unheard", paid, 60, every_s=0.1)
         get.kill()
         await get.wait()
-        paid_unheard = sold(cfg, file_id)
+        paid_unheard = await sold(cfg, file_id)
         assert not out.exists() and Path(f"{out}.part.json").exists()
         payer_link.resume()
 
@@ -831,7 +877,7 @@ async def test_a_paid_download_resumed_after_kill_9_of_the_client_pays_exactly_o
         _, stderr = await asyncio.wait_for(again.communicate(), 120)
         assert again.returncode == 0, stderr.decode()
         assert out.read_bytes() == source.read_bytes()
-        chunks, msat = sold(cfg, file_id)
+        chunks, msat = await sold(cfg, file_id)
         assert chunks == 10 and msat == price * 10, (paid_unheard, chunks, msat)
         await network.wait_idle()
         received_after, _ = await gateway_node.channel_balance_msat()
@@ -840,15 +886,15 @@ async def test_a_paid_download_resumed_after_kill_9_of_the_client_pays_exactly_o
     await payer_link.close()
 
 
-def sold(cfg: GatewayConfig, file_id: str) -> tuple[int, int]:
+async def sold(cfg: GatewayConfig, file_id: str) -> tuple[int, int]:
     """(chunks, msat) of the file's invoices that LND settled, as the gateway booked them."""
-    with sqlite3.connect(cfg.database_path) as conn:
-        row = conn.execute(
-            "SELECT COALESCE(SUM(last_chunk - first_chunk + 1), 0), COALESCE(SUM(amount_msat), 0)"
-            " FROM invoices WHERE file_id = ? AND state = 'settled'",
-            (file_id,),
-        ).fetchone()
-    return int(row[0]), int(row[1])
+    [(chunks, msat)] = await fetch_all(
+        cfg,
+        "SELECT COALESCE(SUM(last_chunk - first_chunk + 1), 0), COALESCE(SUM(amount_msat), 0)"
+        " FROM invoices WHERE file_id = ? AND state = 'settled'",
+        file_id,
+    )
+    return int(chunks), int(msat)
 
 
 # --- the rest of the matrix: gateway and client killed at each stage ----------------------------
@@ -863,9 +909,11 @@ async def bitcache_cli(*args: str, env: dict[str, str]) -> asyncio.subprocess.Pr
     )  # fmt: skip
 
 
-def db_count(cfg: GatewayConfig, sql: str, *params: object) -> int:
-    with sqlite3.connect(cfg.database_path) as conn:
-        return int(conn.execute(sql, params).fetchone()[0])
+async def db_count(cfg: GatewayConfig, sql: str, *params: object) -> int:
+    """A count or sum in the gateway's database (a missing row or NULL fails the test)."""
+    value = await fetch_value(cfg, sql, *params)
+    assert value is not None, sql
+    return int(value)
 
 
 async def test_kill_9_of_the_gateway_with_payments_made_while_it_is_dead(
@@ -894,7 +942,7 @@ async def test_kill_9_of_the_gateway_with_payments_made_while_it_is_dead(
                 f"{gateway.url}/v1/files/{file_id}/chunks/1", headers=token
             ) as resp:
                 assert resp.status == 200
-            assert count_bookings(gateway.config.database_path, invoices[1][1].hex()) == 1
+            assert await bookings(gateway.config, invoices[1][1].hex()) == 1
             async with session.get(f"{gateway.url}/v1/account", headers=bearer(key)) as resp:
                 assert (await resp.json())["limit_bytes"] == PLAN.quota_bytes
             await books(gateway.config, network)
@@ -949,18 +997,18 @@ async def test_kill_9_of_the_gateway_during_an_upload_and_a_paid_download(
         proc = await bitcache_cli(*upload, env=env)
 
         async def some_stored() -> bool:
-            return db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
+            return await db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
 
         await wait_until("part of the upload to be stored", some_stored, 60, every_s=0.05)
         await gateway.kill()
-        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") < 11  # killed mid-upload
+        assert await db_count(cfg, "SELECT COUNT(*) FROM chunks") < 11  # killed mid-upload
         await gateway.start()
         kubo.slow(0)
         link = (await finish(proc, *upload, env=env)).strip()
-        assert db_count(cfg, "SELECT COUNT(*) FROM files WHERE state = 'complete'") == 1
-        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") == 11
-        used = db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
-        assert used == db_count(cfg, "SELECT SUM(stored_bytes) FROM files")  # counted once
+        assert await db_count(cfg, "SELECT COUNT(*) FROM files WHERE state = 'complete'") == 1
+        assert await db_count(cfg, "SELECT COUNT(*) FROM chunks") == 11
+        used = await db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
+        assert used == await db_count(cfg, "SELECT SUM(stored_bytes) FROM files")  # counted once
 
         file_id = link.split("/f/")[1].split("#")[0]
         await network.wait_idle()
@@ -971,7 +1019,7 @@ async def test_kill_9_of_the_gateway_during_an_upload_and_a_paid_download(
         proc = await bitcache_cli(*get, env=env)
 
         async def some_sold() -> bool:
-            return sold(cfg, file_id)[0] > 0
+            return (await sold(cfg, file_id))[0] > 0
 
         await wait_until("part of the download to be paid", some_sold, 60, every_s=0.05)
         await gateway.kill()
@@ -979,7 +1027,7 @@ async def test_kill_9_of_the_gateway_during_an_upload_and_a_paid_download(
         kubo.slow(0)
         await finish(proc, *get, env=env)
         assert out.read_bytes() == source.read_bytes()
-        assert sold(cfg, file_id) == (11, 11 * price)
+        assert await sold(cfg, file_id) == (11, 11 * price)
         await network.wait_idle()
         received_after, _ = await gateway_node.channel_balance_msat()
         assert received_after - received_before == 11 * price
@@ -1022,26 +1070,29 @@ async def test_kill_9_of_the_client_during_an_upload_and_a_plan_purchase(
         proc = await bitcache_cli(*upload, env=env)
 
         async def some_stored() -> bool:
-            return db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
+            return await db_count(cfg, "SELECT COUNT(*) FROM chunks") >= 2
 
         await wait_until("part of the upload to be stored", some_stored, 60, every_s=0.05)
         proc.kill()
         await proc.wait()
-        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") < 9
+        assert await db_count(cfg, "SELECT COUNT(*) FROM chunks") < 9
         kubo.slow(0)
         again = await bitcache_cli(*upload, env=env)
         _, err = await asyncio.wait_for(again.communicate(), 120)
         assert again.returncode == 0, err.decode()
-        assert db_count(cfg, "SELECT COUNT(*) FROM files") == 1  # the same file, resumed
-        assert db_count(cfg, "SELECT COUNT(*) FROM chunks") == 9
-        used = db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
-        assert used == db_count(cfg, "SELECT SUM(stored_bytes) FROM files")
+        assert await db_count(cfg, "SELECT COUNT(*) FROM files") == 1  # the same file, resumed
+        assert await db_count(cfg, "SELECT COUNT(*) FROM chunks") == 9
+        used = await db_count(cfg, "SELECT used_bytes FROM accounts WHERE used_bytes > 0")
+        assert used == await db_count(cfg, "SELECT SUM(stored_bytes) FROM files")
 
         payer_link.stall(replies_only=True)
         buy = await bitcache_cli("account", "--config", str(up_cfg), "buy", PLAN.id, env=env)
 
         async def plan_paid() -> bool:
-            return db_count(cfg, "SELECT COUNT(*) FROM plan_invoices WHERE state = 'settled'") > 0
+            return (
+                await db_count(cfg, "SELECT COUNT(*) FROM plan_invoices WHERE state = 'settled'")
+                > 0
+            )
 
         await wait_until("the plan to be paid (the client never hears)", plan_paid, 60, 0.05)
         buy.kill()
@@ -1050,7 +1101,7 @@ async def test_kill_9_of_the_client_during_an_upload_and_a_plan_purchase(
         async with session.get(f"{gw}/v1/account", headers=bearer(key)) as resp:
             usage = await resp.json()
         assert [(p["plan_id"], p["active"]) for p in usage["plans"]] == [(PLAN.id, True)]
-        assert db_count(cfg, "SELECT COUNT(*) FROM subscriptions") == 1
+        assert await db_count(cfg, "SELECT COUNT(*) FROM subscriptions") == 1
         report = await books(cfg, network)
         assert report.count("plan_purchase") == 1
     await kubo.close()
