@@ -92,7 +92,11 @@ class PostgresTarget:
             raise
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(call)
+        try:
+            return self._loop.run_until_complete(call)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Nothing of the batch was committed: running the command again resumes.
+            raise ImportFailed(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
     def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None:
         row = self._run(self._conn.fetchrow(postgres_query(READ_CHECKPOINT_SQL), input_id))
