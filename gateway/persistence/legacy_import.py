@@ -277,6 +277,9 @@ def tune_sqlite(conn: sqlite3.Connection, cache_mib: int) -> None:
     conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA wal_autocheckpoint=0")
+    # Cut the WAL file back to nothing when it restarts after a full checkpoint, so that
+    # its size says how much is waiting to be checkpointed (else it stays at its peak).
+    conn.execute("PRAGMA journal_size_limit=0")
 
 
 def checkpoint_wal(conn: sqlite3.Connection, db_path: Path, force: bool = False) -> None:
@@ -599,7 +602,7 @@ def run_import(
             result.already_done = True
             return result
         importer = _Importer(target, input_id)
-        stage_dir = Path(tempfile.mkdtemp(prefix="bitcache-import-"))
+        stage_dir = Path(tempfile.mkdtemp(prefix="bitcache-import-stage-"))
         batches: Iterator[Staged]
         if opts.parse_in_child:
             job = {
