@@ -446,7 +446,13 @@ def _staged_from_reader(job: dict[str, Any]) -> Iterator[Staged]:
                 return
             if frame.startswith(b"!"):
                 raise ImportFailed(f"reading the file failed: {frame[1:].decode()}")
-            yield Staged.decode(frame)
+            try:
+                staged = Staged.decode(frame)
+            except (ValueError, EOFError, TypeError):
+                # Seen only with the process under `py-spy --native` (ptrace): nothing
+                # of the batch is committed, and the next run resumes at the checkpoint.
+                raise ImportFailed("the file reader sent a broken frame") from None
+            yield staged
             # Committed: the reader may stage one more. It may have ended already (it
             # needs no acknowledgement after its last batch), and then the pipe is closed.
             with suppress(BrokenPipeError):
