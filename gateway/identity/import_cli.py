@@ -1,8 +1,9 @@
 """`bitcache-admin --config gateway.json import FILE`: restore accounts of the old service.
 
-Against the gateway's own database (it may be running: the import shares its WAL database),
-after applying any migration the gateway has not yet. Shows rows/s and the time left while
-it runs (a bar on a terminal, a line every few seconds otherwise) and a summary at the end.
+Against the gateway's own database, SQLite or PostgreSQL (it may be running: the import
+shares its database), after applying any migration the gateway has not yet. Shows rows/s
+and the time left while it runs (a bar on a terminal, a line every few seconds otherwise)
+and a summary at the end.
 Running it again on the same file continues a killed run, or does nothing when done.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 from gateway.config import ConfigError, TenantSettings, load_config
 from gateway.identity.import_source import FORMATS, tenant_policies
+from gateway.persistence.database import Database, DatabaseUnavailable
 from gateway.persistence.legacy_import import (
     ImportFailed,
     ImportOptions,
@@ -59,13 +61,19 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-async def _migrate(db_path: Path) -> None:
-    db = SqliteDatabase(db_path)
+async def _migrate(database: str | Path) -> None:
+    db: Database
+    if isinstance(database, Path):
+        db = SqliteDatabase(database)
+    else:
+        from gateway.persistence.postgres import PostgresDatabase
+
+        db = PostgresDatabase(database, pool_size=1)
     await db.open()  # applies any migration this code has and the database lacks
     await db.close()
 
 
-def _tenants(args: argparse.Namespace) -> tuple[Path, list[TenantSettings]]:
+def _tenants(args: argparse.Namespace) -> tuple[str | Path, list[TenantSettings]]:
     if args.config is None:
         _fail("import needs --config (the gateway's config file) before `import`")
     try:
@@ -73,9 +81,7 @@ def _tenants(args: argparse.Namespace) -> tuple[Path, list[TenantSettings]]:
         tenants = read_tenants_file(config.tenants_file) if config.tenants_file else config.tenants
     except (ConfigError, TenantFileError) as exc:
         _fail(str(exc))
-    if config.uses_postgres:  # the importer writes SQLite directly (sqlite3, per batch)
-        _fail("import into PostgreSQL is not supported yet: the database_url is postgresql://")
-    return config.database_path, tenants
+    return config.database, tenants
 
 
 def _duration(seconds: float | None) -> str:
@@ -158,13 +164,18 @@ def summary(opts: ImportOptions, result: ImportResult) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    db_path, tenants = _tenants(args)
+    database, tenants = _tenants(args)
     if args.batch_rows < 1:
         _fail("--batch-rows must be at least 1")
-    asyncio.run(_migrate(db_path))
+    try:
+        asyncio.run(_migrate(database))
+    except (OSError, DatabaseUnavailable) as exc:
+        _fail(f"database: {exc}")
+    on_postgres = not isinstance(database, Path)
     opts = ImportOptions(
         path=args.file,
-        db_path=db_path,
+        db_path=Path() if on_postgres else Path(database),
+        database_url=str(database) if on_postgres else None,
         policies=tenant_policies(tenants, args.premium_plan),
         rejects_path=args.rejects or args.file.with_name(args.file.name + ".rejects"),
         fmt=args.format,
@@ -178,6 +189,8 @@ def cmd_import(args: argparse.Namespace) -> None:
     except ImportFailed as exc:
         _fail(str(exc))
     except sqlite3.Error as exc:  # e.g. the disk is full
+        _fail(f"database: {exc}; {again}")
+    except (OSError, DatabaseUnavailable) as exc:  # PostgreSQL went away
         _fail(f"database: {exc}; {again}")
     except KeyboardInterrupt:
         print(f"interrupted; {again}", file=sys.stderr)

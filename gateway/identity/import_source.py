@@ -4,14 +4,14 @@ The file is read line by line in binary (memory stays flat whatever its size); e
 says the byte offset and line number after its last line, so a checkpoint can resume with
 `seek()`. Rows are checked here (import_rows) and turned into the parameters of the insert
 into `accounts`; refused rows come back with their line number, reason and raw bytes.
-This runs in a child process of the importer (import_reader), so parsing overlaps with
-SQLite's writes; it imports nothing heavy, so that process starts in a blink.
+This runs in a child process of the importer (import_reader), which stages each batch for
+the importer (persistence/import_stage), so parsing overlaps with the database's writes; it
+imports nothing heavy, so that process starts in a blink.
 """
 
 from __future__ import annotations
 
 import hashlib
-import marshal
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,17 +81,6 @@ class Batch(NamedTuple):
     data_lines: int  # non-blank lines other than a CSV header
     end_offset: int
     end_line: int
-
-    def encode(self) -> bytes:
-        """For the pipe from the reader process: marshal is several times faster than
-        pickle for lists of plain tuples, and both ends are the same interpreter."""
-        rejects = [tuple(r) for r in self.rejects]
-        return marshal.dumps((self.rows, self.spans, self.premium, rejects, *self[4:]))
-
-    @classmethod
-    def decode(cls, data: bytes) -> Batch:
-        rows, spans, premium, rejects, *rest = marshal.loads(data)
-        return cls(rows, spans, premium, [RejectLine(*r) for r in rejects], *rest)
 
 
 # The order of a row's parameters; persistence/legacy_import.py names them ?1..?13 in its INSERT.

@@ -1,5 +1,5 @@
-"""Tests for gateway.identity.import_source: batches, their resume offsets, the transfer
-encoding, account ids and tenant policies."""
+"""Tests for gateway.identity.import_source: batches, their resume offsets, account ids
+and tenant policies."""
 
 from __future__ import annotations
 
@@ -101,11 +101,6 @@ def test_rows_follow_row_columns_and_the_tenant_policy(tmp_path: Path) -> None:
     assert batch.rows[0][FREE_QUOTA] == 500 * GB
     assert batch.premium == [(0, "5tb-30d", 5_000 * GB, NOW + 10)]  # the largest plan
     assert [(r.line, r.reason) for r in batch.rejects] == [(3, "unknown tenant 'nosuch'")]
-
-
-def test_batches_survive_their_encoding(jsonl: Path) -> None:
-    for batch in read_batches(jsonl, "jsonl", 0, 0, POLICIES, NOW, 3):
-        assert Batch.decode(batch.encode()) == batch
 
 
 def test_account_ids_look_like_other_ids_count_up_and_differ_across_runs() -> None:
