@@ -84,14 +84,3 @@ async def gateway_url(
     config = gateway_config(network, tmp_path_factory.mktemp("gateway"))
     async with serve_gateway(config) as url:
         yield url
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL (make test-scale), tests that read or write the gateway's SQLite file
-    directly (the books check, the legacy importer, login fixtures) are skipped, and say so."""
-    if not os.environ.get(postgres.URL_ENV):
-        return
-    skip = pytest.mark.skip(reason="reads the gateway's SQLite file directly; SQLite only")
-    for item in items:
-        if item.get_closest_marker("sqlite_file"):
-            item.add_marker(skip)

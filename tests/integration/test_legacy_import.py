@@ -34,8 +34,6 @@ ACME = TenantSettings(id="acme", hostnames=["acme.example"], plans=[])
 NOW = int(time.time())
 FUTURE = NOW + 90 * 86_400
 
-pytestmark = [pytest.mark.sqlite_file]
-
 
 def _wait(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.01) -> None:
     deadline = time.monotonic() + timeout_s

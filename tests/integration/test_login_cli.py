@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -15,19 +14,20 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from gateway.config import TenantSettings
+from gateway.config import GatewayConfig, TenantSettings
 from gateway.identity.import_source import tenant_policies
 from gateway.persistence.legacy_import import ImportOptions, run_import
 from gateway.server import serve
 from regtest.network import Network
 from sandbox.run import sandbox_client_config
 from tests.conftest import gateway_config
+from tests.sql import fetch_all
 
 PASSWORD = "hunter2 but longer"
 FUTURE = int(time.time()) + 60 * 86_400
 QUOTA = 250 * 10**9
 
-pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
+pytestmark = pytest.mark.integration
 
 
 async def bitcache(*args: str, stdin: str) -> tuple[int, str, str]:
@@ -45,17 +45,15 @@ async def bitcache(*args: str, stdin: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def _legacy_row(db: Path) -> tuple[object, ...]:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT legacy_hash, proof_hash FROM accounts WHERE username = 'Alice'"
-        ).fetchone()
+async def _legacy_row(config: GatewayConfig) -> tuple[object, ...]:
+    [row] = await fetch_all(
+        config, "SELECT legacy_hash, proof_hash FROM accounts WHERE username = 'Alice'"
+    )
     return tuple(row)
 
 
 async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
-    config = gateway_config(network, tmp_path / "gw", database_url=None)
+    config = gateway_config(network, tmp_path / "gw")  # the database under test
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
@@ -71,7 +69,8 @@ async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path
             run_import,
             ImportOptions(
                 path=source,
-                db_path=config.database_path,
+                db_path=Path() if config.uses_postgres else config.database_path,
+                database_url=config.database_url if config.uses_postgres else None,
                 policies=tenant_policies([TenantSettings()]),
                 rejects_path=tmp_path / "rejects.jsonl",
             ),
@@ -93,7 +92,7 @@ async def test_bitcache_login_restores_an_old_account(network: Network, tmp_path
         assert PASSWORD not in out + err
         first_key = json.loads(client_cfg.read_text())["api_key"]
         assert first_key and first_key not in out + err
-        legacy_hash, proof_hash = _legacy_row(config.database_path)
+        legacy_hash, proof_hash = await _legacy_row(config)
         assert legacy_hash is None and proof_hash is not None
 
         # The restored plan and quota, through the command.

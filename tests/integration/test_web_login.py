@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,18 @@ from gateway.server import serve
 from regtest.network import Network
 from tests.conftest import gateway_config
 from tests.integration.test_web import ARGS, CHROMIUM, DESKTOP
+from tests.sql import fetch_value
 
 playwright = pytest.importorskip("playwright.async_api")
 
-pytestmark = [pytest.mark.integration, pytest.mark.sqlite_file]
+pytestmark = pytest.mark.integration
 
 PASSWORD = "old site password"
 FUTURE = int(time.time()) + 30 * 86_400
 
 
 async def test_the_login_form_restores_an_old_account(network: Network, tmp_path: Path) -> None:
-    # SQLite in every set-up: the legacy importer writes the SQLite file directly.
-    config = gateway_config(network, tmp_path / "gw", database_url=None)
+    config = gateway_config(network, tmp_path / "gw")  # the database under test
     async with serve(config) as url:
         source = tmp_path / "old.jsonl"
         row = {
@@ -47,7 +46,8 @@ async def test_the_login_form_restores_an_old_account(network: Network, tmp_path
             run_import,
             ImportOptions(
                 path=source,
-                db_path=config.database_path,
+                db_path=Path() if config.uses_postgres else config.database_path,
+                database_url=config.database_url if config.uses_postgres else None,
                 policies=tenant_policies([TenantSettings()]),
                 rejects_path=tmp_path / "rejects.jsonl",
             ),
@@ -69,6 +69,7 @@ async def test_the_login_form_restores_an_old_account(network: Network, tmp_path
             assert key and key.startswith("bck_")
             assert await page.input_value("#login-password") == ""
             await browser.close()
-        with sqlite3.connect(config.database_path) as conn:
-            legacy = conn.execute("SELECT legacy_hash FROM accounts WHERE legacy_id = 'w1'")
-            assert legacy.fetchone()[0] is None
+        legacy = await fetch_value(
+            config, "SELECT legacy_hash FROM accounts WHERE legacy_id = 'w1'"
+        )
+        assert legacy is None
