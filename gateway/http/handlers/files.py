@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
+from gateway.http.metrics import BATCH_OUTCOME
 from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
 from gateway.http.problems import UPGRADE_HINT, Problem, bad_request, conflict, gone, over_quota
@@ -180,6 +181,11 @@ async def create_batch(request: web.Request) -> web.Response:
         # An unpinner may have unpinned these CIDs between our add and our commit.
         await asyncio.gather(*(store.pin_add(cid) for cid in recorded.first_references))
     stored = set(recorded.stored) if recorded else set()
+    request[BATCH_OUTCOME] = (
+        len(stored),
+        len(items) - len(stored),
+        sum(len(i.chunk) for i in todo if i.file_id in stored),
+    )
     return web.json_response(
         {
             "items": [
