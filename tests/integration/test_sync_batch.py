@@ -4,6 +4,7 @@ without storing a finished item twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -18,9 +19,12 @@ import pytest
 from client.api import BitcacheClient
 from client.sync import vault as vaults
 from gateway.config import GatewayConfig
+from gateway.server import serve
+from regtest.network import Network
 from regtest.waiting import wait_until
 from storage.crypto import FileEncryptor, b64url_encode
 from storage.file_batch import BATCH_MEDIA_TYPE, MAX_BATCH_BODY_BYTES, encode_batch
+from tests.conftest import gateway_config
 from tests.integration.test_sync import (
     METRICS_URLS,
     bitcache,
@@ -34,7 +38,7 @@ from tests.integration.test_sync import (
     uploaded_chunks,
 )
 from tests.sql import fetch_all
-from tests.support import bearer, create_account
+from tests.support import TcpProxy, bearer, create_account
 
 __all__ = ["gw"]  # the module-scoped gateway fixture, shared with test_sync
 pytestmark = pytest.mark.integration
@@ -223,3 +227,48 @@ async def test_kill_9_mid_batches_then_resume_stores_no_item_twice(
     assert resent <= 4 * 64, resent
     await b.sync()
     same_tree(a.folder, b.folder)
+
+
+async def test_kubo_going_down_mid_batch_records_nothing_and_the_batch_can_be_resent(
+    network: Network, tmp_path: Path
+) -> None:
+    """kubo (behind a proxy) is cut while a batch's chunks are being added: 503, no file
+    recorded, the quota untouched, every CID added so far left unreferenced (for the
+    unpinner); the same batch sent again once kubo is back stores every file."""
+    assert network.kubo is not None
+    kubo = TcpProxy("127.0.0.1", int(network.kubo.api_url.rsplit(":", 1)[1]))
+    await kubo.start()
+    config = gateway_config(network, tmp_path / "gw", kubo_api_url=f"http://127.0.0.1:{kubo.port}")
+    try:
+        async with serve(config) as url, aiohttp.ClientSession() as s:
+            me, key = await create_account(s, url)
+            items = [item(20_000) for _ in range(64)]
+            ids = [h["file_id"] for h, _, _ in items]
+            kubo.slow(0.05)
+            posted = asyncio.ensure_future(post_batch(s, url, key, encode_batch(items)))
+
+            async def some_added() -> bool:
+                assert not posted.done(), "the batch finished before kubo could be cut"
+                return sum(1 for n in kubo.received() if n > 0) >= 2
+
+            await wait_until("a few chunks added to kubo", some_added, 60, every_s=0.01)
+            await kubo.cut()
+            status, problem = await posted
+            assert status == 503, problem
+            for file_id in ids:
+                assert await file_status(s, url, file_id) == 404
+            assert await used_bytes(config, me) == 0
+            [(chunks,)] = await fetch_all(config, "SELECT COUNT(*) FROM chunks")
+            assert chunks == 0
+            [(referenced,)] = await fetch_all(config, "SELECT COUNT(*) FROM pins WHERE refs > 0")
+            assert referenced == 0
+
+            await kubo.restore()
+            kubo.slow(0)
+            status, body = await post_batch(s, url, key, encode_batch(items))
+            assert (status, body["stored"]) == (200, 64), body
+            [(referenced,)] = await fetch_all(config, "SELECT COUNT(*) FROM pins WHERE refs = 1")
+            assert referenced == 64
+            assert await used_bytes(config, me) > 64 * 20_000
+    finally:
+        await kubo.close()
