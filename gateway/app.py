@@ -233,6 +233,7 @@ def create_app(
     app.router.add_get("/v1/health", health.health)
     app.router.add_get("/v1/openapi.json", serve_document)
     app.router.add_post("/v1/files", files.create_file)
+    app.router.add_post("/v1/files/batch", files.create_batch)
     app.router.add_get("/v1/files/{file_id}", files.get_file)
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)
     app.router.add_post("/v1/files/{file_id}/complete", files.complete_file)

@@ -80,6 +80,12 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.batch_files = Counter(
+            "bitcache_batch_files",
+            "Files of POST /v1/files/batch: stored by it, or already there (not stored again)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
         self.bytes_served = Counter(
             "bitcache_bytes_served",
             "Ciphertext bytes of chunks served",
@@ -150,6 +156,11 @@ class Metrics:
         self.earned_msat.labels(tenant, kind).inc(amount_msat)
 
     def stored(self, tenant: str, size: int) -> None:
+        self.bytes_stored.labels(tenant).inc(size)
+
+    def batch(self, tenant: str, stored: int, existing: int, size: int) -> None:
+        self.batch_files.labels(tenant, "stored").inc(stored)
+        self.batch_files.labels(tenant, "exists").inc(existing)
         self.bytes_stored.labels(tenant).inc(size)
 
     def served(self, tenant: str, size: int) -> None:

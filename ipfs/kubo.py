@@ -67,7 +67,9 @@ class KuboClient:
                 # Some commands stream several JSON objects; the last one is the result.
                 lines = [ln for ln in body.splitlines() if ln.strip()]
                 return dict(json.loads(lines[-1])) if lines else {}
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        # A connection cut mid-answer is a payload error, not a connection error: kubo went
+        # away all the same (503, not 500).
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise IpfsUnavailable(f"kubo at {self.api_url} unreachable: {exc!r}") from exc
 
     async def add(self, data: bytes, pin: bool = True) -> str:

@@ -24,6 +24,7 @@ from storage.crypto import (
     b64url_decode,
     b64url_encode,
 )
+from storage.file_batch import BATCH_MEDIA_TYPE, encode_batch
 from storage.manifest import Manifest, seal_manifest
 from storage.vault import (
     CHUNK_FILE_FORMAT_VERSION,
@@ -277,6 +278,49 @@ class Vault:
             )
         await self.client.call("POST", f"/v1/files/{fid}/complete")
         return fid, sent
+
+    def _seal(self, ref: ChunkRef, data: bytes) -> tuple[str, dict[str, Any], str, bytes]:
+        """The chunk file of one chunk, sealed: (file id, header JSON, manifest, chunk 0)."""
+        cf = chunk_file(self.keys, ref.mac)
+        padded = chunk_file_plaintext(data)
+        enc = FileEncryptor(
+            cf.key,
+            cf.file_id,
+            len(padded),
+            max(MIN_CHUNK_SIZE, len(padded)),
+            CHUNK_FILE_FORMAT_VERSION,
+        )
+        manifest = Manifest(
+            name="chunk", size=len(padded), chunk_size=enc.header.chunk_size, modified=None
+        )
+        sealed_manifest = seal_manifest(enc.keys, cf.file_id, manifest, cf.manifest_nonce())
+        return (
+            cf.file_id_text,
+            enc.header.to_json_dict(),
+            b64url_encode(sealed_manifest),
+            enc.seal(0, padded),
+        )
+
+    async def upload_batch(self, chunks: list[tuple[ChunkRef, bytes]]) -> list[tuple[str, bool]]:
+        """Stores many small chunks as their chunk files in one request (POST
+        /v1/files/batch, idempotent per item); returns each file id and whether it was
+        stored now (False: the gateway already held it)."""
+        sealed = await asyncio.to_thread(lambda: [self._seal(r, d) for r, d in chunks])
+        body = encode_batch([(h, m, c) for _, h, m, c in sealed])
+        reply = await self.client._request(
+            "POST",
+            f"{self.client.config.gateway_url}/v1/files/batch",
+            data=body,
+            headers={"Content-Type": BATCH_MEDIA_TYPE},
+            ok=(200,),
+        )
+        states = {str(i["file_id"]): i["state"] for i in reply.json_object()["items"]}
+        out = []
+        for fid, _, _, _ in sealed:
+            if fid not in states:
+                raise GatewayError(200, "Bad answer", f"the batch reply lacks {fid}")
+            out.append((fid, states[fid] == "stored"))
+        return out
 
     async def fetch_chunk(self, ref: ChunkRef) -> bytes:
         """One chunk, fetched free as its owner, opened and checked against its MAC."""

@@ -33,6 +33,9 @@ __all__ = ["CHUNK_ROUTE", "METRICS", "PATH", "PLANS_ROUTE", "metrics_middleware"
 METRICS = web.AppKey("metrics", Metrics)
 PATH = "/metrics"
 CHUNK_ROUTE = "/v1/files/{file_id}/chunks/{index}"
+BATCH_ROUTE = "/v1/files/batch"
+# Set by the batch handler: (files stored, files already there, chunk bytes stored).
+BATCH_OUTCOME = web.RequestKey("batch_outcome", tuple[int, int, int])
 PLANS_ROUTE = "/v1/account/plans"
 UNMATCHED = "unmatched"  # any path no route knows: one series, however many paths
 _CLIENT_GONE = 499  # the client closed the connection first (nginx's convention)
@@ -82,6 +85,8 @@ async def _outcome(metrics: Metrics, request: web.Request, response: web.StreamR
             metrics.invoice_created(tenant_id, "chunks")
     elif route == CHUNK_ROUTE and method == "PUT" and status == 201:
         metrics.stored(tenant_id, len(await request.read()))  # already read: cached
+    elif route == BATCH_ROUTE and method == "POST" and status == 200:
+        metrics.batch(tenant_id, *request.get(BATCH_OUTCOME, (0, 0, 0)))
     elif route == PLANS_ROUTE and method == "POST" and status == 201:
         metrics.invoice_created(tenant_id, "plan")
 

@@ -186,6 +186,21 @@ class ChunkStored(BaseModel):
     cid: str
 
 
+class BatchItemState(BaseModel):
+    file_id: str
+    state: Literal["stored", "exists"] = Field(
+        description="stored by this request, or already complete before it (not stored again)"
+    )
+
+
+class BatchStored(BaseModel):
+    """POST /v1/files/batch: every item's outcome, in the request's order."""
+
+    items: list[BatchItemState]
+    stored: int
+    existing: int
+
+
 class FileDeleted(BaseModel):
     file_id: str
     state: Literal["deleted"]

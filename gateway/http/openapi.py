@@ -226,6 +226,17 @@ OPERATIONS: tuple[Operation, ...] = (
         links=_FILE_LINKS,
     ),
     Operation(
+        "createFileBatch",
+        "post",
+        "/v1/files/batch",
+        "Store many free single-chunk files at once (owner; body: u32 index length, JSON"
+        " index, sealed chunks; see docs/api.md)",
+        {200: m.BatchStored},
+        (400, 401, 409, 413, 422, 507),
+        "binary",
+        auth=("bearer",),
+    ),
+    Operation(
         "getFile",
         "get",
         "/v1/files/{file_id}",

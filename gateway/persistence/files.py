@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gateway.billing.quota import check_reservation
 from gateway.persistence import pins
@@ -57,6 +57,26 @@ class FileRecord:
 class ChunkRecord:
     cid: str
     size: int
+
+
+@dataclass(frozen=True)
+class NewChunkFile:
+    """One item of a batch of single-chunk files, its chunk already added as ``cid``."""
+
+    header: FileHeader
+    manifest: bytes
+    cid: str
+    size: int
+
+
+@dataclass
+class BatchRecorded:
+    """What a batch did: file ids stored now, ids already complete, and the CIDs whose pin
+    reference is the first (the caller pins them again after commit, see pins.py)."""
+
+    stored: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    first_references: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,115 @@ class FileStore:
         assert record is not None
         return record, created
 
+    async def record_batch(
+        self,
+        items: Sequence[NewChunkFile],
+        owner_id: str,
+        limit_bytes: int,
+        tenant_id: str,
+        free_tier_cap: int | None = None,
+        now: int | None = None,
+    ) -> BatchRecorded:
+        """Records many free single-chunk files and their (already added) chunks in ONE
+        transaction: the new ones are created complete, an identical one still uploading
+        gets its chunk and is completed, an identical complete one is left as it is. The
+        quota (and free tier) is checked once for all the new bytes. Raises FileConflict
+        (an id exists with another header or manifest, another owner, or was deleted),
+        ChunkConflict, quota.OverQuota or free_tier.FreeTierFull, and then nothing of the
+        batch is written; the caller releases the CIDs it added."""
+        at = int(time.time()) if now is None else now
+        ids = [encode_file_id(item.header.file_id) for item in items]
+        out = BatchRecorded()
+        async with self.db.transaction() as conn:
+            # The owner's row first, locked, as create() does: batches and creates of one
+            # owner reserve one after another.
+            async with conn.execute(
+                "SELECT used_bytes FROM accounts WHERE id = ? FOR UPDATE", (owner_id,)
+            ) as cur:
+                account = await cur.fetchone()
+            assert account is not None, "owner must exist"
+            marks = ",".join("?" * len(ids))
+            async with conn.execute(
+                f"SELECT id, header, manifest, owner_id, state FROM files WHERE id IN ({marks})",
+                ids,
+            ) as cur:
+                rows = {str(r["id"]): r async for r in cur}
+            fresh: list[tuple[str, NewChunkFile]] = []
+            for file_id, item in zip(ids, items, strict=True):
+                row = rows.get(file_id)
+                if row is None:
+                    fresh.append((file_id, item))
+                    continue
+                if (
+                    row["header"] != _header_json(item.header)
+                    or bytes(row["manifest"]) != item.manifest
+                    or row["owner_id"] != owner_id
+                    or row["state"] == "deleted"
+                ):
+                    raise FileConflict(f"file {file_id} exists with a different header")
+                if row["state"] == "complete":
+                    out.existing.append(file_id)
+                    continue
+                # Left uploading by the single path (a killed client): finish it here.
+                await self._record_chunk(conn, file_id, item, out)
+                await conn.execute(
+                    "UPDATE files SET state = 'complete', completed_at = ?"
+                    " WHERE id = ? AND state = 'uploading'",
+                    (at, file_id),
+                )
+                out.stored.append(file_id)
+            size = sum(stored_size(item.header, item.manifest) for _, item in fresh)
+            if fresh:
+                check_reservation(int(account[0]), size, limit_bytes)
+                if free_tier_cap is not None:
+                    await check_free_tier(conn, tenant_id, size, free_tier_cap, at)
+                await conn.execute(
+                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
+                    (size, owner_id),
+                )
+            for file_id, item in fresh:
+                inserted = await conn.execute(
+                    "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
+                    " created_at, completed_at, owner_id, stored_bytes, tenant_id)"
+                    " VALUES (?, 'complete', ?, ?, 1, 0, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (
+                        file_id,
+                        _header_json(item.header),
+                        item.manifest,
+                        at,
+                        at,
+                        owner_id,
+                        stored_size(item.header, item.manifest),
+                        tenant_id,
+                    ),
+                )
+                if inserted.rowcount == 0:  # another owner created it meanwhile
+                    raise FileConflict(f"file {file_id} exists with a different header")
+                await self._record_chunk(conn, file_id, item, out)
+                out.stored.append(file_id)
+        return out
+
+    @staticmethod
+    async def _record_chunk(
+        conn: Connection, file_id: str, item: NewChunkFile, out: BatchRecorded
+    ) -> None:
+        inserted = await conn.execute(
+            "INSERT INTO chunks (file_id, idx, cid, size) VALUES (?, 0, ?, ?)"
+            " ON CONFLICT (file_id, idx) DO NOTHING",
+            (file_id, item.cid, item.size),
+        )
+        if inserted.rowcount == 1:
+            if await pins.reference(conn, item.cid) == 1:
+                out.first_references.append(item.cid)
+            return
+        async with conn.execute(
+            "SELECT cid FROM chunks WHERE file_id = ? AND idx = 0", (file_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row["cid"] != item.cid:
+            raise ChunkConflict(f"chunk 0 of {file_id} is already stored")
+
     async def delete(self, file_id: str) -> list[str]:
         """Marks the file deleted, frees its bytes and drops its chunks' pin references (a
         CID no other chunk uses is left for the unpinner). Returns the file's chunk CIDs.
@@ -232,6 +361,16 @@ class FileStore:
             stored_bytes=int(row["stored_bytes"]),
             tenant_id=row["tenant_id"],
         )
+
+    async def states(self, file_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """(state, owner) of each of these files that exists."""
+        if not file_ids:
+            return {}
+        marks = ",".join("?" * len(file_ids))
+        rows = await self.db.fetch_all(
+            f"SELECT id, state, owner_id FROM files WHERE id IN ({marks})", list(file_ids)
+        )
+        return {str(r["id"]): (str(r["state"]), r["owner_id"]) for r in rows}
 
     async def chunk(self, file_id: str, index: int) -> ChunkRecord | None:
         row = await self.db.fetch_one(

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from gateway.billing.quota import OverQuota
 from gateway.http.auth import optional_account, require_account
+from gateway.http.metrics import BATCH_OUTCOME
 from gateway.http.models import MAX_MANIFEST_BYTES, CreateFileBody
 from gateway.http.params import check_chunk_index, chunk_index_param, json_model, load_file
 from gateway.http.problems import UPGRADE_HINT, Problem, bad_request, conflict, gone, over_quota
-from gateway.persistence.files import ChunkConflict, FileConflict, FileGone, FileRecord
+from gateway.persistence import pins
+from gateway.persistence.files import (
+    ChunkConflict,
+    FileConflict,
+    FileGone,
+    FileRecord,
+    NewChunkFile,
+)
 from gateway.persistence.free_tier import FreeTierFull, on_free_tier
 from gateway.persistence.quotas import limit_bytes
 from gateway.services import price_default, public_base, services, tenant_of
@@ -23,6 +32,7 @@ from storage.crypto import (
     b64url_encode,
 )
 from storage.errors import FormatError
+from storage.file_batch import MAX_BATCH_BODY_BYTES, BatchError, BatchItem, parse_batch
 
 
 def file_state(
@@ -79,16 +89,124 @@ async def create_file(request: web.Request) -> web.Response:
     except FileConflict as exc:
         raise conflict(str(exc), "file-exists") from exc
     except FreeTierFull as exc:
-        raise Problem(
-            507,
-            "free-tier-full",
-            "Free storage used up",
-            str(exc),
-            extra={"upgrade": UPGRADE_HINT},
-        ) from exc
+        raise _free_tier_full(exc) from exc
     except OverQuota as exc:
         raise over_quota(exc) from exc
     return await _state_response(request, record, 201 if created else 200)
+
+
+def _free_tier_full(exc: FreeTierFull) -> Problem:
+    return Problem(
+        507, "free-tier-full", "Free storage used up", str(exc), extra={"upgrade": UPGRADE_HINT}
+    )
+
+
+# Chunks of one batch added to IPFS at a time (kubo is the bottleneck, not this process).
+BATCH_IPFS_CONCURRENCY = 8
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    """Many free single-chunk files (the sync client's small chunk files) in one request:
+    each item checked as create + PUT chunk 0 + complete would check it, the chunks added
+    to IPFS a few at a time, then all recorded in one transaction. An item already stored
+    is answered "exists" and not stored again. If anything fails, no file of the batch is
+    recorded and the chunks it added are released (the batch can be sent again)."""
+    s = services(request)
+    account = await require_account(request)
+    declared = request.content_length
+    if declared is not None and declared > MAX_BATCH_BODY_BYTES:
+        raise Problem(
+            413, "batch-too-large", "Batch too large", f"at most {MAX_BATCH_BODY_BYTES} bytes"
+        )
+    try:
+        items = parse_batch(await request.read())
+    except BatchError as exc:
+        raise Problem(exc.status, exc.kind, "Bad batch", exc.detail) from exc
+    tenant = tenant_of(request)
+    now = int(s.clock())
+    # Not sent to IPFS again: the items the gateway already holds complete (a resumed sync).
+    known = await s.files.states([i.file_id for i in items])
+    todo: list[BatchItem] = []
+    for item in items:
+        state = known.get(item.file_id)
+        if state is not None and (state[1] != account.id or state[0] == "deleted"):
+            raise conflict(f"file {item.file_id} exists with a different header", "file-exists")
+        if state != ("complete", account.id):
+            todo.append(item)
+    store = s.ipfs_for(tenant)
+    sem = asyncio.Semaphore(BATCH_IPFS_CONCURRENCY)
+
+    async def add(item: BatchItem) -> str:
+        async with sem:
+            return await store.add(item.chunk)
+
+    results = await asyncio.gather(*(add(i) for i in todo), return_exceptions=True)
+    added = [r for r in results if isinstance(r, str)]
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await _release(request, added)
+        raise failure
+    limit = await limit_bytes(s.db, tenant, account.id, now)
+    cap = tenant.free_tier_total_bytes
+    if cap is not None and not await on_free_tier(s.db, account.id, now):
+        cap = None  # plan holders pay for their space
+    try:
+        recorded = (
+            await s.files.record_batch(
+                [
+                    NewChunkFile(i.header, i.manifest, cid, len(i.chunk))
+                    for i, cid in zip(todo, added, strict=True)
+                ],
+                account.id,
+                limit,
+                tenant.id,
+                cap,
+                now,
+            )
+            if todo
+            else None
+        )
+    except (FileConflict, ChunkConflict, FreeTierFull, OverQuota) as exc:
+        await _release(request, added)
+        if isinstance(exc, FreeTierFull):
+            raise _free_tier_full(exc) from exc
+        if isinstance(exc, OverQuota):
+            raise over_quota(exc) from exc
+        slug = "file-exists" if isinstance(exc, FileConflict) else "chunk-exists"
+        raise conflict(str(exc), slug) from exc
+    except BaseException:
+        await _release(request, added)
+        raise
+    if recorded is not None and recorded.first_references:
+        # An unpinner may have unpinned these CIDs between our add and our commit.
+        await asyncio.gather(*(store.pin_add(cid) for cid in recorded.first_references))
+    stored = set(recorded.stored) if recorded else set()
+    request[BATCH_OUTCOME] = (
+        len(stored),
+        len(items) - len(stored),
+        sum(len(i.chunk) for i in todo if i.file_id in stored),
+    )
+    return web.json_response(
+        {
+            "items": [
+                {"file_id": i.file_id, "state": "stored" if i.file_id in stored else "exists"}
+                for i in items
+            ],
+            "stored": len(stored),
+            "existing": len(items) - len(stored),
+        }
+    )
+
+
+async def _release(request: web.Request, cids: list[str]) -> None:
+    """Chunks added for a batch that recorded nothing: unpinned unless a chunk row uses them."""
+    if not cids:
+        return
+    s = services(request)
+    async with s.db.transaction() as conn:
+        for cid in sorted(set(cids)):
+            await pins.release_unrecorded(conn, cid)
+    await s.unpinner.drain(only=sorted(set(cids)))
 
 
 async def _owned_file(request: web.Request, action: str) -> FileRecord:
