@@ -23,7 +23,13 @@ from pydantic import ValidationError
 
 from client import account, login
 from client.api import BitcacheClient, DownloadResult, FileInfo
-from client.config import ClientConfig, default_config_path, load_config, save_config
+from client.config import (
+    CONFIG_ENV,
+    ClientConfig,
+    default_config_path,
+    load_config,
+    save_config,
+)
 from client.errors import ClientError, ConfigError
 from client.folder import FolderResult, download_folder, folder_info
 from client.payer import format_msat
@@ -304,6 +310,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "config", None):
+        # --config stands for $BITCACHE_CONFIG in this process, so what is kept beside the
+        # configuration (the prepaid credit) goes beside this file, not the default one.
+        os.environ[CONFIG_ENV] = str(Path(args.config).expanduser())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     sync_handler = getattr(args, "sync_handler", None)
     handler: Callable[[argparse.Namespace], int] = (

@@ -14,8 +14,9 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import l402
-from client.config import ClientConfig
-from client.credit import CreditWallet, HeldCredit
+from client.cli import main
+from client.config import CONFIG_ENV, ClientConfig
+from client.credit import CreditWallet, HeldCredit, default_credit_path
 from client.errors import PaymentRefused
 from client.http import _Reply
 from client.payer import check_invoice_amount
@@ -142,3 +143,15 @@ def test_held_credit_json_is_read_strictly() -> None:
     for broken in cases:
         with pytest.raises(ValueError):
             HeldCredit.from_json(broken)
+
+
+def test_credit_is_kept_beside_the_config_named_by_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "env" / "client.json"))
+    assert default_credit_path() == tmp_path / "env" / "credit.json"
+    # Any command with --config: two configurations on one machine keep their credit apart.
+    config = tmp_path / "device-b" / "client.json"
+    assert main(["get", "not a link", "--config", str(config)]) != 0
+    assert "error" in capsys.readouterr().err
+    assert default_credit_path() == tmp_path / "device-b" / "credit.json"
