@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -308,19 +309,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _config_named(config: str | None) -> Iterator[None]:
+    """--config stands for $BITCACHE_CONFIG while the command runs, so what is kept beside
+    the configuration (the prepaid credit) goes beside that file, not the default one."""
+    if not config:
+        yield
+        return
+    before = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = str(Path(config).expanduser())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[CONFIG_ENV]
+        else:
+            os.environ[CONFIG_ENV] = before
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "config", None):
-        # --config stands for $BITCACHE_CONFIG in this process, so what is kept beside the
-        # configuration (the prepaid credit) goes beside this file, not the default one.
-        os.environ[CONFIG_ENV] = str(Path(args.config).expanduser())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     sync_handler = getattr(args, "sync_handler", None)
     handler: Callable[[argparse.Namespace], int] = (
         (lambda a: sync_handler(a, _config)) if sync_handler else args.handler
     )
     try:
-        return handler(args)
+        with _config_named(getattr(args, "config", None)):
+            return handler(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

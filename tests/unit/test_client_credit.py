@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+import client.cli
 import l402
-from client.cli import main
+from client.cli import _config_named, main
 from client.config import CONFIG_ENV, ClientConfig
 from client.credit import CreditWallet, HeldCredit, default_credit_path
 from client.errors import PaymentRefused
@@ -150,8 +151,15 @@ def test_credit_is_kept_beside_the_config_named_by_the_command(
 ) -> None:
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "env" / "client.json"))
     assert default_credit_path() == tmp_path / "env" / "credit.json"
-    # Any command with --config: two configurations on one machine keep their credit apart.
+    # While a command given --config runs, credit goes beside that file: two configurations
+    # on one machine keep their credit apart.
     config = tmp_path / "device-b" / "client.json"
-    assert main(["get", "not a link", "--config", str(config)]) != 0
-    assert "error" in capsys.readouterr().err
-    assert default_credit_path() == tmp_path / "device-b" / "credit.json"
+    with _config_named(str(config)):
+        assert default_credit_path() == tmp_path / "device-b" / "credit.json"
+    assert default_credit_path() == tmp_path / "env" / "credit.json"
+    # main() uses it, and leaves the environment as it found it.
+    seen: list[Path] = []
+    monkeypatch.setattr(client.cli, "_cmd_get", lambda args: seen.append(default_credit_path()))
+    main(["get", "http://127.0.0.1:1/f/x", "--config", str(config)])
+    assert seen == [tmp_path / "device-b" / "credit.json"]
+    assert os.environ[CONFIG_ENV] == str(tmp_path / "env" / "client.json")
