@@ -12,7 +12,6 @@ presented credential is a paid credit token of this gateway for this tenant, now
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -28,8 +27,9 @@ from l402.caveats import (
 from l402.errors import L402Error, MacaroonError, TokenRejected
 from l402.headers import parse_authorization
 from l402.identifier import TOKEN_ID_LEN, TOKEN_ID_VERSION, TokenId
-from l402.macaroon import Macaroon, add_caveat, from_base64, mint, verify_signature
+from l402.macaroon import Macaroon, add_caveat, from_base64, mint
 from l402.mint import root_key
+from l402.verify import identifier_of, verify_paid
 
 __all__ = [
     "COND_CREDIT",
@@ -119,22 +119,8 @@ def verify_credit(
 
     Raises L402Error (malformed) or TokenRejected (well-formed, but not a credit here)."""
     credential = parse_authorization(values)
-    if len(credential.macaroons) != 1:
-        raise TokenRejected("exactly one macaroon is required")
-    mac = credential.macaroons[0]
-    try:
-        token = TokenId.decode(mac.identifier)
-    except L402Error as exc:
-        raise TokenRejected(str(exc)) from None
-    paid = hashlib.sha256(credential.preimage).digest()
-    if not hmac.compare_digest(paid, token.payment_hash):
-        raise TokenRejected("preimage does not match the token's payment hash")
-    if not verify_signature(mac, root_key(secret, mac.identifier)):
-        raise TokenRejected("invalid macaroon signature")
-    try:
-        caveats = [parse_caveat(raw) for raw in mac.caveats]
-    except L402Error as exc:
-        raise TokenRejected(str(exc)) from None
+    key = root_key(secret, identifier_of(credential))
+    token, caveats = verify_paid(credential, key)
     return token, check_credit_caveats(caveats, tenant_id, now)
 
 

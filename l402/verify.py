@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from l402.caveats import AccessRequest, check_caveats, parse_caveat
+from l402.caveats import AccessRequest, Caveat, check_caveats, parse_caveat
 from l402.errors import L402Error, MacaroonError, TokenRejected
 from l402.headers import Credential, parse_authorization
 from l402.identifier import TokenId
@@ -24,6 +24,7 @@ __all__ = [
     "verify_authorization",
     "verify_credential",
     "verify_grant",
+    "verify_paid",
 ]
 
 
@@ -69,6 +70,14 @@ def verify_credential(credential: Credential, key: bytes, request: AccessRequest
 def _verify(
     credential: Credential, key: bytes, request: AccessRequest
 ) -> tuple[TokenId, tuple[int, int, int]]:
+    token, caveats = verify_paid(credential, key)
+    return token, check_caveats(caveats, request)
+
+
+def verify_paid(credential: Credential, key: bytes) -> tuple[TokenId, list[Caveat]]:
+    """Check payment and signature (root key ``key``) of a one-macaroon credential; return
+    its identifier and its parsed caveats, for the caller's own caveat rules (chunk tokens
+    here, credit tokens in l402/credit.py)."""
     mac = _single_macaroon(credential)
     try:
         token = TokenId.decode(mac.identifier)
@@ -80,10 +89,9 @@ def _verify(
     if not verify_signature(mac, key):
         raise TokenRejected("invalid macaroon signature")
     try:
-        caveats = [parse_caveat(raw) for raw in mac.caveats]
+        return token, [parse_caveat(raw) for raw in mac.caveats]
     except L402Error as exc:
         raise TokenRejected(str(exc)) from None
-    return token, check_caveats(caveats, request)
 
 
 def verify_authorization(
