@@ -155,6 +155,45 @@ async def unlock_with_link(client: BitcacheClient, keys_path: Path, text: str) -
 # --- the vault in use -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _ChunkFileDraft:
+    """One chunk as its chunk file, ready to send: id, header and sealed manifest; the
+    chunk itself is sealed on demand (not at all when the gateway already holds it)."""
+
+    file_id: str
+    header: dict[str, Any]
+    manifest: str  # sealed, base64url
+    encryptor: FileEncryptor
+    padded: bytes
+
+    @classmethod
+    def of(cls, keys: VaultKeys, ref: ChunkRef, data: bytes) -> _ChunkFileDraft:
+        cf = chunk_file(keys, ref.mac)
+        padded = chunk_file_plaintext(data)
+        enc = FileEncryptor(
+            cf.key,
+            cf.file_id,
+            len(padded),
+            max(MIN_CHUNK_SIZE, len(padded)),
+            CHUNK_FILE_FORMAT_VERSION,
+        )
+        manifest = Manifest(
+            name="chunk", size=len(padded), chunk_size=enc.header.chunk_size, modified=None
+        )
+        sealed_manifest = seal_manifest(enc.keys, cf.file_id, manifest, cf.manifest_nonce())
+        return cls(
+            cf.file_id_text,
+            enc.header.to_json_dict(),
+            b64url_encode(sealed_manifest),
+            enc,
+            padded,
+        )
+
+    def seal(self) -> bytes:
+        """Chunk 0, the file's only chunk."""
+        return self.encryptor.seal(0, self.padded)
+
+
 @dataclass
 class Vault:
     client: BitcacheClient
@@ -234,25 +273,10 @@ class Vault:
     async def upload_chunk(self, ref: ChunkRef, data: bytes) -> tuple[str, bool]:
         """Stores one chunk as its chunk file (idempotent); returns the file id and whether
         its bytes were sent (False: the gateway already held the whole chunk file)."""
-        cf = chunk_file(self.keys, ref.mac)
-        padded = chunk_file_plaintext(data)
-        enc = FileEncryptor(
-            cf.key,
-            cf.file_id,
-            len(padded),
-            max(MIN_CHUNK_SIZE, len(padded)),
-            CHUNK_FILE_FORMAT_VERSION,
-        )
-        manifest = Manifest(
-            name="chunk",
-            size=len(padded),
-            chunk_size=enc.header.chunk_size,
-            modified=None,
-        )
-        sealed_manifest = seal_manifest(enc.keys, cf.file_id, manifest, cf.manifest_nonce())
+        draft = _ChunkFileDraft.of(self.keys, ref, data)
         base = self.client.config.gateway_url
-        fid = cf.file_id_text
-        body = {"header": enc.header.to_json_dict(), "manifest": b64url_encode(sealed_manifest)}
+        fid = draft.file_id
+        body = {"header": draft.header, "manifest": draft.manifest}
         for attempt in range(4):
             try:
                 state = await self.client.call("POST", "/v1/files", json_body=body)
@@ -268,7 +292,7 @@ class Vault:
             return fid, False  # already there: dedup within the account
         sent = bool(state.get("missing"))
         if sent:
-            sealed = await asyncio.to_thread(enc.seal, 0, padded)
+            sealed = await asyncio.to_thread(draft.seal)
             await self.client._request(
                 "PUT",
                 f"{base}/v1/files/{fid}/chunks/0",
@@ -279,34 +303,17 @@ class Vault:
         await self.client.call("POST", f"/v1/files/{fid}/complete")
         return fid, sent
 
-    def _seal(self, ref: ChunkRef, data: bytes) -> tuple[str, dict[str, Any], str, bytes]:
-        """The chunk file of one chunk, sealed: (file id, header JSON, manifest, chunk 0)."""
-        cf = chunk_file(self.keys, ref.mac)
-        padded = chunk_file_plaintext(data)
-        enc = FileEncryptor(
-            cf.key,
-            cf.file_id,
-            len(padded),
-            max(MIN_CHUNK_SIZE, len(padded)),
-            CHUNK_FILE_FORMAT_VERSION,
-        )
-        manifest = Manifest(
-            name="chunk", size=len(padded), chunk_size=enc.header.chunk_size, modified=None
-        )
-        sealed_manifest = seal_manifest(enc.keys, cf.file_id, manifest, cf.manifest_nonce())
-        return (
-            cf.file_id_text,
-            enc.header.to_json_dict(),
-            b64url_encode(sealed_manifest),
-            enc.seal(0, padded),
-        )
-
     async def upload_batch(self, chunks: list[tuple[ChunkRef, bytes]]) -> list[tuple[str, bool]]:
         """Stores many small chunks as their chunk files in one request (POST
         /v1/files/batch, idempotent per item); returns each file id and whether it was
         stored now (False: the gateway already held it)."""
-        sealed = await asyncio.to_thread(lambda: [self._seal(r, d) for r, d in chunks])
-        body = encode_batch([(h, m, c) for _, h, m, c in sealed])
+
+        def seal_all() -> list[tuple[_ChunkFileDraft, bytes]]:
+            drafts = (_ChunkFileDraft.of(self.keys, r, d) for r, d in chunks)
+            return [(draft, draft.seal()) for draft in drafts]
+
+        sealed = await asyncio.to_thread(seal_all)
+        body = encode_batch([(d.header, d.manifest, chunk) for d, chunk in sealed])
         reply = await self.client._request(
             "POST",
             f"{self.client.config.gateway_url}/v1/files/batch",
@@ -316,7 +323,8 @@ class Vault:
         )
         states = {str(i["file_id"]): i["state"] for i in reply.json_object()["items"]}
         out = []
-        for fid, _, _, _ in sealed:
+        for draft, _ in sealed:
+            fid = draft.file_id
             if fid not in states:
                 raise GatewayError(200, "Bad answer", f"the batch reply lacks {fid}")
             out.append((fid, states[fid] == "stored"))
