@@ -277,17 +277,7 @@ class Vault:
         base = self.client.config.gateway_url
         fid = draft.file_id
         body = {"header": draft.header, "manifest": draft.manifest}
-        for attempt in range(4):
-            try:
-                state = await self.client.call("POST", "/v1/files", json_body=body)
-                break
-            except GatewayError as exc:
-                # Workaround: under concurrent creates the gateway's FileStore.create can
-                # read its own insert back through a stale reader snapshot and answer 500;
-                # the create is idempotent, so asking again is safe.
-                if exc.status != 500 or attempt == 3:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        state = await self.client.call("POST", "/v1/files", json_body=body)
         if state.get("state") == "complete":
             return fid, False  # already there: dedup within the account
         sent = bool(state.get("missing"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.billing.quota import check_reservation
 from gateway.persistence import pins
-from gateway.persistence.database import Connection, Database
+from gateway.persistence.database import Connection, Database, Row
 from gateway.persistence.free_tier import check_free_tier
 from storage.crypto import CHUNK_OVERHEAD, FileHeader, encode_file_id, sealed_chunk_size
 
@@ -102,6 +102,25 @@ def _header_json(header: FileHeader) -> str:
     return json.dumps(header.to_json_dict(), sort_keys=True, separators=(",", ":"))
 
 
+_SELECT_RECORD = (
+    "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
+    " f.stored_bytes, f.tenant_id FROM files f WHERE f.id = ?"
+)
+
+
+def _record(row: Row) -> FileRecord:
+    return FileRecord(
+        id=row["id"],
+        state=row["state"],
+        header=FileHeader.from_json_dict(json.loads(row["header"])),
+        manifest=bytes(row["manifest"]),
+        price_msat=int(row["price_msat"]),
+        owner_id=row["owner_id"],
+        stored_bytes=int(row["stored_bytes"]),
+        tenant_id=row["tenant_id"],
+    )
+
+
 class FileStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -176,9 +195,12 @@ class FileStore:
                 if inserted.rowcount == 0:  # another owner created it meanwhile
                     raise FileConflict(f"file {file_id} exists with a different header")
                 created = True
-        record = await self.get(file_id)
-        assert record is not None
-        return record, created
+            # Read back in the same transaction: it sees its own write, whatever any
+            # reader's snapshot holds.
+            async with conn.execute(_SELECT_RECORD, (file_id,)) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return _record(row), created
 
     async def record_batch(
         self,
@@ -344,23 +366,8 @@ class FileStore:
         ]
 
     async def get(self, file_id: str) -> FileRecord | None:
-        row = await self.db.fetch_one(
-            "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
-            " f.stored_bytes, f.tenant_id FROM files f WHERE f.id = ?",
-            (file_id,),
-        )
-        if row is None:
-            return None
-        return FileRecord(
-            id=row["id"],
-            state=row["state"],
-            header=FileHeader.from_json_dict(json.loads(row["header"])),
-            manifest=bytes(row["manifest"]),
-            price_msat=int(row["price_msat"]),
-            owner_id=row["owner_id"],
-            stored_bytes=int(row["stored_bytes"]),
-            tenant_id=row["tenant_id"],
-        )
+        row = await self.db.fetch_one(_SELECT_RECORD, (file_id,))
+        return None if row is None else _record(row)
 
     async def states(self, file_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """(state, owner) of each of these files that exists."""
