@@ -121,6 +121,51 @@ def _record(row: Row) -> FileRecord:
     )
 
 
+async def _lock_owner(conn: Connection, owner_id: str) -> int:
+    """The owner's used bytes, its row locked first (PostgreSQL; SQLite's writer lock covers
+    it): one owner's creates and batches then reserve one after another, each seeing the
+    bytes the one before reserved, and the file rows as they now stand."""
+    async with conn.execute(
+        "SELECT used_bytes FROM accounts WHERE id = ? FOR UPDATE", (owner_id,)
+    ) as cur:
+        account = await cur.fetchone()
+    assert account is not None, "owner must exist"
+    return int(account[0])
+
+
+def _check_same_file(
+    file_id: str, row: Row, header_json: str, manifest: bytes, owner_id: str
+) -> None:
+    """FileConflict unless the stored file is this one, by this owner, and not deleted."""
+    if (
+        row["header"] != header_json
+        or bytes(row["manifest"]) != manifest
+        or row["owner_id"] != owner_id
+        or row["state"] == "deleted"
+    ):
+        raise FileConflict(f"file {file_id} exists with a different header")
+
+
+async def _reserve(
+    conn: Connection,
+    owner_id: str,
+    used: int,
+    size: int,
+    limit_bytes: int,
+    tenant_id: str,
+    free_tier_cap: int | None,
+    at: int,
+) -> None:
+    """Adds ``size`` to the owner's used bytes if its quota (and, with ``free_tier_cap``,
+    the tenant's free tier at ``at``) has room; OverQuota or FreeTierFull otherwise."""
+    check_reservation(used, size, limit_bytes)
+    if free_tier_cap is not None:
+        await check_free_tier(conn, tenant_id, size, free_tier_cap, at)
+    await conn.execute(
+        "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", (size, owner_id)
+    )
+
+
 class FileStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -146,35 +191,18 @@ class FileStore:
         header_json = _header_json(header)
         size = stored_size(header, manifest)
         async with self.db.transaction() as conn:
-            # The owner's row first, locked (PostgreSQL; SQLite's writer lock covers it):
-            # parallel creates by one owner then reserve one after another, each seeing
-            # the bytes the one before reserved, and the file row as it now stands.
-            async with conn.execute(
-                "SELECT used_bytes FROM accounts WHERE id = ? FOR UPDATE", (owner_id,)
-            ) as cur:
-                account = await cur.fetchone()
-            assert account is not None, "owner must exist"
+            used = await _lock_owner(conn, owner_id)
             async with conn.execute(
                 "SELECT header, manifest, owner_id, state FROM files WHERE id = ?", (file_id,)
             ) as cur:
                 row = await cur.fetchone()
             if row is not None:
-                if (
-                    row["header"] != header_json
-                    or bytes(row["manifest"]) != manifest
-                    or row["owner_id"] != owner_id
-                    or row["state"] == "deleted"
-                ):
-                    raise FileConflict(f"file {file_id} exists with a different header")
+                _check_same_file(file_id, row, header_json, manifest, owner_id)
                 created = False
             else:
-                check_reservation(int(account[0]), size, limit_bytes)
-                if free_tier_cap is not None:
-                    at = int(time.time()) if now is None else now
-                    await check_free_tier(conn, tenant_id, size, free_tier_cap, at)
-                await conn.execute(
-                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
-                    (size, owner_id),
+                at = int(time.time()) if now is None else now
+                await _reserve(
+                    conn, owner_id, used, size, limit_bytes, tenant_id, free_tier_cap, at
                 )
                 inserted = await conn.execute(
                     "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
@@ -222,13 +250,7 @@ class FileStore:
         ids = [encode_file_id(item.header.file_id) for item in items]
         out = BatchRecorded()
         async with self.db.transaction() as conn:
-            # The owner's row first, locked, as create() does: batches and creates of one
-            # owner reserve one after another.
-            async with conn.execute(
-                "SELECT used_bytes FROM accounts WHERE id = ? FOR UPDATE", (owner_id,)
-            ) as cur:
-                account = await cur.fetchone()
-            assert account is not None, "owner must exist"
+            used = await _lock_owner(conn, owner_id)
             marks = ",".join("?" * len(ids))
             async with conn.execute(
                 f"SELECT id, header, manifest, owner_id, state FROM files WHERE id IN ({marks})",
@@ -241,13 +263,7 @@ class FileStore:
                 if row is None:
                     fresh.append((file_id, item))
                     continue
-                if (
-                    row["header"] != _header_json(item.header)
-                    or bytes(row["manifest"]) != item.manifest
-                    or row["owner_id"] != owner_id
-                    or row["state"] == "deleted"
-                ):
-                    raise FileConflict(f"file {file_id} exists with a different header")
+                _check_same_file(file_id, row, _header_json(item.header), item.manifest, owner_id)
                 if row["state"] == "complete":
                     out.existing.append(file_id)
                     continue
@@ -261,12 +277,8 @@ class FileStore:
                 out.stored.append(file_id)
             size = sum(stored_size(item.header, item.manifest) for _, item in fresh)
             if fresh:
-                check_reservation(int(account[0]), size, limit_bytes)
-                if free_tier_cap is not None:
-                    await check_free_tier(conn, tenant_id, size, free_tier_cap, at)
-                await conn.execute(
-                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
-                    (size, owner_id),
+                await _reserve(
+                    conn, owner_id, used, size, limit_bytes, tenant_id, free_tier_cap, at
                 )
             for file_id, item in fresh:
                 inserted = await conn.execute(
