@@ -98,9 +98,15 @@ class InvoiceWatcher:
         """Never returns: any failure (a stream cut mid-message, a bad line, a database
         error while booking) is logged and retried with back-off. Nothing is lost
         meanwhile: the stream resumes from the last settle index booked, which is stored
-        in the same transaction as the booking, so an invoice not booked is replayed."""
+        in the same transaction as the booking, so an invoice not booked is replayed.
+
+        Except from settle index 0, which LND reads as "no replay": with nothing booked
+        yet, what settled between the reconcile and the subscription taking effect (LND
+        sends its headers only with the first message) is found by a second reconcile
+        once the first message arrives, or after an idle renewal."""
         delay = _BACKOFF_FIRST_S
         reconcile = True
+        start = 0
         while True:
             started = time.monotonic()
             try:
@@ -113,9 +119,13 @@ class InvoiceWatcher:
                 start = await self._settlement.settle_index(
                     self._node
                 ) or await self._settlement.settle_index(self._legacy_node)
+                unreplayed = not start
                 async for invoice in self._lnd.subscribe_invoices(
                     settle_index=start, idle_s=self._idle_s
                 ):
+                    if unreplayed:  # the subscription is live: nothing can slip by now
+                        unreplayed = False
+                        await self.reconcile()
                     if invoice.state == InvoiceState.SETTLED:
                         await self._settlement.book(
                             invoice.payment_hash,
@@ -128,10 +138,10 @@ class InvoiceWatcher:
             except StreamIdle:
                 # A connection that died without either end knowing (half-open, or a TLS
                 # record cut short before the first message) looks idle forever: renew
-                # it now and then. Resuming from the settle index misses nothing, so no
-                # reconcile is needed.
+                # it now and then. Resuming from a settle index misses nothing, so no
+                # reconcile is needed then (see above for settle index 0).
                 log.debug("invoice stream of %s idle for %s s; renewing", self._url, self._idle_s)
-                reconcile = False
+                reconcile = not start
                 delay = _BACKOFF_FIRST_S
                 continue
             except LightningError as exc:

@@ -154,11 +154,13 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
     record, three times:
 
     1. before the stream's first message (LND sends its HTTP headers with it): asyncio
-       never reports that close, so the stream looks idle; the watcher renews an idle
-       stream after lnd_stream_idle_s;
+       may never report that close (it depends on where the TLS record is cut), so the
+       stream looks idle; the watcher renews an idle stream after lnd_stream_idle_s;
     2. in the middle of a message of an established stream: aiohttp raises
        ClientPayloadError at once, the watcher logs it and reconnects;
-    3. in the middle of the very message that carries a plan's settlement.
+    3. in the middle of the very message that carries a plan's settlement: with nothing
+       booked yet the stream starts from settle index 0, from which LND replays nothing,
+       so only a reconcile finds that settlement if it was the stream's first message.
 
     Then a plan and a chunk invoice are paid: both booked within seconds, exactly once."""
     caplog.set_level(logging.INFO, "bitcache.settlement")
@@ -199,7 +201,6 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
             lambda: _true(proxy.accepted > accepted and any(proxy.received())),
             timeout_s=10,
         )
-        noticed = len(messages(caplog, "interrupted"))
         connections = proxy.accepted
         assert await cut_stream(min_received=1) > 0
         await wait_until(
@@ -207,8 +208,6 @@ async def test_invoice_stream_cut_mid_message_books_every_payment_once(
             lambda: _true(proxy.accepted > connections),
             timeout_s=10,
         )
-        # Nothing noticed the cut: the stream looked idle until it was renewed.
-        assert len(messages(caplog, "interrupted")) == noticed
         # 2. An established stream, mid-message: the connection an invoice announcement
         # just crossed (more than a TLS session ticket, ~200 B) is the stream, past its
         # first message. A connection merely past its handshake would hang as in 1.

@@ -47,6 +47,7 @@ class FakeLnd:
         self.settled_hash = settled_hash
         self.connections = 0
         self.release = asyncio.Event()
+        self.settled = False  # what a lookup answers: settled at LND, or still open
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -69,12 +70,23 @@ class FakeLnd:
         return json.dumps({"result": invoice}).encode() + b"\n"
 
     async def lookup(self, request: web.Request) -> web.Response:
+        if self.settled:
+            return web.json_response(json.loads(self._settled_line())["result"])
         # Still open as far as the reconcile can tell: only the stream books it.
         return web.json_response({"r_hash": "", "state": "OPEN"})
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
         script = self.scripts[min(self.connections, len(self.scripts) - 1)]
         self.connections += 1
+        if script in ("silent", "other"):
+            # The plan settles just as the stream starts; its message is lost (LND sends
+            # no replay from settle index 0). "silent": nothing more, not even headers (a
+            # TLS record cut before the first message); "other": the next message is
+            # about another invoice.
+            self.settled = True
+            if script == "silent":
+                await self.release.wait()
+                return web.Response()
         resp = web.StreamResponse()
         resp.enable_chunked_encoding()
         await resp.prepare(request)
@@ -88,6 +100,9 @@ class FakeLnd:
             await resp.write(line[: len(line) // 2] + b"\n")
             await resp.write_eof()
             return resp
+        if script == "other":
+            other = {"r_hash": base64.b64encode(bytes(32)).decode(), "state": "OPEN"}
+            line = json.dumps({"result": other}).encode() + b"\n"
         await resp.write(line)
         await self.release.wait()
         return resp
@@ -164,6 +179,39 @@ async def test_a_broken_stream_is_logged_and_retried(
         assert len(failures) == 2
         expected = "ClientPayloadError" if fault == "cut" else "not JSON"
         assert all(expected in message for message in failures), failures
+    finally:
+        lnd.release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+    assert await _bookings(db, payment_hash) == 1
+
+
+@pytest.mark.parametrize("script", ["silent", "other"])
+async def test_a_settlement_lost_before_anything_was_booked_is_reconciled(
+    script: str, books: tuple[Database, Settlement, bytes, Any], aiohttp_server: Any
+) -> None:
+    """With nothing booked yet the stream starts from settle index 0, from which LND
+    replays nothing: a settlement lost as the stream starts is found by the reconcile
+    after the first message, or after the idle renewal when no message comes."""
+    db, settlement, payment_hash, _ = books
+    lnd = FakeLnd([script], payment_hash)
+    server = await aiohttp_server(lnd.app())
+    url = str(server.make_url("")).rstrip("/")
+    client = _client(url)
+    watcher = InvoiceWatcher(
+        settlement, db, client, url, lambda: ["default"], retry_after_s=1, idle_s=0.3
+    )
+    task = asyncio.create_task(watcher.run())
+    try:
+
+        async def booked() -> bool:
+            return await _bookings(db, payment_hash) == 1
+
+        await _until("the lost settlement to be booked", booked)
+        assert not task.done()
+        if script == "other":
+            assert lnd.connections == 1  # found without a reconnection
     finally:
         lnd.release.set()
         task.cancel()
