@@ -5,7 +5,9 @@ kubo, with `bitcache sync` on a second device checking each change on disk:
   there, at the CLI's cost); the CLI unlocks it with the same password and syncs it;
 * uploading over a name writes a new version (the tenant's keep_versions kept);
 * restoring an older version, delete into the trash and restore, rename and move of a file
-  and of a folder, each done in the page, are applied to the synced folder by one pass.
+  and of a folder, each done in the page, are applied to the synced folder by one pass;
+* a write from the page that loses the compare-and-set to another device reads its change,
+  confirms its chunks again (a garbage collection may have run meanwhile) and writes.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ import pytest
 from client import login
 from client.api import BitcacheClient
 from client.config import ClientConfig
+from client.sync import vault as vaults
 from gateway.config import TenantSettings
 from gateway.http.handlers.pages import STATIC_DIR
 from gateway.server import serve
 from regtest.network import Network
-from storage.vault import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
+from storage.vault import (
+    DEFAULT_MEMLIMIT,
+    DEFAULT_OPSLIMIT,
+    MIN_MEMLIMIT,
+    MIN_OPSLIMIT,
+    new_object_id,
+)
+from storage.vault_tree import Entry
 from tests.conftest import gateway_config
 from tests.integration.test_web import ARGS, CHROMIUM, DESKTOP
 
@@ -250,3 +260,81 @@ async def test_a_vault_made_and_changed_in_the_page_is_what_bitcache_sync_writes
         text = await page.inner_text("#app")
         assert "undefined" not in text and "NaN" not in text
         await browser.close()
+
+
+async def test_an_upload_that_loses_the_race_confirms_its_chunks_and_keeps_both_changes(
+    network: Network, tmp_path: Path
+) -> None:
+    if not (STATIC_DIR / "vault.js").is_file():
+        pytest.fail("the web app is not built: `make web` builds it into gateway/static")
+    config = gateway_config(network, tmp_path / "gw")
+    data = os.urandom(2 * MIB + 4321)  # three chunks of the page's 1 MiB cut
+    upload = tmp_path / "race.bin"
+    upload.write_bytes(data)
+    async with serve(config) as url, playwright.async_playwright() as p:
+        async with BitcacheClient(ClientConfig(gateway_url=url)) as client:
+            account = await login.create(client, "xavier", PASSWORD)
+        cfg = ClientConfig(gateway_url=url, api_key=account["api_key"])
+        keys = vaults.key_file(tmp_path / "laptop.json")
+        async with BitcacheClient(cfg) as client:
+            await vaults.init_vault(
+                client, keys, PASSWORD, opslimit=MIN_OPSLIMIT, memlimit=MIN_MEMLIMIT
+            )
+
+        browser: Any = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = await browser.new_page(viewport=DESKTOP)
+        await page.goto(url + "/vault")
+        await page.fill("#vault-username", "xavier")
+        await page.fill("#vault-password", PASSWORD)
+        await page.click("#vault-unlock")
+        await page.wait_for_selector("#vault-upload-input", timeout=90_000)
+
+        creates: list[str] = []
+        page.on(
+            "request",
+            lambda r: (
+                creates.append(r.url)
+                if r.method == "POST" and r.url.endswith("/v1/files")
+                else None
+            ),
+        )
+        raced: list[int] = []
+
+        async def laptop_first(route: Any) -> None:
+            """The page's first object write waits while another device writes first."""
+            if not raced:
+                raced.append(len(creates))
+                async with BitcacheClient(cfg) as client:
+                    vault = await vaults.Vault.open(client, keys)
+                    counter, _ = await vault.changes(0)
+                    folder = Entry(kind="dir", path="From laptop", counter=0)
+                    assert await vault.write(counter, {new_object_id(): folder}) is not None
+            await route.continue_()
+
+        await page.route("**/v1/vault/objects", laptop_first)
+        await page.set_input_files("#vault-upload-input", str(upload))
+        await page.click("#vault-upload-button")
+        await page.wait_for_function(
+            "() => ['ready', 'error'].includes(document.getElementById('app').dataset.state)",
+            timeout=120_000,
+        )
+        status = await page.inner_text("#status")
+        assert await page.get_attribute("#app", "data-state") == "ready", status
+        assert "Uploaded" in status, status
+        # Three chunk files stored, then confirmed once more after the lost race.
+        assert raced == [3]
+        assert len(creates) == 6, creates
+        await page.wait_for_selector('tr[data-path="From laptop"]')
+        await page.wait_for_selector('tr[data-path="race.bin"]')
+        await browser.close()
+
+        # Both changes are in the vault, and the page's version reads back byte for byte.
+        async with BitcacheClient(cfg) as client:
+            vault = await vaults.Vault.open(client, keys)
+            _, entries = await vault.changes(0)
+            live = {e.path: e for e in entries.values() if e is not None and e.deleted is None}
+            assert sorted(live) == ["From laptop", "race.bin"]
+            version = live["race.bin"].current
+            assert version is not None and version.n == 1 and version.device == "web"
+            got = b"".join([await vault.fetch_chunk(ref) for ref in version.refs()])
+        assert got == data

@@ -441,7 +441,8 @@ export function parseEntry(body) {
     if (chunks.reduce((n, c) => n + c.length, 0) !== v.size) throw new FormatError("a version's chunks do not add up to its size");
     return { n: v.n, size: v.size, mtimeMs: Number(v.mtime_ns) / 1e6, time: Number(v.time), device: String(v.device), chunks, raw: v };
   });
-  const raw = { kind, path, counter, deleted, versions };
+  // The body as read (a field a newer writer adds survives a rewrite by this page).
+  const raw = { ...body, deleted, versions };
   return { kind, path, counter, deleted, versions: parsed, current: parsed.length ? parsed[parsed.length - 1] : null, raw };
 }
 
