@@ -560,7 +560,7 @@ function render() {
       el("thead", {}, el("tr", {}, ...["Name", "Size", "Modified", ""].map((t) => el("th", { text: t })))),
       el("tbody", {}, ...rows),
     ),
-    rows.length === 0 ? el("p", { class: "muted", text: "This folder is empty." }) : null,
+    ...(rows.length === 0 ? [el("p", { class: "muted", text: "This folder is empty." })] : []),
   );
   for (const id of ["vault-upload-button", "vault-new-folder", "vault-trash-button"]) {
     const b = document.getElementById(id);
@@ -600,7 +600,7 @@ function renderPanel() {
     out.replaceChildren(
       el(
         "form",
-        { id: "vault-rename", class: "stack", "data-path": panel.path, on: { submit } },
+        { id: "vault-rename", "data-path": panel.path, on: { submit } },
         el("h3", { text: `Rename or move “${panel.path}”` }),
         el("label", { for: "vault-rename-input", text: "New path in the vault (folders separated by /)" }),
         input,
@@ -873,7 +873,7 @@ function noVaultView(app, password) {
   app.replaceChildren(
     el(
       "section",
-      { class: "card stack", id: "vault-none" },
+      { class: "card", id: "vault-none" },
       el("h2", { text: "You have no vault yet" }),
       el("p", {
         text: "A vault keeps your files by name, in folders, with their versions, on every device you log in on. Its key is made in this page and stored only locked by your password: the server never sees it, and nobody can open it without your password (so keep it safe: a forgotten password cannot be reset for the vault).",
