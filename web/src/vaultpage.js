@@ -671,7 +671,7 @@ function renderPanel() {
     el("p", {
       class: "muted",
       id: "vault-trash-note",
-      text: "Deleting for good is not done in this page: emptying the trash also frees the stored chunks of deleted files, which `bitcache` on a computer does (it sees the whole vault and its deletion log). Until then a deleted file still counts against your quota.",
+      text: "Deleting for good is not done in this page: emptying the trash also frees the stored chunks of deleted files, which is left to `bitcache` on a computer (its garbage collection sees the whole vault and its deletion log). Until then a deleted file still counts against your quota.",
     }),
     close,
   );
