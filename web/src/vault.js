@@ -103,6 +103,79 @@ export function canonicalJson(value) {
 
 export { byCodePoint };
 
+/**
+ * JSON.parse for the vault's objects that keeps every integer exact: one beyond 2^53 (a
+ * nanosecond mtime) becomes a BigInt, so an object read and written back (a rename, a delete)
+ * carries the same numbers. Numbers with a fraction or exponent are refused (the format has
+ * none). Strings are decoded by JSON.parse itself.
+ */
+export function parseJsonExact(text) {
+  let i = 0;
+  const fail = (what) => {
+    throw new FormatError(`vault JSON: ${what} at ${i}`);
+  };
+  const ws = () => {
+    while (i < text.length && " \t\n\r".includes(text[i])) i++;
+  };
+  const value = () => {
+    ws();
+    const c = text[i];
+    if (c === "{") {
+      i++;
+      const out = {};
+      ws();
+      if (text[i] === "}") return i++, out;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail("expected a key");
+        const key = string();
+        ws();
+        if (text[i++] !== ":") fail("expected ':'");
+        if (Object.hasOwn(out, key)) fail("a duplicate key");
+        out[key] = value();
+        ws();
+        const d = text[i++];
+        if (d === "}") return out;
+        if (d !== ",") fail("expected ',' or '}'");
+      }
+    }
+    if (c === "[") {
+      i++;
+      const out = [];
+      ws();
+      if (text[i] === "]") return i++, out;
+      for (;;) {
+        out.push(value());
+        ws();
+        const d = text[i++];
+        if (d === "]") return out;
+        if (d !== ",") fail("expected ',' or ']'");
+      }
+    }
+    if (c === '"') return string();
+    for (const [word, v] of [["true", true], ["false", false], ["null", null]]) {
+      if (text.startsWith(word, i)) return (i += word.length), v;
+    }
+    const m = /^-?(0|[1-9][0-9]*)/.exec(text.slice(i, i + 32));
+    if (!m) fail("unexpected character");
+    i += m[0].length;
+    if (i < text.length && ".eE".includes(text[i])) fail("numbers must be integers");
+    const n = Number(m[0]);
+    return Number.isSafeInteger(n) ? n : BigInt(m[0]);
+  };
+  const string = () => {
+    const start = i++;
+    while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+    if (i >= text.length) fail("an unterminated string");
+    i++;
+    return JSON.parse(text.slice(start, i));
+  };
+  const out = value();
+  ws();
+  if (i !== text.length) fail("trailing data");
+  return out;
+}
+
 // --- padding (§14.4) ------------------------------------------------------------------------------
 
 /** Padmé: at most ~12 % overhead, O(log log n) bits of the length leak. */
@@ -245,6 +318,45 @@ function wrapAssociatedData(raw) {
   return concatBytes(WRAP_AD_PREFIX, new Uint8Array([0]), canonicalJson(header));
 }
 
+export function newMasterKey() {
+  const b = new Uint8Array(MASTER_KEY_BYTES);
+  crypto.getRandomValues(b);
+  return b;
+}
+
+// What the CLI writes (storage/vault.py DEFAULT_OPSLIMIT, DEFAULT_MEMLIMIT).
+export const DEFAULT_OPSLIMIT = 3;
+export const DEFAULT_MEMLIMIT = 128 << 20;
+
+/**
+ * The master key wrapped under the password (§14.3), as storage/vault.py wrap_with_password
+ * makes it: a fresh random salt and nonce unless given (the vectors give them).
+ */
+export async function wrapWithPassword(master, password, account, opts = {}) {
+  const { opslimit = DEFAULT_OPSLIMIT, memlimit = DEFAULT_MEMLIMIT, onTick } = opts;
+  if (!(master instanceof Uint8Array) || master.length !== MASTER_KEY_BYTES) {
+    throw new FormatError(`master key must be ${MASTER_KEY_BYTES} bytes`);
+  }
+  objectAssociatedData(account, "a".repeat(26)); // the account id rule (printable ASCII)
+  const s = await sodium();
+  const salt = opts.salt ?? s.randombytes_buf(16);
+  const nonce = opts.nonce ?? s.randombytes_buf(NONCE_BYTES);
+  const kek = await passwordKek(password, salt, opslimit, memlimit, { onTick });
+  const raw = {
+    version: VAULT_VERSION,
+    purpose: "password",
+    account,
+    kdf: { name: "argon2id", opslimit, memlimit, salt: b64urlEncode(salt) },
+    commitment: b64urlEncode(kek.commitment),
+  };
+  try {
+    const ciphertext = s.crypto_aead_xchacha20poly1305_ietf_encrypt(master, wrapAssociatedData(raw), null, nonce, kek.key);
+    return { ...raw, nonce: b64urlEncode(nonce), ciphertext: b64urlEncode(ciphertext) };
+  } finally {
+    kek.key.fill(0);
+  }
+}
+
 /** The master key, or WrongPasswordError / VaultAuthError (checks in the order of §14.3). */
 export async function unwrapWithPassword(wrappedJson, password, account, opts = {}) {
   const w = parseWrappedKey(wrappedJson);
@@ -298,13 +410,15 @@ export async function openObject(keys, account, objectId, sealed) {
     throw new VaultAuthError("vault object failed authentication: tampered, moved, or another vault's");
   }
   const text = new TextDecoder("utf-8", { fatal: true }).decode(unpad(padded));
-  return parseEntry(JSON.parse(text));
+  return parseEntry(parseJsonExact(text));
 }
 
 /**
  * A tree entry, checked enough to display and to use its chunks. Objects are authenticated
  * under the tree key, so only this vault's devices wrote them; still nothing is trusted blindly.
- * Times are Numbers for display (nanoseconds lose precision beyond 2^53, display only).
+ * Times are Numbers for display (nanoseconds lose precision beyond 2^53, display only);
+ * `raw` (and each version's `raw`) is the body exactly as read, which is what a rewrite
+ * (rename, delete, restore) starts from, so nothing is lost or rounded on the way back.
  */
 export function parseEntry(body) {
   if (!body || typeof body !== "object" || Array.isArray(body)) throw new FormatError("vault entry must be an object");
@@ -325,9 +439,11 @@ export function parseEntry(body) {
       return { mac: b64urlDecode(c[0], CHUNK_MAC_BYTES, "chunk mac"), length: c[1] };
     });
     if (chunks.reduce((n, c) => n + c.length, 0) !== v.size) throw new FormatError("a version's chunks do not add up to its size");
-    return { n: v.n, size: v.size, mtimeMs: Number(v.mtime_ns) / 1e6, time: Number(v.time), device: String(v.device), chunks };
+    return { n: v.n, size: v.size, mtimeMs: Number(v.mtime_ns) / 1e6, time: Number(v.time), device: String(v.device), chunks, raw: v };
   });
-  return { kind, path, counter, deleted, versions: parsed, current: parsed.length ? parsed[parsed.length - 1] : null };
+  // The body as read (a field a newer writer adds survives a rewrite by this page).
+  const raw = { ...body, deleted, versions };
+  return { kind, path, counter, deleted, versions: parsed, current: parsed.length ? parsed[parsed.length - 1] : null, raw };
 }
 
 // --- chunks (§14.5) -------------------------------------------------------------------------------

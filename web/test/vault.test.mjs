@@ -43,6 +43,45 @@ test("password wrap: prehash, KEK, unwrap; a wrong password or account is refuse
   );
 });
 
+test("password wrap made in the page is the reference's, byte for byte, and opens again", async () => {
+  const w = V.password_wrap;
+  const wrapped = await v.wrapWithPassword(hex(V.master_key_hex), w.password, V.account, {
+    opslimit: w.opslimit,
+    memlimit: w.memlimit,
+    salt: hex(w.salt_hex),
+    nonce: hex(w.nonce_hex),
+  });
+  assert.deepEqual(wrapped, w.wrapped);
+  // What the page writes for real: the CLI's cost, a fresh salt and nonce each time.
+  assert.equal(v.DEFAULT_OPSLIMIT, 3);
+  assert.equal(v.DEFAULT_MEMLIMIT, 128 << 20);
+  const master = v.newMasterKey();
+  const fresh = await v.wrapWithPassword(master, "pw", V.account, { opslimit: 2, memlimit: 64 << 20 });
+  assert.notEqual(fresh.kdf.salt, w.wrapped.kdf.salt);
+  assert.deepEqual(await v.unwrapWithPassword(fresh, "pw", V.account), master);
+  await assert.rejects(v.unwrapWithPassword(fresh, "pw!", V.account), v.WrongPasswordError);
+  await assert.rejects(v.wrapWithPassword(master.subarray(1), "pw", V.account), f.FormatError);
+});
+
+test("vault JSON keeps big integers exact and refuses floats", () => {
+  const text = '{"a":[1,-2,1700000000123456789,"x\\"y\\u00e9"],"b":null,"c":true,"d":{}}';
+  const got = v.parseJsonExact(text);
+  assert.deepEqual(got, { a: [1, -2, 1700000000123456789n, 'x"y\u00e9'], b: null, c: true, d: {} });
+  assert.equal(new TextDecoder().decode(v.canonicalJson(got)), text.replace("\\u00e9", "\u00e9"));
+  for (const bad of ['{"a":1.5}', '{"a":1e3}', '{"a":1', '{"a":1}x', '{"a":1,"a":2}', "[01]", '{"a":"x}']) {
+    assert.throws(() => v.parseJsonExact(bad), f.FormatError, bad);
+  }
+});
+
+test("an object opened and sealed again is the same body (nanosecond times included)", async () => {
+  const keys = await v.deriveVaultKeys(hex(V.master_key_hex));
+  const o = V.object;
+  const entry = await v.openObject(keys, V.account, o.object_id, hex(o.sealed_hex));
+  assert.equal(typeof entry.raw.versions[0].mtime_ns, "bigint");
+  const again = await v.sealObject(keys, V.account, o.object_id, entry.raw, hex(o.nonce_hex));
+  assert.equal(f.toHex(again), o.sealed_hex);
+});
+
 test("wrap associated data is the reference's canonical JSON", () => {
   const w = V.password_wrap;
   const header = { version: 1, purpose: "password", account: V.account, kdf: w.wrapped.kdf, commitment: w.wrapped.commitment };
