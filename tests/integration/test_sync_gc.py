@@ -122,6 +122,14 @@ async def wait_unpinned(config: GatewayConfig, cids: set[str]) -> None:
     await wait_until("the collected chunks to be unpinned", done, timeout_s=30)
 
 
+class Killed(Exception):
+    """Stands for a kill -9: the local state is left as the last committed transaction."""
+
+
+async def killed(report: Report) -> None:
+    raise Killed
+
+
 async def test_overwriting_a_file_keep_plus_2_times_frees_the_dropped_versions(
     gw: tuple[GatewayConfig, str], tmp_path: Path
 ) -> None:
@@ -135,10 +143,21 @@ async def test_overwriting_a_file_keep_plus_2_times_frees_the_dropped_versions(
     for i in range(keep + 2):
         # Big versions go through the single path, small ones in a batch.
         random_file(d.folder / "doc.bin", 3 * MIB // 2 if i % 2 == 0 else 60 * 1024)
+        if i == keep:
+            # Killed after the write that drops version 1, before collecting: its chunks
+            # are pending in the log, still stored, and the next pass collects them.
+            async with Opened(d) as engine:
+                engine.collect = killed  # type: ignore[method-assign]
+                with pytest.raises(Killed):
+                    await engine.run_once()
+                assert engine.state.log().pending
+            cids |= await cids_of(config, account)
+            assert set(await live_files(config, account)) > await named_by_vault(d)
+            continue
         reports.append(await d.sync())
         cids |= await cids_of(config, account)
     assert all(r.uploaded_chunks >= 1 for r in reports)
-    assert [r.collected_chunks > 0 for r in reports] == [False] * keep + [True, True]
+    assert [r.collected_chunks > 0 for r in reports] == [False] * keep + [True]
 
     all_rows = await fetch_all(
         config, "SELECT id, stored_bytes, state FROM files WHERE owner_id = ?", account
@@ -146,7 +165,7 @@ async def test_overwriting_a_file_keep_plus_2_times_frees_the_dropped_versions(
     never_collected = sum(int(r[1]) for r in all_rows) + await object_bytes(config, account)
     used = await check_used_is_what_the_vault_names(config, d, account)
     collected = {str(r[0]) for r in all_rows if r[2] == "deleted"}
-    assert len(collected) == reports[-1].collected_chunks + reports[-2].collected_chunks
+    assert len(collected) == reports[-1].collected_chunks
     assert used < never_collected
     print(
         f"\nused bytes after {keep + 2} versions (keep {keep}): {used};"
