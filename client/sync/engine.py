@@ -205,8 +205,12 @@ class SyncEngine:
         for oid, new in writes.items():
             if oid in remote.briefs:
                 dropped |= gc.dropped(remote[oid], new, self.file_id)
-        log = self.state.log()
-        new_log = None if dropped <= set(log.pending) else gc.with_pending(log, dropped)
+        current = self.state.log()
+        new_log = None
+        if not dropped <= set(current.pending):
+            new_log, overflow = gc.with_pending(current, dropped)
+            if overflow:
+                log.warning("%d unused chunk files left stored: the GC log is full", overflow)
         return await self.vault.write(self.state.counter, writes, new_log) is not None
 
     # --- one pass ---------------------------------------------------------------------------------
@@ -226,21 +230,35 @@ class SyncEngine:
             if self.vault.trash_days is None:
                 return
             older_than = int(time.time()) - self.vault.trash_days * 86400
-        for _ in range(MAX_ROUNDS):
-            briefs = self.state.remote().briefs
-            old: dict[str, Entry | None] = {
-                oid: None
-                for oid, b in briefs.items()
+        refused = 0
+        while refused < MAX_ROUNDS:
+            remote = self.state.remote()
+            expired = [
+                oid
+                for oid, b in remote.briefs.items()
                 if b.deleted is not None and b.deleted < older_than
-            }
-            if not old:
+            ]
+            if not expired:
                 return
-            done = await self.commit(old)
+            # A group at a time, each collected before the next, so the log's pending list
+            # never has to hold a whole large trash.
+            group: dict[str, Entry | None] = {}
+            chunks = 0
+            for oid in expired:
+                chunks += len(gc.file_ids(remote[oid], self.file_id))
+                if group and chunks > gc.MAX_PENDING_IDS // 2:
+                    break
+                group[oid] = None
+            done = await self.commit(group)
             await self.pull()
-            if done:
-                report.purged_objects += len(old)
-                report.changed.extend(f"purged {briefs[oid].path} from the trash" for oid in old)
-                return
+            if not done:
+                refused += 1
+                continue
+            report.purged_objects += len(group)
+            report.changed.extend(
+                f"purged {remote.briefs[oid].path} from the trash" for oid in group
+            )
+            await self.collect(report)
         raise RuntimeError("the vault kept changing while purging the trash; run it again")
 
     async def collect(self, report: Report) -> None:

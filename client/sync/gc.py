@@ -22,6 +22,9 @@ from storage.vault_tree import Entry
 # Ids kept in `deleted`; older batches are forgotten, and a device that read the vault last
 # before them forgets its whole journal (`since`). 8192 ids are about 240 KB of log.
 MAX_DELETED_IDS = 8192
+# Ids `pending` may hold (about 480 KB): with `deleted` full the padded log stays under the
+# gateway's 1 MiB. A write that would drop more leaves the rest stored (counted, never named).
+MAX_PENDING_IDS = 16384
 # Chunk files one collection write deletes (the gateway's MAX_GC_FILES).
 COLLECT_BATCH = 1000
 FILE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
@@ -99,8 +102,13 @@ def dropped(old: Entry | None, new: Entry | None, locate: Locate) -> set[str]:
     return file_ids(old, locate) - (file_ids(new, locate) if new is not None else set())
 
 
-def with_pending(log: DeletionLog, ids: Iterable[str]) -> DeletionLog:
-    return log.model_copy(update={"pending": sorted(set(log.pending) | set(ids))})
+def with_pending(log: DeletionLog, ids: Iterable[str]) -> tuple[DeletionLog, int]:
+    """The log with ``ids`` pending too, and how many of them did not fit (left stored)."""
+    old = set(log.pending)
+    new = sorted(set(ids) - old)
+    room = max(0, MAX_PENDING_IDS - len(old))
+    pending = sorted(old | set(new[:room]))
+    return log.model_copy(update={"pending": pending}), max(0, len(new) - room)
 
 
 def collect(

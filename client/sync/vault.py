@@ -54,6 +54,7 @@ from storage.vault_tree import Entry
 
 WRITE_BATCH_BYTES = 4 << 20
 WRITE_BATCH_OBJECTS = 500
+UPLOAD_ATTEMPTS = 3  # a chunk file collected by another device mid-upload is created again
 
 
 # --- the master key on this device -------------------------------------------------------------
@@ -323,6 +324,17 @@ class Vault:
         """Stores one chunk as its chunk file (idempotent); returns the file id and whether
         its bytes were sent (False: the gateway already held the whole chunk file)."""
         draft = _ChunkFileDraft.of(self.keys, ref, data)
+        for _ in range(UPLOAD_ATTEMPTS - 1):
+            try:
+                return await self._upload_draft(draft)
+            except GatewayError as exc:
+                if exc.status != 410:
+                    raise
+                # Another device's collection deleted this chunk file while we were storing
+                # it (it was named nowhere then): create it again (docs/format.md §14.9).
+        return await self._upload_draft(draft)
+
+    async def _upload_draft(self, draft: _ChunkFileDraft) -> tuple[str, bool]:
         base = self.client.config.gateway_url
         fid = draft.file_id
         body = {"header": draft.header, "manifest": draft.manifest}

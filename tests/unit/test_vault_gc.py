@@ -63,8 +63,15 @@ def test_dropped_chunks_are_those_the_write_stops_naming() -> None:
     assert gc.dropped(None, trimmed, locate) == set()  # new object
     renamed = old.model_copy(update={"path": "b"})
     assert gc.dropped(old, renamed, locate) == set()
-    log = gc.with_pending(gc.DeletionLog(pending=[fid(9)]), {fid(1)})
-    assert log.pending == sorted({fid(1), fid(9)})
+    log, overflow = gc.with_pending(gc.DeletionLog(pending=[fid(9)]), {fid(1), fid(9)})
+    assert (log.pending, overflow) == (sorted({fid(1), fid(9)}), 0)
+    small = gc.MAX_PENDING_IDS
+    try:
+        gc.MAX_PENDING_IDS = 3
+        full, overflow = gc.with_pending(log, {fid(n) for n in range(1, 6)})
+    finally:
+        gc.MAX_PENDING_IDS = small
+    assert len(full.pending) == 3 and overflow == 3  # left stored, never deleted
 
 
 def test_collections_go_in_batches_and_the_log_forgets_old_batches() -> None:
