@@ -232,13 +232,9 @@ async function storeChunk(data) {
 
 // --- writing the tree --------------------------------------------------------------------------------
 
-/** Writes one object at the vault's counter; on a conflict re-reads, re-checks, retries.
- * `beforeRetry` runs after that re-read: a write that names chunk files must store them
- * again then, since the write that beat ours may have been a collection deleting them
- * (docs/format.md §14.9); a write accepted at a counter means no collection since it. */
-async function writeEntry(oid, makeBody, beforeRetry = async () => {}) {
+/** Writes one object at the vault's counter; on a conflict re-reads, re-checks, retries. */
+async function writeEntry(oid, makeBody) {
   for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
-    if (attempt > 0) await beforeRetry();
     const counter = vault.counter;
     const body = makeBody(counter + 1); // throws if the re-read vault no longer allows it
     const sealed = await sealObject(vault.keys, vault.account, oid, body);
@@ -271,25 +267,20 @@ async function uploadIntoVault(file, dir, onProgress) {
   // Chunk files are stored 3 at a time; the refs keep file order.
   const count = Math.ceil(file.size / WEB_CHUNK_SIZE);
   const chunks = new Array(count);
-  const storeAll = async () => {
-    let next = 0;
-    let done = 0;
-    const worker = async () => {
-      while (next < count) {
-        const i = next++;
-        const start = i * WEB_CHUNK_SIZE;
-        const data = new Uint8Array(await file.slice(start, Math.min(file.size, start + WEB_CHUNK_SIZE)).arrayBuffer());
-        if (data.length !== Math.min(WEB_CHUNK_SIZE, file.size - start)) throw new Error(`${file.name} changed while it was being read`);
-        const ref = await storeChunk(data);
-        if (chunks[i] !== undefined && (chunks[i][0] !== ref[0] || chunks[i][1] !== ref[1])) throw new Error(`${file.name} changed while it was being read`);
-        chunks[i] = ref;
-        done += data.length;
-        onProgress(done, file.size);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(3, count) }, worker));
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      const start = i * WEB_CHUNK_SIZE;
+      const data = new Uint8Array(await file.slice(start, Math.min(file.size, start + WEB_CHUNK_SIZE)).arrayBuffer());
+      if (data.length !== Math.min(WEB_CHUNK_SIZE, file.size - start)) throw new Error(`${file.name} changed while it was being read`);
+      chunks[i] = await storeChunk(data);
+      done += data.length;
+      onProgress(done, file.size);
+    }
   };
-  await storeAll();
+  await Promise.all(Array.from({ length: Math.min(3, count) }, worker));
   const version = {
     n: 1,
     size: file.size,
@@ -298,14 +289,10 @@ async function uploadIntoVault(file, dir, onProgress) {
     device: DEVICE,
     chunks,
   };
-  await writeEntry(
-    newObjectId(),
-    (counter) => {
-      taken();
-      return { kind: "file", path, counter, deleted: null, versions: [version] };
-    },
-    storeAll,
-  );
+  await writeEntry(newObjectId(), (counter) => {
+    taken();
+    return { kind: "file", path, counter, deleted: null, versions: [version] };
+  });
   return path;
 }
 
