@@ -185,7 +185,14 @@ class SyncEngine:
         counter, changed, log = await self.vault.changes_and_log(self.state.counter, wait)
         if counter == self.state.counter and not changed and log is None:
             return False
-        self.state.apply_remote(counter, changed, log)
+        # Chunks a write stopped naming: a writer without the deletion log (the web page
+        # trims versions) leaves them to whichever device notices (over-listing is safe).
+        remote = self.state.remote()
+        noticed: set[str] = set()
+        for oid, entry in changed.items():
+            if oid in remote.briefs:
+                noticed |= gc.dropped(remote[oid], entry, self.file_id)
+        self.state.apply_remote(counter, changed, log, noticed)
         return True
 
     def file_id(self, mac: bytes) -> str:
@@ -267,18 +274,24 @@ class SyncEngine:
         again must have read that log first, so it sends the chunk again."""
         for _ in range(MAX_ROUNDS * 10):
             log = self.state.log()
-            if not log.pending:
+            noticed = self.state.noticed() - set(log.pending)
+            if not log.pending and not noticed:
                 return
+            if noticed:
+                log, _ = gc.with_pending(log, noticed)
             remote = self.state.remote()
             names = gc.named((remote[oid] for oid in remote), self.file_id)
             step = gc.collect(log, names, self.state.counter + 1)
             if step is None:
+                self.state.forget_noticed()  # all named again
                 return
             garbage, new_log = step
             written = await self.vault.write(self.state.counter, {}, new_log, garbage)
-            await self.pull()
             if written is not None:
+                # Every noticed id is now deleted, pending in the log, or named.
+                self.state.forget_noticed()
                 report.collected_chunks += len(garbage)
+            await self.pull()
         raise RuntimeError("the vault kept changing while collecting; run it again")
 
     async def _two_way(self, report: Report) -> None:

@@ -5,6 +5,7 @@ the vault's deletion log (whose collected chunk files leave that journal as it i
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from client.sync.gc import DeletionLog, forget
+from client.sync.gc import MAX_PENDING_IDS, DeletionLog, forget
 from storage.vault_tree import Entry, Version
 
 _SCHEMA = """
@@ -105,7 +106,8 @@ class State:
         if columns and "path" not in columns:
             # An older layout: the vault copy is only a cache, so drop it and read it again.
             self.db.executescript(
-                "DROP TABLE remote; DELETE FROM meta WHERE key IN ('counter', 'gc_log');"
+                "DROP TABLE remote;"
+                " DELETE FROM meta WHERE key IN ('counter', 'gc_log', 'gc_noticed');"
             )
         self.db.executescript(_SCHEMA)
 
@@ -137,14 +139,30 @@ class State:
         text = self.get("gc_log")
         return DeletionLog() if text is None else DeletionLog.from_json(json.loads(text))
 
+    def noticed(self) -> builtins.set[str]:  # `set` is a method here
+        """Chunk file ids this device saw other writers stop naming (gc.py), to be added to
+        the deletion log's pending list by its next collection."""
+        return set(json.loads(self.get("gc_noticed") or "[]"))
+
+    def forget_noticed(self) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = 'gc_noticed'")
+
     def apply_remote(
-        self, counter: int, changed: dict[str, Entry | None], log: DeletionLog | None = None
+        self,
+        counter: int,
+        changed: dict[str, Entry | None],
+        log: DeletionLog | None = None,
+        noticed: builtins.set[str] | None = None,
     ) -> None:
         """Stores what the vault says (None: the object is gone) and the counter, at once.
         A newer deletion log first takes the chunk files it deleted out of the journal, in
-        the same transaction: the counter never passes a deletion the journal still holds."""
+        the same transaction: the counter never passes a deletion the journal still holds.
+        ``noticed``: chunk file ids the changes stopped naming, kept for the collection."""
         self.db.execute("BEGIN")
         try:
+            if noticed:
+                kept = sorted(self.noticed() | noticed)[:MAX_PENDING_IDS]
+                self.set("gc_noticed", json.dumps(kept))
             if log is not None and log.counter > self.log().counter:
                 drop = forget(log, self.counter)
                 if drop is None:

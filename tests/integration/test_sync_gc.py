@@ -431,3 +431,30 @@ async def test_only_the_owner_re_creates_a_deleted_file_id(
         async with s.get(f"{url}/v1/files/{fid}/chunks/0", headers=bearer(key)) as r:
             assert r.status == 200 and await r.read() == chunk
         assert live_state["state"] == "uploading"
+
+
+async def test_versions_a_writer_drops_without_the_log_are_collected_by_a_device_that_saw_them(
+    gw: tuple[GatewayConfig, str], tmp_path: Path
+) -> None:
+    """The web page trims versions to keep_versions without the deletion log: a sync
+    device that had read the dropped versions notices and collects their chunk files."""
+    config, url = gw
+    d0, d1 = await devices(url, tmp_path, 2)
+    account = await account_of(d0)
+    for size in (700 * 1024, 800 * 1024, 900 * 1024):
+        random_file(d0.folder / "f.bin", size)
+        await d0.sync()
+    await d1.sync()  # d1 has read all three versions
+    async with Opened(d0) as engine:
+        await engine.pull()
+        [(oid, entry)] = entries_at(engine, "f.bin")
+        kept = entry.model_copy(update={"versions": entry.versions[-1:]})
+        dropped = gc.dropped(entry, kept, engine.file_id)
+        assert await engine.vault.write(engine.state.counter, {oid: kept})  # no log
+    before = await used_bytes(config, account)
+    report = await d1.sync()
+    assert report.collected_chunks == len(dropped) >= 2
+    assert not dropped & set(await live_files(config, account))
+    assert await check_used_is_what_the_vault_names(config, d1, account) < before
+    await d0.sync()
+    assert (d0.folder / "f.bin").stat().st_size == 900 * 1024

@@ -136,5 +136,10 @@ def test_the_state_drops_collected_chunks_from_its_journal(tmp_path: Path) -> No
         state.apply_remote(9, {}, forgotten)  # read up to 7, batches up to 8 forgotten
         assert not any(state.is_uploaded(fid(n)) for n in (1, 2, 3))
         assert state.counter == 9
+        state.apply_remote(10, {}, None, {fid(5)})
+        state.apply_remote(11, {}, None, {fid(6)})
+        assert state.noticed() == {fid(5), fid(6)}
+        state.forget_noticed()
+        assert state.noticed() == set()
     finally:
         state.close()
