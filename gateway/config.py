@@ -124,6 +124,8 @@ class TenantSettings(BaseModel):
     plans: list[Plan] = Field(default_factory=default_plans)
     # Versions of each file a vault keeps (the newest N); older ones leave the tree.
     vault_keep_versions: int = Field(default=10, ge=1, le=1000)
+    # Days a vault's trash keeps an entry before a sync pass purges it (None: until emptied).
+    vault_trash_days: int | None = Field(default=30, ge=0, le=36500)
     # On an IPFS Cluster: how many peers pin this tenant's chunks (None: cluster.replication).
     replication: ReplicationSettings | None = None
 

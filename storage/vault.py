@@ -54,6 +54,7 @@ INFO_CHUNK_MAC_KEY = b"bitcache/v1/vault/chunk-mac-key"
 INFO_CHUNK_LOCATOR_KEY = b"bitcache/v1/vault/chunk-locator-key"
 INFO_CHUNK_FILE_KEY = b"bitcache/v1/vault/chunk-file-key"
 INFO_CDC_SEED = b"bitcache/v1/vault/cdc-seed"
+INFO_LOG_KEY = b"bitcache/v1/vault/log-key"
 INFO_MANIFEST_NONCE = b"bitcache/v1/vault/chunk-manifest-nonce"
 # Key-encryption keys; a wrap for one purpose never opens as another.
 PASSWORD_PREHASH_KEY = b"bitcache/v1/vault/password"
@@ -66,6 +67,7 @@ INFO_KEK_COMMITMENT = {
     "link": b"bitcache/v1/vault/kek-commitment/link",
 }
 WRAP_AD_PREFIX = b"bitcache/v1/vault-wrap"
+LOG_AD_PREFIX = b"bitcache/v1/vault-log"
 OBJECT_AD_PREFIX = b"bitcache/v1/vault-object"
 
 # argon2id cost: what writers use by default, and the floor readers accept (OWASP's floor is
@@ -114,6 +116,7 @@ class VaultKeys:
     chunk_locator_key: bytes = field(repr=False)  # MAC -> public chunk file id
     chunk_file_key: bytes = field(repr=False)  # MAC -> chunk file key
     cdc_seed: int = field(repr=False)  # FastCDC gear-table seed (odd, 63-bit)
+    log_key: bytes = field(repr=False)  # seals the deletion log (§14.9)
 
 
 def derive_vault_keys(master_key: bytes) -> VaultKeys:
@@ -130,6 +133,7 @@ def derive_vault_keys(master_key: bytes) -> VaultKeys:
         # 63 bits (the chunker shifts the seed left by one in 64 bits); odd, because zero
         # would select pyfastcdc's unseeded default table.
         cdc_seed=(seed >> 1) | 1,
+        log_key=hkdf_sha256(m, VAULT_SALT, INFO_LOG_KEY),
     )
 
 
@@ -528,6 +532,50 @@ def object_associated_data(account: str, object_id: str) -> bytes:
     """AD = "bitcache/v1/vault-object" ‖ uint8(len(account)) ‖ account ‖ object id (16)."""
     acct = _require_account(account)
     return OBJECT_AD_PREFIX + bytes([len(acct)]) + acct + decode_file_id(object_id)
+
+
+def log_associated_data(account: str) -> bytes:
+    """AD = "bitcache/v1/vault-log" ‖ uint8(len(account)) ‖ account."""
+    acct = _require_account(account)
+    return LOG_AD_PREFIX + bytes([len(acct)]) + acct
+
+
+def seal_log(
+    keys: VaultKeys, account: str, body: Mapping[str, Any], nonce: bytes | None = None
+) -> bytes:
+    """The deletion log (§14.9): nonce(24) ‖ XChaCha20-Poly1305(log_key, nonce, AD,
+    pad(canonical JSON, 256)). Its body names the change it was written at."""
+    nonce = nacl.utils.random(NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(nonce) != NONCE_BYTES:
+        raise FormatError(f"nonce must be {NONCE_BYTES} bytes")
+    padded = pad(canonical_json(dict(body)), 256)
+    return nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(
+        padded, log_associated_data(account), nonce, keys.log_key
+    )
+
+
+def open_log(keys: VaultKeys, account: str, sealed: bytes) -> dict[str, Any]:
+    """The JSON object inside a sealed deletion log; VaultAuthError if it is not ours."""
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise VaultAuthError("vault log too short")
+    try:
+        padded = crypto_aead_xchacha20poly1305_ietf_decrypt(
+            bytes(sealed[NONCE_BYTES:]),
+            log_associated_data(account),
+            bytes(sealed[:NONCE_BYTES]),
+            keys.log_key,
+        )
+    except nacl.exceptions.CryptoError:
+        raise VaultAuthError(
+            "vault log failed authentication: tampered or another vault's"
+        ) from None
+    try:
+        value = json.loads(unpad(padded))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StorageError(f"vault log is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise FormatError("vault log is not a JSON object")
+    return value
 
 
 def seal_object(

@@ -67,6 +67,11 @@ def _summary(report: Report) -> str:
         f"{report.hashed_files} files hashed",
         f"{report.sent_objects} vault objects written",
     ]
+    if report.purged_objects or report.collected_chunks:
+        parts.append(
+            f"{report.purged_objects} trash entries expired,"
+            f" {report.collected_chunks} unused chunk files deleted"
+        )
     if report.conflicts:
         parts.append(f"{len(report.conflicts)} conflict copies: " + ", ".join(report.conflicts))
     return "; ".join(parts)
@@ -178,6 +183,47 @@ def cmd_restore(args: argparse.Namespace, load: ConfigLoader) -> int:
     return 0
 
 
+def cmd_trash(args: argparse.Namespace, load: ConfigLoader) -> int:
+    """Lists the vault's trash (restore with `bitcache restore PATH`); with --empty, purges
+    it now and deletes the chunk files nothing names any more."""
+    cfg, folder, _ = _open(args, load)
+
+    async def run() -> list[str]:
+        async with BitcacheClient(cfg) as client:
+            vault = await vaults.Vault.open(client, _keys_path(args))
+            engine = SyncEngine(vault, folder, _device(folder, None))
+            try:
+                await engine.pull()
+                if args.empty:
+                    report = Report()
+                    await engine.purge_trash(report, older_than=2**62)
+                    await engine.collect(report)
+                    return [
+                        f"purged {report.purged_objects} entries from the trash;"
+                        f" {report.collected_chunks} chunk files deleted"
+                    ]
+                remote = engine.state.remote()
+                trash = sorted(
+                    (b.deleted, b.path, oid)
+                    for oid, b in remote.briefs.items()
+                    if b.deleted is not None
+                )
+                lines = []
+                for deleted, path, oid in trash:
+                    when = datetime.fromtimestamp(deleted, UTC)
+                    current = remote[oid].current
+                    size = format_bytes(current.size) if current else "folder"
+                    lines.append(f"{path}: {size}, deleted {when:%Y-%m-%d %H:%M:%S} UTC")
+                days = vault.trash_days
+                kept = "until emptied" if days is None else f"for {days} days"
+                return [*(lines or ["the trash is empty"]), f"(the trash keeps entries {kept})"]
+            finally:
+                engine.close()
+
+    print("\n".join(asyncio.run(run())))
+    return 0
+
+
 def cmd_share(args: argparse.Namespace, load: ConfigLoader) -> int:
     cfg = load(args)
     path = Path(args.path)
@@ -220,6 +266,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     r.add_argument("--version", type=int, metavar="V", help="version number (`bitcache versions`)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     r.set_defaults(sync_handler=cmd_restore)
+
+    t = sub.add_parser("trash", parents=[common], help="the vault's trash: list or empty it")
+    t.add_argument("path", metavar="DIR", help="the synced folder (or a path inside it)")
+    t.add_argument("--empty", action="store_true", help="purge it now and free its chunks")
+    t.set_defaults(sync_handler=cmd_trash)
 
     sh = sub.add_parser(
         "share", parents=[common], help="a paid share link for a synced file or folder"

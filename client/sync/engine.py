@@ -5,7 +5,8 @@ disk, and as the vault says. A side that did not move since the last pass takes 
 change; when both moved to different contents, the vault's version keeps the name and the
 local one becomes a Syncthing-style conflict copy, so nothing is lost. An edit beats a delete.
 Writes to the vault are compare-and-set: if another device wrote first, the pass reads its
-changes and decides again.
+changes and decides again. After the two-way part, a pass purges trash entries older than
+the tenant's trash_days and collects chunk files nothing names any more (gc.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from client.progress import Progress
+from client.sync import gc
 from client.sync.chunker import Chunked, chunk_file, make_chunker
 from client.sync.naming import STATE_DIR, conflict_name, skipped
 from client.sync.state import Brief, Remote, State, Synced
@@ -74,6 +76,8 @@ class Report:
     sent_objects: int = 0
     conflicts: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    purged_objects: int = 0  # trash entries purged (expired, or the trash emptied)
+    collected_chunks: int = 0  # chunk files deleted from the gateway: nothing names them
 
 
 def scan(folder: Path) -> dict[str, Stat]:
@@ -164,6 +168,7 @@ class SyncEngine:
         self.progress = progress
         self.state = State(self.folder)
         self.chunker = make_chunker(vault.keys)
+        self._file_ids: dict[bytes, str] = {}
         account = self.state.get("account")
         if account is None:
             self.state.set("account", vault.account)
@@ -177,24 +182,126 @@ class SyncEngine:
 
     async def pull(self, wait: int = 0) -> bool:
         """Reads the vault's changes into the local state; True if there were any."""
-        counter, changed = await self.vault.changes(self.state.counter, wait)
-        if counter == self.state.counter and not changed:
+        counter, changed, log = await self.vault.changes_and_log(self.state.counter, wait)
+        if counter == self.state.counter and not changed and log is None:
             return False
-        self.state.apply_remote(counter, changed)
+        # Chunks a write stopped naming: a writer without the deletion log (the web page
+        # trims versions) leaves them to whichever device notices (over-listing is safe).
+        remote = self.state.remote()
+        noticed: set[str] = set()
+        for oid, entry in changed.items():
+            if oid in remote.briefs:
+                noticed |= gc.dropped(remote[oid], entry, self.file_id)
+        self.state.apply_remote(counter, changed, log, noticed)
         return True
+
+    def file_id(self, mac: bytes) -> str:
+        """The chunk file id of a chunk MAC (cached: a collection looks up every chunk)."""
+        fid = self._file_ids.get(mac)
+        if fid is None:
+            fid = self._file_ids[mac] = locate_chunk(self.vault.keys, mac).file_id_text
+        return fid
+
+    async def commit(self, writes: dict[str, Entry | None]) -> bool:
+        """Writes at the counter of the local state; False if another device wrote first.
+        The chunk files the write stops naming (dropped versions, purged objects) go into
+        the deletion log's pending list in the same compare-and-set, so a kill after it
+        leaves them for the next collection rather than stored for ever."""
+        remote = self.state.remote()
+        dropped: set[str] = set()
+        for oid, new in writes.items():
+            if oid in remote.briefs:
+                dropped |= gc.dropped(remote[oid], new, self.file_id)
+        current = self.state.log()
+        new_log = None
+        if not dropped <= set(current.pending):
+            new_log, overflow = gc.with_pending(current, dropped)
+            if overflow:
+                log.warning("%d unused chunk files left stored: the GC log is full", overflow)
+        return await self.vault.write(self.state.counter, writes, new_log) is not None
 
     # --- one pass ---------------------------------------------------------------------------------
 
     async def run_once(self) -> Report:
         report = Report()
         await self.pull()
+        await self._two_way(report)
+        await self.purge_trash(report)
+        await self.collect(report)
+        return report
+
+    async def purge_trash(self, report: Report, older_than: int | None = None) -> None:
+        """Removes trash entries that went to the trash before ``older_than`` (Unix time;
+        default: the tenant's trash_days ago, and nothing if it keeps the trash for ever)."""
+        if older_than is None:
+            if self.vault.trash_days is None:
+                return
+            older_than = int(time.time()) - self.vault.trash_days * 86400
+        refused = 0
+        while refused < MAX_ROUNDS:
+            remote = self.state.remote()
+            expired = [
+                oid
+                for oid, b in remote.briefs.items()
+                if b.deleted is not None and b.deleted < older_than
+            ]
+            if not expired:
+                return
+            # A group at a time, each collected before the next, so the log's pending list
+            # never has to hold a whole large trash.
+            group: dict[str, Entry | None] = {}
+            chunks = 0
+            for oid in expired:
+                chunks += len(gc.file_ids(remote[oid], self.file_id))
+                if group and chunks > gc.MAX_PENDING_IDS // 2:
+                    break
+                group[oid] = None
+            done = await self.commit(group)
+            await self.pull()
+            if not done:
+                refused += 1
+                continue
+            report.purged_objects += len(group)
+            report.changed.extend(
+                f"purged {remote.briefs[oid].path} from the trash" for oid in group
+            )
+            await self.collect(report)
+        raise RuntimeError("the vault kept changing while purging the trash; run it again")
+
+    async def collect(self, report: Report) -> None:
+        """Deletes the pending chunk files nothing in the vault names, each batch with the
+        log that records it in one compare-and-set (gc.py): a device that names one of them
+        again must have read that log first, so it sends the chunk again."""
+        for _ in range(MAX_ROUNDS * 10):
+            log = self.state.log()
+            noticed = self.state.noticed() - set(log.pending)
+            if not log.pending and not noticed:
+                return
+            if noticed:
+                log, _ = gc.with_pending(log, noticed)
+            remote = self.state.remote()
+            names = gc.named((remote[oid] for oid in remote), self.file_id)
+            step = gc.collect(log, names, self.state.counter + 1)
+            if step is None:
+                self.state.forget_noticed()  # all named again
+                return
+            garbage, new_log = step
+            written = await self.vault.write(self.state.counter, {}, new_log, garbage)
+            if written is not None:
+                # Every noticed id is now deleted, pending in the log, or named.
+                self.state.forget_noticed()
+                report.collected_chunks += len(garbage)
+            await self.pull()
+        raise RuntimeError("the vault kept changing while collecting; run it again")
+
+    async def _two_way(self, report: Report) -> None:
         for _ in range(MAX_ROUNDS):
             writes, after, again = await self._round(report)
             if not writes:
                 if not again:
-                    return report
+                    return
                 continue
-            if await self.vault.write(self.state.counter, writes) is None:
+            if not await self.commit(writes):
                 await self.pull()  # another device wrote first: merge with what it did
                 continue
             report.sent_objects += len(writes)

@@ -35,7 +35,7 @@ async def restore(engine: SyncEngine, path: str, version: int | None) -> int:
         again = chosen.model_copy(update={"n": newest + 1, "time": int(time.time())})
         versions = [*entry.versions, again][-engine.vault.keep_versions :]
         restored = entry.model_copy(update={"deleted": None, "versions": versions})
-        if await engine.vault.write(engine.state.counter, {oid: restored}) is not None:
+        if await engine.commit({oid: restored}):  # a version dropped goes to the GC log
             await engine.pull()
             return again.n
     raise RuntimeError("the vault kept changing; try again")

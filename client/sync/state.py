@@ -1,9 +1,11 @@
 """A synced folder's local state (SQLite in ``<DIR>/.bitcache-sync``): the vault objects as
-last seen, what each local path was when last in step with the vault, and which chunk files
-are known to be on the gateway (so a re-run after a kill sends no finished chunk again)."""
+last seen, what each local path was when last in step with the vault, which chunk files
+are known to be on the gateway (so a re-run after a kill sends no finished chunk again), and
+the vault's deletion log (whose collected chunk files leave that journal as it is read)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -12,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from client.sync.gc import MAX_PENDING_IDS, DeletionLog, forget
 from storage.vault_tree import Entry, Version
 
 _SCHEMA = """
@@ -102,7 +105,10 @@ class State:
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(remote)")}
         if columns and "path" not in columns:
             # An older layout: the vault copy is only a cache, so drop it and read it again.
-            self.db.executescript("DROP TABLE remote; DELETE FROM meta WHERE key = 'counter';")
+            self.db.executescript(
+                "DROP TABLE remote;"
+                " DELETE FROM meta WHERE key IN ('counter', 'gc_log', 'gc_noticed');"
+            )
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -128,10 +134,44 @@ class State:
         )
         return Remote({r[0]: Brief(r[1], r[2], r[3], r[4]) for r in rows.fetchall()}, self.db)
 
-    def apply_remote(self, counter: int, changed: dict[str, Entry | None]) -> None:
-        """Stores what the vault says (None: the object is gone) and the counter, at once."""
+    def log(self) -> DeletionLog:
+        """The vault's deletion log as last read (empty if it has none)."""
+        text = self.get("gc_log")
+        return DeletionLog() if text is None else DeletionLog.from_json(json.loads(text))
+
+    def noticed(self) -> builtins.set[str]:  # `set` is a method here
+        """Chunk file ids this device saw other writers stop naming (gc.py), to be added to
+        the deletion log's pending list by its next collection."""
+        return set(json.loads(self.get("gc_noticed") or "[]"))
+
+    def forget_noticed(self) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = 'gc_noticed'")
+
+    def apply_remote(
+        self,
+        counter: int,
+        changed: dict[str, Entry | None],
+        log: DeletionLog | None = None,
+        noticed: builtins.set[str] | None = None,
+    ) -> None:
+        """Stores what the vault says (None: the object is gone) and the counter, at once.
+        A newer deletion log first takes the chunk files it deleted out of the journal, in
+        the same transaction: the counter never passes a deletion the journal still holds.
+        ``noticed``: chunk file ids the changes stopped naming, kept for the collection."""
         self.db.execute("BEGIN")
         try:
+            if noticed:
+                kept = sorted(self.noticed() | noticed)[:MAX_PENDING_IDS]
+                self.set("gc_noticed", json.dumps(kept))
+            if log is not None and log.counter > self.log().counter:
+                drop = forget(log, self.counter)
+                if drop is None:
+                    self.db.execute("DELETE FROM uploaded")
+                else:
+                    self.db.executemany(
+                        "DELETE FROM uploaded WHERE fid = ?", [(fid,) for fid in drop]
+                    )
+                self.set("gc_log", json.dumps(log.to_json()))
             for oid, entry in changed.items():
                 body = None if entry is None else json.dumps(entry.to_json())
                 brief = (None,) * 4 if entry is None else Brief.of(entry)

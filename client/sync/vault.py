@@ -16,6 +16,7 @@ from client.api import BitcacheClient
 from client.config import atomic_write_private
 from client.errors import ClientError, GatewayError
 from client.http import _b64url_any
+from client.sync.gc import DeletionLog
 from storage.crypto import (
     CHUNK_OVERHEAD,
     MIN_CHUNK_SIZE,
@@ -40,7 +41,9 @@ from storage.vault import (
     derive_vault_keys,
     new_master_key,
     open_chunk_plaintext,
+    open_log,
     open_object,
+    seal_log,
     seal_object,
     unwrap_with_link,
     unwrap_with_password,
@@ -51,6 +54,7 @@ from storage.vault_tree import Entry
 
 WRITE_BATCH_BYTES = 4 << 20
 WRITE_BATCH_OBJECTS = 500
+UPLOAD_ATTEMPTS = 3  # a chunk file collected by another device mid-upload is created again
 
 
 # --- the master key on this device -------------------------------------------------------------
@@ -200,6 +204,7 @@ class Vault:
     account: str
     keys: VaultKeys = field(repr=False)
     keep_versions: int
+    trash_days: int | None = 30  # the tenant's: trash entries older are purged (None: never)
 
     @classmethod
     async def open(cls, client: BitcacheClient, keys_path: Path) -> Vault:
@@ -209,11 +214,26 @@ class Vault:
         if master is None:
             hint = "unlock" if info.get("keys") else "init"
             raise ClientError(f"the vault is locked on this device: run `bitcache vault {hint}`")
-        return cls(client, account, derive_vault_keys(master), int(info["keep_versions"]))
+        days = info.get("trash_days", 30)
+        return cls(
+            client,
+            account,
+            derive_vault_keys(master),
+            int(info["keep_versions"]),
+            None if days is None else int(days),
+        )
 
     async def changes(self, since: int, wait: int = 0) -> tuple[int, dict[str, Entry | None]]:
         """Everything changed after ``since`` (all pages), decrypted and checked."""
+        counter, out, _ = await self.changes_and_log(since, wait)
+        return counter, out
+
+    async def changes_and_log(
+        self, since: int, wait: int = 0
+    ) -> tuple[int, dict[str, Entry | None], DeletionLog | None]:
+        """:meth:`changes`, and the deletion log if it was written after ``since``."""
         out: dict[str, Entry | None] = {}
+        log: DeletionLog | None = None
         counter = since
         while True:
             reply = await self.client.call("GET", f"/v1/vault/changes?since={counter}&wait={wait}")
@@ -231,16 +251,39 @@ class Vault:
                 if entry.counter != int(item["counter"]):
                     raise ClientError(f"vault object {oid} is replayed from another change")
                 out[oid] = entry
+            if reply.get("log") is not None:
+                found = self._open_log(reply["log"])
+                if log is None or found.counter > log.counter:
+                    log = found
             counter = new_counter
             if not reply.get("more"):
-                return counter, out
+                return counter, out, log
 
-    async def write(self, if_counter: int, entries: dict[str, Entry | None]) -> int | None:
+    def _open_log(self, item: dict[str, Any]) -> DeletionLog:
+        body = open_log(self.keys, self.account, _b64url_any(item["data"], "log"))
+        try:
+            log = DeletionLog.from_json(body)
+        except ValueError as exc:
+            raise ClientError(f"the vault's deletion log is malformed: {exc}") from None
+        if log.counter != int(item["counter"]):
+            raise ClientError("the vault's deletion log is replayed from another change")
+        return log
+
+    async def write(
+        self,
+        if_counter: int,
+        entries: dict[str, Entry | None],
+        log: DeletionLog | None = None,
+        delete_files: list[str] | None = None,
+    ) -> int | None:
         """Writes in batches at the vault's counter; None if another device got there first
-        (then nothing of the failing batch is written: read the changes, merge, retry)."""
+        (then nothing of the failing batch is written: read the changes, merge, retry).
+        ``log`` (and ``delete_files``, the chunk files a collection deletes) go with the
+        first batch, in its compare-and-set."""
         counter = if_counter
         pending = list(entries.items())
-        while pending:
+        first = log is not None
+        while pending or first:
             put: list[dict[str, str]] = []
             delete: list[str] = []
             size = 0
@@ -257,11 +300,18 @@ class Vault:
                 )
                 put.append({"id": oid, "data": b64url_encode(sealed)})
                 size += len(sealed)
+            body: dict[str, Any] = {"if_counter": counter, "put": put, "delete": delete}
+            if first and log is not None:
+                sealed_log = seal_log(
+                    self.keys,
+                    self.account,
+                    log.model_copy(update={"counter": counter + 1}).to_json(),
+                )
+                body["log"] = b64url_encode(sealed_log)
+                body["delete_files"] = list(delete_files or [])
+            first = False
             reply = await self.client.call(
-                "POST",
-                "/v1/vault/objects",
-                json_body={"if_counter": counter, "put": put, "delete": delete},
-                ok=(200, 409),
+                "POST", "/v1/vault/objects", json_body=body, ok=(200, 409)
             )
             if "type" in reply:  # 409: the vault moved on
                 return None
@@ -274,6 +324,17 @@ class Vault:
         """Stores one chunk as its chunk file (idempotent); returns the file id and whether
         its bytes were sent (False: the gateway already held the whole chunk file)."""
         draft = _ChunkFileDraft.of(self.keys, ref, data)
+        for _ in range(UPLOAD_ATTEMPTS - 1):
+            try:
+                return await self._upload_draft(draft)
+            except GatewayError as exc:
+                if exc.status != 410:
+                    raise
+                # Another device's collection deleted this chunk file while we were storing
+                # it (it was named nowhere then): create it again (docs/format.md §14.9).
+        return await self._upload_draft(draft)
+
+    async def _upload_draft(self, draft: _ChunkFileDraft) -> tuple[str, bool]:
         base = self.client.config.gateway_url
         fid = draft.file_id
         body = {"header": draft.header, "manifest": draft.manifest}

@@ -115,6 +115,7 @@ class PreimageBody(BaseModel):
 MAX_OBJECT_BYTES = 1 << 20
 MAX_BATCH_OBJECTS = 2000
 OBJECT_ID_PATTERN = r"[a-z2-7]{25}[aeimquy4]"  # canonical base32 of 16 bytes
+MAX_GC_FILES = 1000  # chunk files one vault write may delete
 
 
 class PutKeyBody(BaseModel):
@@ -137,6 +138,10 @@ class WriteBody(BaseModel):
     if_counter: int = Field(ge=0)
     put: list[ObjectWrite] = Field(default_factory=list, max_length=MAX_BATCH_OBJECTS)
     delete: list[str] = Field(default_factory=list, max_length=MAX_BATCH_OBJECTS)
+    # The vault's deletion log, sealed by the client (docs/format.md §14.9): replaced if given.
+    log: str | None = Field(default=None, min_length=1, max_length=(MAX_OBJECT_BYTES * 4) // 3 + 4)
+    # The account's chunk files to delete in the same transaction (garbage collection).
+    delete_files: list[str] = Field(default_factory=list, max_length=MAX_GC_FILES)
 
 
 # ---- responses --------------------------------------------------------------------------
@@ -317,6 +322,7 @@ class VaultInfo(BaseModel):
     counter: int
     keys: list[str]
     keep_versions: int
+    trash_days: int | None = Field(description="days the trash keeps an entry; null: until emptied")
 
 
 class VaultKey(BaseModel):
@@ -339,10 +345,16 @@ class VaultObject(BaseModel):
     data: str | None = Field(description="base64url ciphertext; null when deleted")
 
 
+class VaultLog(BaseModel):
+    counter: int = Field(description="the change that last wrote the deletion log")
+    data: str = Field(description="base64url ciphertext (docs/format.md §14.9)")
+
+
 class VaultChanges(BaseModel):
     counter: int
     more: bool
     objects: list[VaultObject]
+    log: VaultLog | None = Field(description="the deletion log, when written after `since`")
 
 
 class VaultCounter(BaseModel):

@@ -379,9 +379,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "writeVaultObjects",
         "post",
         "/v1/vault/objects",
-        "Write a batch of ciphertext objects at the counter the writer names",
+        "Write a batch of ciphertext objects (and the deletion log, deleting chunk files)"
+        " at the counter the writer names",
         {200: m.VaultCounter},
-        (401, 409, 507),
+        (401, 403, 409, 507),
         m.WriteBody,
         auth=("bearer",),
     ),

@@ -134,16 +134,35 @@ async def _lock_owner(conn: Connection, owner_id: str) -> int:
 
 
 def _check_same_file(
-    file_id: str, row: Row, header_json: str, manifest: bytes, owner_id: str
-) -> None:
-    """FileConflict unless the stored file is this one, by this owner, and not deleted."""
+    file_id: str, row: Row, header_json: str, manifest: bytes, owner_id: str, tenant_id: str
+) -> bool:
+    """FileConflict unless the stored file is this one (same header and manifest), by this
+    owner, in this tenant. True if it is the owner's own deleted file, to be re-created.
+
+    Another account gets the same refusal whether the id is live or deleted, so it can
+    neither take an id nor learn from the answer whose it was; and a re-create brings back
+    the file as it was (same key commitment, size and manifest), never another file."""
     if (
         row["header"] != header_json
         or bytes(row["manifest"]) != manifest
         or row["owner_id"] != owner_id
-        or row["state"] == "deleted"
+        or row["tenant_id"] != tenant_id
     ):
         raise FileConflict(f"file {file_id} exists with a different header")
+    return bool(row["state"] == "deleted")
+
+
+async def _revive(conn: Connection, file_id: str, state: str, size: int, at: int) -> None:
+    """The owner's deleted file made live again (its chunks sent again from nothing: delete
+    dropped its chunk rows). Only from 'deleted', under the owner's lock, so the bytes are
+    reserved exactly once; the price and sales so far stay as they were."""
+    revived = await conn.execute(
+        "UPDATE files SET state = ?, stored_bytes = ?, created_at = ?, completed_at = ?,"
+        " deleted_at = NULL WHERE id = ? AND state = 'deleted'",
+        (state, size, at, at if state == "complete" else None, file_id),
+    )
+    if revived.rowcount != 1:  # cannot happen under the owner's lock; refuse rather than guess
+        raise FileConflict(f"file {file_id} changed while it was being re-created")
 
 
 async def _reserve(
@@ -193,14 +212,23 @@ class FileStore:
         async with self.db.transaction() as conn:
             used = await _lock_owner(conn, owner_id)
             async with conn.execute(
-                "SELECT header, manifest, owner_id, state FROM files WHERE id = ?", (file_id,)
+                "SELECT header, manifest, owner_id, state, tenant_id FROM files WHERE id = ?",
+                (file_id,),
             ) as cur:
                 row = await cur.fetchone()
-            if row is not None:
-                _check_same_file(file_id, row, header_json, manifest, owner_id)
+            at = int(time.time()) if now is None else now
+            if row is not None and _check_same_file(
+                file_id, row, header_json, manifest, owner_id, tenant_id
+            ):
+                # The owner's own deleted file (a vault chunk collected, then needed again).
+                await _reserve(
+                    conn, owner_id, used, size, limit_bytes, tenant_id, free_tier_cap, at
+                )
+                await _revive(conn, file_id, "uploading", size, at)
+                created = True
+            elif row is not None:
                 created = False
             else:
-                at = int(time.time()) if now is None else now
                 await _reserve(
                     conn, owner_id, used, size, limit_bytes, tenant_id, free_tier_cap, at
                 )
@@ -242,8 +270,9 @@ class FileStore:
         """Records many free single-chunk files and their (already added) chunks in ONE
         transaction: the new ones are created complete, an identical one still uploading
         gets its chunk and is completed, an identical complete one is left as it is. The
-        quota (and free tier) is checked once for all the new bytes. Raises FileConflict
-        (an id exists with another header or manifest, another owner, or was deleted),
+        quota (and free tier) is checked once for all the new bytes; the owner's own deleted
+        file is stored again as new. Raises FileConflict (an id exists with another header
+        or manifest, or another owner),
         ChunkConflict, quota.OverQuota or free_tier.FreeTierFull, and then nothing of the
         batch is written; the caller releases the CIDs it added."""
         at = int(time.time()) if now is None else now
@@ -253,17 +282,23 @@ class FileStore:
             used = await _lock_owner(conn, owner_id)
             marks = ",".join("?" * len(ids))
             async with conn.execute(
-                f"SELECT id, header, manifest, owner_id, state FROM files WHERE id IN ({marks})",
+                "SELECT id, header, manifest, owner_id, state, tenant_id FROM files"
+                f" WHERE id IN ({marks})",
                 ids,
             ) as cur:
                 rows = {str(r["id"]): r async for r in cur}
             fresh: list[tuple[str, NewChunkFile]] = []
+            revive: set[str] = set()
             for file_id, item in zip(ids, items, strict=True):
                 row = rows.get(file_id)
                 if row is None:
                     fresh.append((file_id, item))
                     continue
-                _check_same_file(file_id, row, _header_json(item.header), item.manifest, owner_id)
+                header_json = _header_json(item.header)
+                if _check_same_file(file_id, row, header_json, item.manifest, owner_id, tenant_id):
+                    fresh.append((file_id, item))  # the owner's deleted file, stored again
+                    revive.add(file_id)
+                    continue
                 if row["state"] == "complete":
                     out.existing.append(file_id)
                     continue
@@ -281,6 +316,13 @@ class FileStore:
                     conn, owner_id, used, size, limit_bytes, tenant_id, free_tier_cap, at
                 )
             for file_id, item in fresh:
+                if file_id in revive:
+                    await _revive(
+                        conn, file_id, "complete", stored_size(item.header, item.manifest), at
+                    )
+                    await self._record_chunk(conn, file_id, item, out)
+                    out.stored.append(file_id)
+                    continue
                 inserted = await conn.execute(
                     "INSERT INTO files (id, state, header, manifest, chunk_count, price_msat,"
                     " created_at, completed_at, owner_id, stored_bytes, tenant_id)"
@@ -326,27 +368,15 @@ class FileStore:
     async def delete(self, file_id: str) -> list[str]:
         """Marks the file deleted, frees its bytes and drops its chunks' pin references (a
         CID no other chunk uses is left for the unpinner). Returns the file's chunk CIDs.
-        Invoices and ledger entries stay: they are history."""
-        now = int(time.time())
+        Invoices and ledger entries stay: they are history. Its owner may create the same
+        file again later (:meth:`create`)."""
+        row = await self.db.fetch_one("SELECT owner_id FROM files WHERE id = ?", (file_id,))
+        if row is None:
+            return []
         async with self.db.transaction() as conn:
-            async with conn.execute(
-                "UPDATE files SET state = 'deleted', deleted_at = ?"
-                " WHERE id = ? AND state != 'deleted' RETURNING owner_id, stored_bytes",
-                (now, file_id),
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                return []
-            await conn.execute(
-                "UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?",
-                (int(row[1]), row[0]),
-            )
-            async with conn.execute(
-                "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
-            ) as cur:
-                cids = [r[0] async for r in cur]
-            await pins.unreference(conn, cids)
-        return cids
+            if row[0] is not None:
+                await _lock_owner(conn, str(row[0]))  # first, as create and the vault's GC do
+            return await delete_files(conn, [file_id])
 
     async def add_served(self, totals: Mapping[str, int]) -> None:
         """Adds bytes served to many files in one transaction (the meter's batch)."""
@@ -490,6 +520,35 @@ class FileStore:
                 )
                 return []
         return await self.missing(file_id, chunk_count)
+
+
+async def delete_files(conn: Connection, file_ids: Sequence[str]) -> list[str]:
+    """Deletes these files (those not deleted yet) in the caller's transaction: frees their
+    bytes from their owners, once each, and drops their chunks' pin references. Returns the
+    CIDs of the chunks dropped (the unpinner unpins those nothing else uses). The caller
+    holds the owners' locks (:func:`_lock_owner`)."""
+    now = int(time.time())
+    cids: list[str] = []
+    for file_id in file_ids:
+        async with conn.execute(
+            "UPDATE files SET state = 'deleted', deleted_at = ?"
+            " WHERE id = ? AND state != 'deleted' RETURNING owner_id, stored_bytes",
+            (now, file_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            continue  # no such file, or deleted already: freed once, not twice
+        if row[0] is not None:
+            await conn.execute(
+                "UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?",
+                (int(row[1]), row[0]),
+            )
+        async with conn.execute(
+            "DELETE FROM chunks WHERE file_id = ? RETURNING cid", (file_id,)
+        ) as cur:
+            cids.extend([r[0] async for r in cur])
+    await pins.unreference(conn, cids)
+    return cids
 
 
 async def owner_of(conn: Connection, file_id: str) -> str | None:

@@ -2,6 +2,12 @@
 
 Writes are compare-and-set on the counter, so two devices never overwrite each other
 unknowingly. Object bytes count against the account's quota like file bytes.
+
+A write may also replace the vault's deletion log (sealed by the client) and delete chunk
+files of the account in the same transaction: the vault's garbage collection
+(docs/format.md §14.9). Tying the deletion to the compare-and-set is what makes it safe:
+a device that names a chunk in a new object writes at a counter after it made sure the chunk
+exists, so a collection decided on an older view of the tree is refused instead.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.billing.quota import check_reservation
 from gateway.persistence.database import Connection, Database
+from gateway.persistence.files import delete_files as delete_files_in
 
 
 class CounterMismatch(Exception):
@@ -20,6 +27,16 @@ class CounterMismatch(Exception):
     def __init__(self, current: int) -> None:
         super().__init__(f"the vault is at change {current}")
         self.current = current
+
+
+class NotOwnFile(Exception):
+    """A collection named a file another account owns: nothing of the batch is written."""
+
+
+@dataclass(frozen=True)
+class DeletionLog:
+    counter: int  # the change that last wrote it
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -34,12 +51,33 @@ class Changes:
     counter: int  # read up to here (the vault's counter unless `more`)
     objects: list[VaultObject]
     more: bool
+    log: DeletionLog | None = None  # when written after `since`
 
 
 async def _counter(conn: Connection, account_id: str) -> int:
     async with conn.execute("SELECT counter FROM vaults WHERE account_id = ?", (account_id,)) as c:
         row = await c.fetchone()
     return int(row[0]) if row else 0
+
+
+async def _log_size(conn: Connection, account_id: str) -> int:
+    async with conn.execute(
+        "SELECT LENGTH(gc_log) FROM vaults WHERE account_id = ?", (account_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+async def _check_own(conn: Connection, account_id: str, file_ids: Sequence[str]) -> None:
+    """NotOwnFile if any of these files exists and is not the account's."""
+    marks = ",".join("?" * len(file_ids))
+    async with conn.execute(
+        f"SELECT id FROM files WHERE id IN ({marks}) AND (owner_id IS NULL OR owner_id != ?)",
+        (*file_ids, account_id),
+    ) as cur:
+        foreign = [r[0] async for r in cur]
+    if foreign:
+        raise NotOwnFile(f"file {foreign[0]} is not this account's")
 
 
 class VaultStore:
@@ -112,7 +150,15 @@ class VaultStore:
         objects = [
             VaultObject(r[0], int(r[1]), bytes(r[2]) if r[2] is not None else None) for r in rows
         ]
-        return Changes(upto, objects, more)
+        # Read after the objects: it is then at least as new as every change up to `upto`
+        # (a newer one only makes a device forget more of its journal, which is safe).
+        row = await self.db.fetch_one(
+            "SELECT gc_log, gc_log_counter FROM vaults WHERE account_id = ?", (account_id,)
+        )
+        log = None
+        if row is not None and row[0] is not None and int(row[1]) > since:
+            log = DeletionLog(int(row[1]), bytes(row[0]))
+        return Changes(upto, objects, more, log)
 
     async def write(
         self,
@@ -121,10 +167,15 @@ class VaultStore:
         put: Sequence[tuple[str, bytes]],
         remove: Sequence[str],
         limit_bytes: int,
+        log: bytes | None = None,
+        delete_files: Sequence[str] = (),
     ) -> int:
         """Applies one batch if the vault is still at ``if_counter``; returns the new counter.
+        With ``log``, the deletion log is replaced; ``delete_files`` (the account's own chunk
+        files; unknown or already deleted ones are skipped) are deleted in the same
+        transaction, their bytes freed and their pins left to the unpinner.
 
-        Raises CounterMismatch (nothing written) or quota.OverQuota."""
+        Raises CounterMismatch (nothing written), NotOwnFile or quota.OverQuota."""
         now = int(time.time())
         async with self.db.transaction() as conn:
             # The account's row locked first (PostgreSQL; SQLite's writer lock covers it):
@@ -136,14 +187,20 @@ class VaultStore:
                 raise CounterMismatch(current)
             new = current + 1
             ids = [oid for oid, _ in put] + list(remove)
-            marks = ",".join("?" * len(ids))
-            async with conn.execute(
-                "SELECT object_id, LENGTH(data) FROM vault_objects"
-                f" WHERE account_id = ? AND object_id IN ({marks})",
-                (account_id, *ids),
-            ) as cur:
-                old = {r[0]: int(r[1] or 0) async for r in cur}
+            old: dict[str, int] = {}
+            if ids:
+                marks = ",".join("?" * len(ids))
+                async with conn.execute(
+                    "SELECT object_id, LENGTH(data) FROM vault_objects"
+                    f" WHERE account_id = ? AND object_id IN ({marks})",
+                    (account_id, *ids),
+                ) as cur:
+                    old = {r[0]: int(r[1] or 0) async for r in cur}
             delta = sum(len(data) for _, data in put) - sum(old.get(i, 0) for i in ids)
+            if log is not None:
+                delta += len(log) - await _log_size(conn, account_id)
+            if delete_files:
+                await _check_own(conn, account_id, delete_files)
             if delta > 0:
                 async with conn.execute(
                     "SELECT used_bytes FROM accounts WHERE id = ?", (account_id,)
@@ -169,4 +226,12 @@ class VaultStore:
                 [(account_id, oid, new, data) for oid, data in put]
                 + [(account_id, oid, new, None) for oid in remove],
             )
+            if log is not None:
+                await conn.execute(
+                    "UPDATE vaults SET gc_log = ?, gc_log_counter = ? WHERE account_id = ?",
+                    (log, new, account_id),
+                )
+            if delete_files:
+                # The account's row is locked above: the owner lock delete_files expects.
+                await delete_files_in(conn, sorted(set(delete_files)))
         return new

@@ -129,7 +129,10 @@ async def create_batch(request: web.Request) -> web.Response:
     todo: list[BatchItem] = []
     for item in items:
         state = known.get(item.file_id)
-        if state is not None and (state[1] != account.id or state[0] == "deleted"):
+        if state is not None and state[1] != account.id:
+            # The same answer for a live or a deleted id: nothing to learn about its owner.
+            # The owner's own deleted file is stored again (record_batch checks it is the
+            # same file).
             raise conflict(f"file {item.file_id} exists with a different header", "file-exists")
         if state != ("complete", account.id):
             todo.append(item)

@@ -24,7 +24,7 @@ from gateway.http.params import int_param, json_model
 from gateway.http.problems import Problem, bad_request, conflict, not_found, over_quota
 from gateway.persistence.accounts import Account
 from gateway.persistence.quotas import limit_bytes
-from gateway.persistence.vault import CounterMismatch, VaultStore
+from gateway.persistence.vault import CounterMismatch, NotOwnFile, VaultStore
 from gateway.services import services, tenant_of
 from storage.crypto import b64url_decode_any, b64url_encode
 from storage.errors import FormatError
@@ -33,6 +33,7 @@ from storage.vault import WrappedKey
 PAGE_OBJECTS = 1000
 _KEY_NAME = re.compile(r"password|link-[a-z2-7]{13}")
 _OBJECT_ID = re.compile(OBJECT_ID_PATTERN)
+_FILE_ID = re.compile(r"[a-z2-7]{26}")
 
 
 class VaultNotifier:
@@ -82,6 +83,7 @@ async def get_vault(request: web.Request) -> web.Response:
             "counter": await store.counter(account.id),
             "keys": await store.key_names(account.id),
             "keep_versions": tenant_of(request).vault_keep_versions,
+            "trash_days": tenant_of(request).vault_trash_days,
         }
     )
 
@@ -165,6 +167,9 @@ async def get_changes(request: web.Request) -> web.Response:
                 }
                 for o in changes.objects
             ],
+            "log": None
+            if changes.log is None
+            else {"counter": changes.log.counter, "data": b64url_encode(changes.log.data)},
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -181,13 +186,27 @@ async def write_objects(request: web.Request) -> web.Response:
     for oid in body.delete:
         if not _OBJECT_ID.fullmatch(oid):
             raise bad_request(f"not an object id: {oid[:40]!r}")
+    for fid in body.delete_files:
+        if not _FILE_ID.fullmatch(fid):
+            raise bad_request(f"not a file id: {fid[:40]!r}")
+    log = None if body.log is None else _b64url(body.log, "log")
+    if log is not None and len(log) > MAX_OBJECT_BYTES:
+        raise Problem(413, "object-too-large", "Object too large", "the log: over 1 MiB")
+    if body.delete_files and log is None:
+        # Deleting chunk files without recording it would leave other devices' journals
+        # naming them (docs/format.md §14.9).
+        raise bad_request("delete_files needs the deletion log that records it")
     ids = [oid for oid, _ in put] + body.delete
-    if not ids:
+    if not ids and log is None:
         raise bad_request("an empty batch")
     if len(set(ids)) != len(ids):
         raise bad_request("an object appears twice in one batch")
-    counter = await _write(request, account, body.if_counter, put, body.delete)
+    counter = await _write(
+        request, account, body.if_counter, put, body.delete, log, body.delete_files
+    )
     request.app[NOTIFIER].notify(account.id)
+    if body.delete_files:
+        await services(request).unpinner.drain()  # best effort; the queue is retried later
     return web.json_response({"counter": counter})
 
 
@@ -197,11 +216,17 @@ async def _write(
     if_counter: int,
     put: list[tuple[str, bytes]],
     remove: list[str],
+    log: bytes | None,
+    delete_files: list[str],
 ) -> int:
     s = services(request)
     limit = await limit_bytes(s.db, tenant_of(request), account.id, int(s.clock()))
     try:
-        return await _store(request).write(account.id, if_counter, put, remove, limit)
+        return await _store(request).write(
+            account.id, if_counter, put, remove, limit, log, delete_files
+        )
+    except NotOwnFile as exc:
+        raise Problem(403, "forbidden", "Forbidden", str(exc)) from exc
     except CounterMismatch as exc:
         raise conflict(
             f"the vault moved on to change {exc.current}; read the changes, merge, and retry",
