@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 
-from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
+from ipfs.errors import IpfsError, IpfsUnavailable, kubo_error
+from ipfs.kubo_socket import CatSocket, open_cat, supported
 from ipfs.store import BlockStore
 from rest.observe import CallObserver, observed
 from rest.session import LazySession
@@ -31,6 +33,7 @@ class KuboClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._observe = observe
+        self._timeout_s = timeout_s
         self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
         # A stream runs at the pace of whoever reads it (the gateway streams a chunk to its
         # client as it arrives), so only a stalled read times out, never a slow reader.
@@ -63,7 +66,7 @@ class KuboClient:
             ) as resp:
                 body = await resp.read()
                 if resp.status != 200:
-                    raise _error(command, resp.status, body)
+                    raise kubo_error(command, resp.status, body)
                 # Some commands stream several JSON objects; the last one is the result.
                 lines = [ln for ln in body.splitlines() if ln.strip()]
                 return dict(json.loads(lines[-1])) if lines else {}
@@ -102,7 +105,7 @@ class KuboClient:
                 f"{self.api_url}/api/v0/cat", params=params, timeout=self._stream_timeout
             ) as resp:
                 if resp.status != 200:
-                    raise _error("cat", resp.status, await resp.read())
+                    raise kubo_error("cat", resp.status, await resp.read())
                 # kubo announces the length, then reports a failure after the headers only
                 # in a trailer: a stream that ends short of it is broken, not complete.
                 announced = resp.headers.get("X-Content-Length", "")
@@ -117,6 +120,25 @@ class KuboClient:
         except aiohttp.ClientPayloadError as exc:
             # kubo started answering, then failed mid-stream (e.g. a block went missing).
             raise IpfsError(f"kubo cat {cid}: stream broken: {exc!r}") from exc
+
+    @property
+    def splices(self) -> bool:
+        """Whether :meth:`cat_socket` can serve this node (its API is plain HTTP)."""
+        return supported(self.api_url)
+
+    @asynccontextmanager
+    async def cat_socket(self, cid: str, *, offline: bool = False) -> AsyncIterator[CatSocket]:
+        """The content as a bare socket that holds exactly it (ipfs/kubo_socket.py), for
+        the caller to splice; closed when the block ends. Timed as one ``cat`` until then:
+        an IpfsError the block raises (a short body) counts as the call failing."""
+        with observed(self._observe, "cat", (IpfsError,)):
+            body = await open_cat(
+                self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline
+            )
+            try:
+                yield body
+            finally:
+                body.close()
 
     async def pin_add(self, cid: str) -> None:
         await self._post_json("pin/add", {"arg": cid})
@@ -142,18 +164,6 @@ def _flags(offset: int = 0, offline: bool = False) -> dict[str, str]:
     """Query parameters for what differs from kubo's defaults."""
     flags = {"offset": str(offset)} if offset else {}
     return flags | ({"offline": "true"} if offline else {})
-
-
-def _error(command: str, status: int, body: bytes) -> IpfsError:
-    try:
-        message = str(json.loads(body).get("Message", ""))
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
-    if status >= 502:
-        return IpfsUnavailable(f"kubo {command}: HTTP {status} {message}")
-    if "not found" in message or ("invalid" in message and "cid" in message.lower()):
-        return IpfsNotFound(f"kubo {command}: {message}")
-    return IpfsError(f"kubo {command}: HTTP {status} {message}")
 
 
 # Checked by mypy: kubo is a BlockStore.

@@ -1,0 +1,186 @@
+"""kubo's ``cat`` as a bare socket holding exactly the content, for a caller to splice.
+
+Over HTTP/1.1 kubo sends a cat in chunked encoding, in 4 KiB frames: 256 frames a MiB,
+each one a call into aiohttp's parser and its stream reader before the gateway can pass the
+bytes on, which cost the gateway more CPU than sending them. Asked over HTTP/1.0, kubo
+cannot frame the body: it sends the content as it is and closes the connection after the
+last byte (a failure after the headers shows as a body shorter than its announced
+``X-Content-Length``). So once its head has been read, the socket holds nothing but the
+content, and the gateway moves it to its client with splice(2)
+(gateway/http/splice.py), never copying it into Python.
+
+One TCP connection per cat (HTTP/1.0 has no keep-alive); on loopback that costs less than
+the framing did. Plain ``http://`` API addresses only: a caller falls back to
+``KuboClient.cat_stream`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ipfs.errors import IpfsError, IpfsUnavailable, kubo_error
+
+__all__ = ["CatSocket", "open_cat", "readable", "supported"]
+
+_HEAD_LIMIT = 64 << 10
+_ERROR_LIMIT = 64 << 10
+
+
+@dataclass
+class CatSocket:
+    """A cat whose head has been read: ``sock`` (non-blocking) holds the content from here
+    to its end, then EOF. Close it when done."""
+
+    sock: socket.socket
+    length: int | None  # X-Content-Length: what kubo announced, if it did
+    read_timeout_s: float  # longest wait for the next bytes (a stalled kubo)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def supported(api_url: str) -> bool:
+    """Whether ``open_cat`` can reach this API (plain HTTP)."""
+    parts = urlsplit(api_url)
+    return parts.scheme == "http" and bool(parts.hostname)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def readable(sock: socket.socket, timeout_s: float | None) -> None:
+    """Until ``sock`` has bytes (or EOF) to read; TimeoutError after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _wake, waiter)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await waiter
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+    """(family, type, proto, name, address) to try; an IP address needs no resolver (whose
+    thread hop would cost more than the connection, once per chunk)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        return list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+
+
+async def _connect(host: str, port: int, timeout_s: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    errors: list[OSError] = []
+    async with asyncio.timeout(timeout_s):
+        for family, kind, proto, _name, address in await _addresses(host, port):
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+    raise errors[0] if errors else OSError(f"no address for {host}")
+
+
+async def _read_head(sock: socket.socket, timeout_s: float) -> bytes:
+    """The response head, up to and including its blank line, and not one byte more: the
+    bytes after it are peeked at, never taken, so the socket then holds only the body."""
+    head = bytearray()
+    while True:
+        await readable(sock, timeout_s)
+        peeked = sock.recv(_HEAD_LIMIT, socket.MSG_PEEK)
+        if not peeked:
+            raise IpfsUnavailable("kubo closed the connection before its answer's head")
+        end = (bytes(head[-3:]) + peeked).find(b"\r\n\r\n")
+        if end >= 0:
+            take = end + 4 - min(len(head), 3)
+            while take:  # already queued (peeked), so this does not wait
+                piece = sock.recv(take)
+                head += piece
+                take -= len(piece)
+            return bytes(head)
+        head += sock.recv(len(peeked))  # all head bytes: take them, wait for more
+        if len(head) > _HEAD_LIMIT:
+            raise IpfsError("kubo's answer head is too long")
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    if len(status) < 2 or not status[0].startswith("HTTP/") or not status[1].isdigit():
+        raise IpfsError(f"kubo answered something other than HTTP: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return int(status[1]), headers
+
+
+async def _read_to_end(sock: socket.socket, limit: int, timeout_s: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    body = bytearray()
+    async with asyncio.timeout(timeout_s):
+        while len(body) < limit:
+            piece = await loop.sock_recv(sock, limit - len(body))
+            if not piece:
+                break
+            body += piece
+    return bytes(body)
+
+
+async def open_cat(
+    api_url: str,
+    cid: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    offline: bool = False,
+) -> CatSocket:
+    """``POST /api/v0/cat?arg=<cid>`` over HTTP/1.0, its head read and checked: a 200's
+    socket, positioned at the content's first byte. An error answer raises what
+    ``KuboClient`` raises for it; kubo unreachable or silent is IpfsUnavailable."""
+    parts = urlsplit(api_url)
+    if not supported(api_url) or parts.hostname is None:
+        raise ValueError(f"not a plain http:// API address: {api_url}")
+    query = urlencode({"arg": cid} | ({"offline": "true"} if offline else {}))
+    path = f"{parts.path.rstrip('/')}/api/v0/cat?{query}"
+    request = f"POST {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nContent-Length: 0\r\n\r\n"
+    loop = asyncio.get_running_loop()
+    try:
+        sock = await _connect(parts.hostname, parts.port or 80, connect_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise IpfsUnavailable(f"kubo at {api_url} unreachable: {exc!r}") from exc
+    try:
+        async with asyncio.timeout(read_timeout_s):
+            await loop.sock_sendall(sock, request.encode("ascii"))
+        status, headers = _parse_head(await _read_head(sock, read_timeout_s))
+        if status != 200:
+            raise kubo_error("cat", status, await _read_to_end(sock, _ERROR_LIMIT, read_timeout_s))
+        announced = headers.get("x-content-length", "")
+        length = int(announced) if announced.isdigit() else None
+        return CatSocket(sock, length, read_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        sock.close()
+        raise IpfsUnavailable(f"kubo at {api_url} unreachable: {exc!r}") from exc
+    except BaseException:
+        sock.close()
+        raise
