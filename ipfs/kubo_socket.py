@@ -1,4 +1,5 @@
-"""kubo's ``cat`` as a bare socket holding exactly the content, for a caller to splice.
+"""kubo's RPC over a bare HTTP/1.0 socket: ``cat`` as a socket holding exactly the
+content, for a caller to splice, and a POST whose request goes out in one system call.
 
 Over HTTP/1.1 kubo sends a cat in chunked encoding, in 4 KiB frames: 256 frames a MiB,
 each one a call into aiohttp's parser and its stream reader before the gateway can pass the
@@ -9,9 +10,15 @@ last byte (a failure after the headers shows as a body shorter than its announce
 content, and the gateway moves it to its client with splice(2)
 (gateway/http/splice.py), never copying it into Python.
 
-One TCP connection per cat (HTTP/1.0 has no keep-alive); on loopback that costs less than
-the framing did. Plain ``http://`` API addresses only: a caller falls back to
-``KuboClient.cat_stream`` otherwise.
+An ``add`` through aiohttp cost the gateway more than its bytes: the request head, the
+multipart part head, the chunk, the part's end and the closing boundary went out as
+several writes, each a system call that wakes kubo, and the answer came back chunked.
+:func:`post` sends the head, the body's pieces and its end with one ``sendmsg`` (the
+chunk is not copied), and reads the unframed answer to kubo's close.
+
+One TCP connection per call (HTTP/1.0 has no keep-alive); on loopback that costs less than
+the framing did. Plain ``http://`` API addresses only: ``KuboClient`` uses aiohttp
+otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ipfs.errors import IpfsError, IpfsUnavailable, kubo_error
 
-__all__ = ["CatSocket", "open_cat", "readable", "supported"]
+__all__ = ["CatSocket", "open_cat", "post", "readable", "supported"]
 
 _HEAD_LIMIT = 64 << 10
 _ERROR_LIMIT = 64 << 10
@@ -147,6 +154,69 @@ async def _read_to_end(sock: socket.socket, limit: int, timeout_s: float) -> byt
     return bytes(body)
 
 
+async def _send_all(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
+    """``pieces`` in order: one ``sendmsg`` (a gathered write), then, for whatever the
+    socket's buffer did not take, plain sends as it drains."""
+    loop = asyncio.get_running_loop()
+    try:
+        sent = sock.sendmsg(pieces)
+    except BlockingIOError:
+        sent = 0
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        await loop.sock_sendall(sock, memoryview(piece)[sent:])
+        sent = 0
+
+
+def _url_parts(api_url: str) -> tuple[str, int, str, str]:
+    """(host, port, path prefix, Host header) of a plain http:// API address."""
+    parts = urlsplit(api_url)
+    if not supported(api_url) or parts.hostname is None:
+        raise ValueError(f"not a plain http:// API address: {api_url}")
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/"), parts.netloc
+
+
+async def post(
+    api_url: str,
+    command: str,
+    params: dict[str, str],
+    body: list[bytes | memoryview],
+    content_type: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    timeout_s: float = 60.0,
+    limit: int = 1 << 20,
+) -> tuple[int, bytes]:
+    """``POST /api/v0/<command>`` over HTTP/1.0 with ``body`` (its pieces in order, sent
+    as they are): the status and the answer's body, read to kubo's close (at most
+    ``limit`` bytes). kubo unreachable, silent or cut off is IpfsUnavailable."""
+    host, port, prefix, netloc = _url_parts(api_url)
+    length = sum(len(piece) for piece in body)
+    head = (
+        f"POST {prefix}/api/v0/{command}?{urlencode(params)} HTTP/1.0\r\nHost: {netloc}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode("latin-1")
+    try:
+        sock = await _connect(host, port, connect_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise IpfsUnavailable(f"kubo at {api_url} unreachable: {exc!r}") from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _send_all(sock, [head, *body])
+            answer = await _read_to_end(sock, limit + _HEAD_LIMIT, timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise IpfsUnavailable(f"kubo at {api_url} unreachable: {exc!r}") from exc
+    finally:
+        sock.close()
+    head_end = answer.find(b"\r\n\r\n")
+    if head_end < 0:
+        raise IpfsUnavailable(f"kubo {command}: the answer ended within its head")
+    status, _headers = _parse_head(answer[: head_end + 4])
+    return status, answer[head_end + 4 :]
+
+
 async def open_cat(
     api_url: str,
     cid: str,
@@ -158,15 +228,14 @@ async def open_cat(
     """``POST /api/v0/cat?arg=<cid>`` over HTTP/1.0, its head read and checked: a 200's
     socket, positioned at the content's first byte. An error answer raises what
     ``KuboClient`` raises for it; kubo unreachable or silent is IpfsUnavailable."""
-    parts = urlsplit(api_url)
-    if not supported(api_url) or parts.hostname is None:
-        raise ValueError(f"not a plain http:// API address: {api_url}")
+    host, port, prefix, netloc = _url_parts(api_url)
     query = urlencode({"arg": cid} | ({"offline": "true"} if offline else {}))
-    path = f"{parts.path.rstrip('/')}/api/v0/cat?{query}"
-    request = f"POST {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nContent-Length: 0\r\n\r\n"
+    request = (
+        f"POST {prefix}/api/v0/cat?{query} HTTP/1.0\r\nHost: {netloc}\r\nContent-Length: 0\r\n\r\n"
+    )
     loop = asyncio.get_running_loop()
     try:
-        sock = await _connect(parts.hostname, parts.port or 80, connect_timeout_s)
+        sock = await _connect(host, port, connect_timeout_s)
     except (OSError, TimeoutError) as exc:
         raise IpfsUnavailable(f"kubo at {api_url} unreachable: {exc!r}") from exc
     try:
