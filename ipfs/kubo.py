@@ -6,9 +6,10 @@ passes through here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -157,14 +158,25 @@ class KuboClient:
         """Whether :meth:`cat_socket` can serve this node (its API is plain HTTP)."""
         return supported(self.api_url)
 
+    def start_cat(self, cid: str) -> asyncio.Task[CatSocket]:
+        """Starts opening :meth:`cat_socket`'s connection now, in the background, so that a
+        caller can overlap it with other waiting; pass the task to ``cat_socket(opened=)``
+        (or cancel it and close its socket)."""
+        return asyncio.ensure_future(open_cat(self.api_url, cid, read_timeout_s=self._timeout_s))
+
     @asynccontextmanager
-    async def cat_socket(self, cid: str, *, offline: bool = False) -> AsyncIterator[CatSocket]:
+    async def cat_socket(
+        self, cid: str, *, offline: bool = False, opened: Awaitable[CatSocket] | None = None
+    ) -> AsyncIterator[CatSocket]:
         """The content as a bare socket that holds exactly it (ipfs/kubo_socket.py), for
         the caller to splice; closed when the block ends. Timed as one ``cat`` until then:
-        an IpfsError the block raises (a short body) counts as the call failing."""
+        an IpfsError the block raises (a short body) counts as the call failing.
+        ``opened``: the connection :meth:`start_cat` began opening."""
         with observed(self._observe, "cat", (IpfsError,)):
-            body = await open_cat(
-                self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline
+            body = await (
+                opened
+                if opened is not None
+                else open_cat(self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline)
             )
             try:
                 yield body

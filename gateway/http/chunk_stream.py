@@ -31,13 +31,13 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from gateway.http.problems import Problem
-from gateway.http.splice import Splicer, target
+from gateway.http.splice import Splicer, spliceable, target
 from ipfs.errors import IpfsError, IpfsUnavailable
 from ipfs.kubo import KuboClient
 from ipfs.kubo_socket import CatSocket, readable
 from ipfs.store import BlockStore
 
-__all__ = ["BODY_BYTES_SENT", "stream_block"]
+__all__ = ["BODY_BYTES_SENT", "discard_cat", "early_cat", "stream_block"]
 
 log = logging.getLogger("bitcache.gateway")
 
@@ -60,19 +60,44 @@ def _corrupt(detail: str) -> Problem:
     return Problem(502, "storage-corrupt", "Storage returned the wrong size", detail)
 
 
+def early_cat(request: web.Request, store: BlockStore, cid: str) -> asyncio.Task[CatSocket] | None:
+    """Starts opening kubo's cat of ``cid`` now if :func:`stream_block` will splice it, so
+    that what the handler awaits meanwhile (a credit debit) overlaps the connection; give
+    the task to stream_block, or to :func:`discard_cat` if the answer will not be the
+    chunk."""
+    if request.method != "GET" or not (isinstance(store, KuboClient) and store.splices):
+        return None
+    return store.start_cat(cid) if spliceable(request) else None
+
+
+def discard_cat(cat: asyncio.Task[CatSocket] | None) -> None:
+    """Stops an :func:`early_cat` and closes its socket, whenever it ends."""
+    if cat is not None:
+        cat.cancel()  # nothing if it is done
+        cat.add_done_callback(_close_opened)
+
+
+def _close_opened(cat: asyncio.Task[CatSocket]) -> None:
+    if not cat.cancelled() and cat.exception() is None:  # exception(): retrieved, not logged
+        cat.result().close()
+
+
 async def stream_block(
     request: web.Request,
     store: BlockStore,
     cid: str,
     size: int,
     headers: Mapping[str, str],
+    cat: asyncio.Task[CatSocket] | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Send ``cid``, which must be ``size`` bytes, as the response; return it and the bytes
-    sent (fewer than ``size`` if the client left or the stream was cut off)."""
+    sent (fewer than ``size`` if the client left or the stream was cut off). ``cat``: the
+    :func:`early_cat` of ``cid``, if one was started."""
     response = web.StreamResponse(headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = size
     if request.method == "HEAD":
+        discard_cat(cat)
         await response.prepare(request)
         await response.write_eof()
         request[BODY_BYTES_SENT] = 0
@@ -80,7 +105,8 @@ async def stream_block(
     if isinstance(store, KuboClient) and store.splices:
         with target(request) as dst:
             if dst is not None:
-                return await _stream_spliced(request, response, store, cid, size, dst)
+                return await _stream_spliced(request, response, store, cid, size, dst, cat)
+    discard_cat(cat)  # the connection can no longer take a splice: stream it instead
     received = sent = 0
     held: bytes | None = None  # the last piece, sent once the stream proves its size
     pieces = store.cat_stream(cid)
@@ -129,11 +155,12 @@ async def _stream_spliced(
     cid: str,
     size: int,
     dst: int,
+    cat: asyncio.Task[CatSocket] | None,
 ) -> tuple[web.StreamResponse, int]:
     """stream_block from kubo's bare socket, spliced into the client's (``dst``)."""
     splicer = Splicer(request, dst)
     try:
-        async with store.cat_socket(cid) as body:
+        async with store.cat_socket(cid, opened=cat) as body:
             try:
                 await _relay(request, response, body, size, splicer)
             except TimeoutError:

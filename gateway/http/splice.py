@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-__all__ = ["Splicer", "target"]
+__all__ = ["Splicer", "spliceable", "target"]
 
 # Bytes moved per splice: a pipe this large (the default is 64 KiB) halves the calls per MiB
 # twice over; a pipe that cannot grow (a user over its pipe allowance) still works.
@@ -56,10 +56,9 @@ async def _ready(fd: int, write: bool, timeout_s: float | None) -> None:
             loop.remove_reader(fd)
 
 
-@contextmanager
-def target(request: web.Request) -> Iterator[int | None]:
-    """A duplicate of the descriptor of the request's connection if a response body can be
-    spliced into it (Linux, a plain TCP socket, no TLS), else None; closed afterwards."""
+def _socket(request: web.Request) -> socket.socket | None:
+    """The request connection's socket if a response body can be spliced into it (Linux,
+    a plain TCP socket, no TLS, still open)."""
     transport = request.transport
     sock = None if transport is None else transport.get_extra_info("socket")
     if (
@@ -71,6 +70,21 @@ def target(request: web.Request) -> Iterator[int | None]:
         or sock is None
         or sock.family not in (socket.AF_INET, socket.AF_INET6)
     ):
+        return None
+    return sock  # type: ignore[no-any-return]
+
+
+def spliceable(request: web.Request) -> bool:
+    """Whether :func:`target` would give a descriptor now."""
+    return _socket(request) is not None
+
+
+@contextmanager
+def target(request: web.Request) -> Iterator[int | None]:
+    """A duplicate of the descriptor of the request's connection if a response body can be
+    spliced into it (Linux, a plain TCP socket, no TLS), else None; closed afterwards."""
+    sock = _socket(request)
+    if sock is None:
         yield None
         return
     fd = os.dup(sock.fileno())

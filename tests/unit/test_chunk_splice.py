@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.http.chunk_stream import stream_block
+from gateway.http.chunk_stream import discard_cat, early_cat, stream_block
 from gateway.http.middleware import problem_middleware
 from ipfs.kubo import KuboClient
 from regtest.waiting import wait_until
@@ -78,14 +78,18 @@ class FakeKubo:
 async def serve(aiohttp_server: Any) -> Any:
     started: list[tuple[FakeKubo, KuboClient]] = []
 
-    async def start(kubo: FakeKubo, size: int = SIZE) -> tuple[list[int], str]:
+    async def start(kubo: FakeKubo, size: int = SIZE, early: bool = False) -> tuple[list[int], str]:
         store = KuboClient(await kubo.start(), timeout_s=5)
         started.append((kubo, store))
         sent: list[int] = []
         app = web.Application(middlewares=[problem_middleware(5)])
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            response, n = await stream_block(request, store, "bafy", size, {"ETag": '"bafy"'})
+            # early: the connection to kubo opened while the handler awaits something else
+            cat = early_cat(request, store, "bafy") if early else None
+            assert (cat is not None) == early
+            await asyncio.sleep(0)
+            response, n = await stream_block(request, store, "bafy", size, {"ETag": '"bafy"'}, cat)
             sent.append(n)
             return response
 
@@ -99,11 +103,12 @@ async def serve(aiohttp_server: Any) -> Any:
         await kubo.stop()
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["opened-there", "opened-early"])
 @pytest.mark.parametrize("size", [SIZE, 1_048_576 + 40, 1000], ids=["3x64k", "1MiB", "small"])
-async def test_a_whole_block_is_spliced_with_its_length(serve: Any, size: int) -> None:
+async def test_a_whole_block_is_spliced_with_its_length(serve: Any, size: int, early: bool) -> None:
     data = os.urandom(size)
     kubo = FakeKubo(data)
-    sent, url = await serve(kubo, size)
+    sent, url = await serve(kubo, size, early)
     connector = aiohttp.TCPConnector(limit=1)  # the connection stays usable after each
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(2):
@@ -121,7 +126,7 @@ async def test_a_whole_block_is_spliced_with_its_length(serve: Any, size: int) -
 )
 async def test_a_wrong_size_midway_is_never_a_complete_200(serve: Any, wrong: int) -> None:
     # kubo announces the recorded size, then sends another: found once bytes went out.
-    sent, url = await serve(FakeKubo(os.urandom(wrong), announced=SIZE))
+    sent, url = await serve(FakeKubo(os.urandom(wrong), announced=SIZE), SIZE, True)
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Length"] == str(SIZE)
@@ -139,11 +144,12 @@ async def test_a_wrong_size_before_any_byte_is_a_problem_answer(serve: Any, body
     assert sent == []  # raised as a problem
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["opened-there", "opened-early"])
 @pytest.mark.parametrize(("status", "answer"), [(500, 502), (502, 503)])
 async def test_kubo_failing_before_any_byte_is_a_problem(
-    serve: Any, status: int, answer: int
+    serve: Any, status: int, answer: int, early: bool
 ) -> None:
-    _, url = await serve(FakeKubo(b"", status=status))
+    _, url = await serve(FakeKubo(b"", status=status), SIZE, early)
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == answer
         assert resp.content_type == "application/problem+json"
@@ -171,3 +177,23 @@ async def test_a_client_that_leaves_midway_ends_the_relay(serve: Any) -> None:
 
         await wait_until("the relay to end", relay_ended, timeout_s=10, every_s=0.01)
     assert 100_000 <= sent[0] < size
+
+
+@pytest.mark.parametrize("stage", ["opening", "opened", "failed"])
+async def test_a_discarded_early_cat_closes_its_connection(stage: str) -> None:
+    kubo = FakeKubo(os.urandom(SIZE), status=500 if stage == "failed" else 200)
+    store = KuboClient(await kubo.start(), timeout_s=5)
+    try:
+        cat = store.start_cat("bafy")
+        if stage != "opening":
+            await asyncio.wait([cat])
+        discard_cat(cat)
+        await asyncio.wait([cat])
+        await asyncio.sleep(0)  # the done callback runs on the next turn of the loop
+        if stage == "opened":
+            assert cat.result().sock.fileno() == -1  # closed
+        elif stage == "opening":
+            assert cat.cancelled()
+    finally:
+        await store.close()
+        await kubo.stop()
