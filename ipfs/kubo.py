@@ -23,6 +23,8 @@ from rest.session import LazySession
 
 __all__ = ["KuboClient"]
 
+_BARE_LIMIT = 64  # LazySession's default pool size
+
 
 class KuboClient:
     """One kubo node's RPC API. Use as an async context manager, or call close().
@@ -37,6 +39,10 @@ class KuboClient:
         self._observe = observe
         self._timeout_s = timeout_s
         self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
+        # Bare-socket calls (cat_socket, add) open a connection each, outside the session's
+        # pool: as many at once as that pool allows (LazySession's limit), so a burst of
+        # downloads neither floods kubo with connections nor runs out of descriptors.
+        self._bare = asyncio.Semaphore(_BARE_LIMIT)
         # A stream runs at the pace of whoever reads it (the gateway streams a chunk to its
         # client as it arrives), so only a stalled read times out, never a slow reader.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -97,14 +103,15 @@ class KuboClient:
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             'filename="chunk"\r\nContent-Type: application/octet-stream\r\n\r\n'
         ).encode()
-        status, body = await post(
-            self.api_url,
-            "add",
-            params,
-            [part_head, data, f"\r\n--{boundary}--\r\n".encode()],
-            f"multipart/form-data; boundary={boundary}",
-            timeout_s=self._timeout_s,
-        )
+        async with self._bare:
+            status, body = await post(
+                self.api_url,
+                "add",
+                params,
+                [part_head, data, f"\r\n--{boundary}--\r\n".encode()],
+                f"multipart/form-data; boundary={boundary}",
+                timeout_s=self._timeout_s,
+            )
         if status != 200:
             raise kubo_error("add", status, body)
         # kubo streams JSON objects, the result last; over HTTP/1.0 a failure after the
@@ -162,7 +169,20 @@ class KuboClient:
         """Starts opening :meth:`cat_socket`'s connection now, in the background, so that a
         caller can overlap it with other waiting; pass the task to ``cat_socket(opened=)``
         (or cancel it and close its socket)."""
-        return asyncio.ensure_future(open_cat(self.api_url, cid, read_timeout_s=self._timeout_s))
+        return asyncio.ensure_future(self._open_cat(cid))
+
+    async def _open_cat(self, cid: str, offline: bool = False) -> CatSocket:
+        """open_cat holding one of the bare connections, given back when it is closed."""
+        await self._bare.acquire()  # cancelled here: nothing is held
+        try:
+            body = await open_cat(
+                self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline
+            )
+        except BaseException:
+            self._bare.release()
+            raise
+        body.on_close = self._bare.release
+        return body
 
     @asynccontextmanager
     async def cat_socket(
@@ -173,11 +193,7 @@ class KuboClient:
         an IpfsError the block raises (a short body) counts as the call failing.
         ``opened``: the connection :meth:`start_cat` began opening."""
         with observed(self._observe, "cat", (IpfsError,)):
-            body = await (
-                opened
-                if opened is not None
-                else open_cat(self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline)
-            )
+            body = await (opened if opened is not None else self._open_cat(cid, offline))
             try:
                 yield body
             finally:

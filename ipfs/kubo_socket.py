@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -46,9 +47,13 @@ class CatSocket:
     sock: socket.socket
     length: int | None  # X-Content-Length: what kubo announced, if it did
     read_timeout_s: float  # longest wait for the next bytes (a stalled kubo)
+    on_close: Callable[[], None] | None = None  # called once, by the first close()
 
     def close(self) -> None:
         self.sock.close()
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
 
 
 def supported(api_url: str) -> bool:

@@ -197,3 +197,31 @@ async def test_a_discarded_early_cat_closes_its_connection(stage: str) -> None:
     finally:
         await store.close()
         await kubo.stop()
+
+
+async def test_bare_connections_to_kubo_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cat_socket connections (held while a chunk is relayed) are limited like aiohttp's
+    pool: a third waits until one of two is closed, and a discarded waiter holds none."""
+    monkeypatch.setattr("ipfs.kubo._BARE_LIMIT", 2)
+    kubo = FakeKubo(os.urandom(1000))
+    store = KuboClient(await kubo.start(), timeout_s=5)
+    try:
+        first, second = store.start_cat("bafy"), store.start_cat("bafy")
+        held = [await first, await second]
+        third, fourth = store.start_cat("bafy"), store.start_cat("bafy")
+        # A negative check: time in which a connection, had it been allowed, would be made
+        # (passes whatever the timing if the limit holds, so it cannot be flaky).
+        await asyncio.sleep(0.05)
+        assert not third.done() and len(kubo.request_lines) == 2
+        discard_cat(fourth)  # cancelled while waiting: takes no connection
+        held[0].close()
+        body = await asyncio.wait_for(third, 5)
+        assert len(kubo.request_lines) == 3
+        body.close()
+        body.close()  # a second close gives nothing back twice
+        held[1].close()
+        async with store.cat_socket("bafy") as again, store.cat_socket("bafy") as more:
+            assert again.length == more.length == 1000
+    finally:
+        await store.close()
+        await kubo.stop()
