@@ -36,6 +36,9 @@ from storage.crypto import DEFAULT_CHUNK_SIZE
 __all__ = ["BitcacheClient", "DownloadResult", "FileInfo", "default_cache_dir"]
 
 
+_READ_BUFSIZE = 1 << 20
+
+
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/bitcache``, else ``~/.cache/bitcache``."""
     base = os.environ.get("XDG_CACHE_HOME")
@@ -101,6 +104,9 @@ class BitcacheClient:
                 # socket is caught by sock_read.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120),
                 connector=aiohttp.TCPConnector(limit=max(100, 2 * self.config.concurrency)),
+                # A chunk is ~1 MiB: with aiohttp's 64 KiB default the socket's reading is
+                # paused and resumed (two epoll_ctl calls) several times per chunk.
+                read_bufsize=_READ_BUFSIZE,
             )
             self._owns_session = True
         return self._session

@@ -101,10 +101,12 @@ async def _read_into(
     resp: aiohttp.ClientResponse, into: bytearray | memoryview
 ) -> tuple[memoryview, bool]:
     """The body copied straight into ``into`` (one copy, no growing buffer, no final
-    ``bytes``): a view of what arrived, and whether there was more than fits."""
+    ``bytes``): a view of what arrived, and whether there was more than fits. Taken as
+    the pieces the socket delivered (``iter_chunks``): ``iter_chunked(n)`` would first join
+    them into n-byte pieces, a second copy of every byte."""
     view = memoryview(into)
     size = 0
-    async for piece in resp.content.iter_chunked(256 << 10):
+    async for piece, _end in resp.content.iter_chunks():
         end = size + len(piece)
         if end > len(view):
             view[size:] = piece[: len(view) - size]

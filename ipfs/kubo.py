@@ -6,18 +6,24 @@ passes through here.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 
-from ipfs.errors import IpfsError, IpfsNotFound, IpfsUnavailable
+from ipfs.errors import IpfsError, IpfsUnavailable, kubo_error
+from ipfs.kubo_socket import CatSocket, open_cat, post, supported
 from ipfs.store import BlockStore
 from rest.observe import CallObserver, observed
 from rest.session import LazySession
 
 __all__ = ["KuboClient"]
+
+_BARE_LIMIT = 64  # LazySession's default pool size
 
 
 class KuboClient:
@@ -31,7 +37,12 @@ class KuboClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._observe = observe
+        self._timeout_s = timeout_s
         self._http = LazySession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=5))
+        # Bare-socket calls (cat_socket, add) open a connection each, outside the session's
+        # pool: as many at once as that pool allows (LazySession's limit), so a burst of
+        # downloads neither floods kubo with connections nor runs out of descriptors.
+        self._bare = asyncio.Semaphore(_BARE_LIMIT)
         # A stream runs at the pace of whoever reads it (the gateway streams a chunk to its
         # client as it arrives), so only a stalled read times out, never a slow reader.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -63,7 +74,7 @@ class KuboClient:
             ) as resp:
                 body = await resp.read()
                 if resp.status != 200:
-                    raise _error(command, resp.status, body)
+                    raise kubo_error(command, resp.status, body)
                 # Some commands stream several JSON objects; the last one is the result.
                 lines = [ln for ln in body.splitlines() if ln.strip()]
                 return dict(json.loads(lines[-1])) if lines else {}
@@ -74,11 +85,42 @@ class KuboClient:
 
     async def add(self, data: bytes, pin: bool = True) -> str:
         """Stores bytes as a UnixFS file (CIDv1, raw leaves) and returns its CID."""
-        form = aiohttp.FormData()
-        form.add_field("file", data, filename="chunk", content_type="application/octet-stream")
         params = {"cid-version": "1", "pin": "true" if pin else "false", "quieter": "true"}
-        result = await self._post_json("add", params, form)
+        if self.splices:  # plain http: the request in one write (ipfs/kubo_socket.py)
+            with observed(self._observe, "add", (IpfsError,)):
+                result = await self._add_bare(data, params)
+        else:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename="chunk", content_type="application/octet-stream")
+            result = await self._post_json("add", params, form)
+        if "Hash" not in result:
+            raise IpfsError(f"kubo add: no CID in the answer: {str(result)[:200]}")
         return str(result["Hash"])
+
+    async def _add_bare(self, data: bytes, params: dict[str, str]) -> dict[str, Any]:
+        boundary = secrets.token_hex(16)
+        part_head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="chunk"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        async with self._bare:
+            status, body = await post(
+                self.api_url,
+                "add",
+                params,
+                [part_head, data, f"\r\n--{boundary}--\r\n".encode()],
+                f"multipart/form-data; boundary={boundary}",
+                timeout_s=self._timeout_s,
+            )
+        if status != 200:
+            raise kubo_error("add", status, body)
+        # kubo streams JSON objects, the result last; over HTTP/1.0 a failure after the
+        # head shows as an answer without one (no trailer to carry it).
+        lines = [ln for ln in body.splitlines() if ln.strip()]
+        try:
+            return dict(json.loads(lines[-1])) if lines else {}
+        except (ValueError, TypeError):
+            raise IpfsError(f"kubo add: unexpected answer {body[:200]!r}") from None
 
     async def cat(self, cid: str) -> bytes:
         return b"".join([part async for part in self.cat_stream(cid)])
@@ -102,7 +144,7 @@ class KuboClient:
                 f"{self.api_url}/api/v0/cat", params=params, timeout=self._stream_timeout
             ) as resp:
                 if resp.status != 200:
-                    raise _error("cat", resp.status, await resp.read())
+                    raise kubo_error("cat", resp.status, await resp.read())
                 # kubo announces the length, then reports a failure after the headers only
                 # in a trailer: a stream that ends short of it is broken, not complete.
                 announced = resp.headers.get("X-Content-Length", "")
@@ -117,6 +159,45 @@ class KuboClient:
         except aiohttp.ClientPayloadError as exc:
             # kubo started answering, then failed mid-stream (e.g. a block went missing).
             raise IpfsError(f"kubo cat {cid}: stream broken: {exc!r}") from exc
+
+    @property
+    def splices(self) -> bool:
+        """Whether :meth:`cat_socket` can serve this node (its API is plain HTTP)."""
+        return supported(self.api_url)
+
+    def start_cat(self, cid: str) -> asyncio.Task[CatSocket]:
+        """Starts opening :meth:`cat_socket`'s connection now, in the background, so that a
+        caller can overlap it with other waiting; pass the task to ``cat_socket(opened=)``
+        (or cancel it and close its socket)."""
+        return asyncio.ensure_future(self._open_cat(cid))
+
+    async def _open_cat(self, cid: str, offline: bool = False) -> CatSocket:
+        """open_cat holding one of the bare connections, given back when it is closed."""
+        await self._bare.acquire()  # cancelled here: nothing is held
+        try:
+            body = await open_cat(
+                self.api_url, cid, read_timeout_s=self._timeout_s, offline=offline
+            )
+        except BaseException:
+            self._bare.release()
+            raise
+        body.on_close = self._bare.release
+        return body
+
+    @asynccontextmanager
+    async def cat_socket(
+        self, cid: str, *, offline: bool = False, opened: Awaitable[CatSocket] | None = None
+    ) -> AsyncIterator[CatSocket]:
+        """The content as a bare socket that holds exactly it (ipfs/kubo_socket.py), for
+        the caller to splice; closed when the block ends. Timed as one ``cat`` until then:
+        an IpfsError the block raises (a short body) counts as the call failing.
+        ``opened``: the connection :meth:`start_cat` began opening."""
+        with observed(self._observe, "cat", (IpfsError,)):
+            body = await (opened if opened is not None else self._open_cat(cid, offline))
+            try:
+                yield body
+            finally:
+                body.close()
 
     async def pin_add(self, cid: str) -> None:
         await self._post_json("pin/add", {"arg": cid})
@@ -142,18 +223,6 @@ def _flags(offset: int = 0, offline: bool = False) -> dict[str, str]:
     """Query parameters for what differs from kubo's defaults."""
     flags = {"offset": str(offset)} if offset else {}
     return flags | ({"offline": "true"} if offline else {})
-
-
-def _error(command: str, status: int, body: bytes) -> IpfsError:
-    try:
-        message = str(json.loads(body).get("Message", ""))
-    except (ValueError, AttributeError):
-        message = body[:200].decode(errors="replace")
-    if status >= 502:
-        return IpfsUnavailable(f"kubo {command}: HTTP {status} {message}")
-    if "not found" in message or ("invalid" in message and "cid" in message.lower()):
-        return IpfsNotFound(f"kubo {command}: {message}")
-    return IpfsError(f"kubo {command}: HTTP {status} {message}")
 
 
 # Checked by mypy: kubo is a BlockStore.

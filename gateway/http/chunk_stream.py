@@ -11,26 +11,45 @@ ended at exactly the recorded size. So:
 - once the headers are out, the connection is cut instead: the client receives fewer bytes
   than the Content-Length it was promised, which HTTP clients report as an error, so a
   truncated (or overlong) block is never taken for a complete chunk.
+
+From a kubo node reached over plain HTTP, to a client on plain TCP (on Linux), the bytes
+do not pass through Python at all: kubo's answer comes as a bare socket
+(ipfs/kubo_socket.py) and all but its last ``_HOLD`` bytes are spliced into the client's
+socket (gateway/http/splice.py); those last bytes are read, kubo's end of stream is
+checked to come exactly at the recorded size, and only then are they sent, so the rules
+above hold the same. Any other store (IPFS Cluster, a fake) or connection (TLS) streams
+as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from gateway.http.problems import Problem
-from ipfs.errors import IpfsError
+from gateway.http.splice import Splicer, spliceable, target
+from ipfs.errors import IpfsError, IpfsUnavailable
+from ipfs.kubo import KuboClient
+from ipfs.kubo_socket import CatSocket, readable
 from ipfs.store import BlockStore
 
-__all__ = ["BODY_BYTES_SENT", "stream_block"]
+__all__ = ["BODY_BYTES_SENT", "discard_cat", "early_cat", "stream_block"]
 
 log = logging.getLogger("bitcache.gateway")
 
 # The body bytes a streamed answer sent (its headers excluded, a cut-off counted as far as
 # it went), for whoever accounts for them after the handler: the metrics middleware.
 BODY_BYTES_SENT = web.RequestKey("body_bytes_sent", int)
+
+
+# The tail of a spliced chunk read into Python, sent once kubo's stream has ended exactly at
+# the recorded size.
+_HOLD = 64 << 10
+_PEEK = socket.MSG_PEEK
 
 
 class _WrongSize(Exception):
@@ -41,23 +60,53 @@ def _corrupt(detail: str) -> Problem:
     return Problem(502, "storage-corrupt", "Storage returned the wrong size", detail)
 
 
+def early_cat(request: web.Request, store: BlockStore, cid: str) -> asyncio.Task[CatSocket] | None:
+    """Starts opening kubo's cat of ``cid`` now if :func:`stream_block` will splice it, so
+    that what the handler awaits meanwhile (a credit debit) overlaps the connection; give
+    the task to stream_block, or to :func:`discard_cat` if the answer will not be the
+    chunk."""
+    if request.method != "GET" or not (isinstance(store, KuboClient) and store.splices):
+        return None
+    return store.start_cat(cid) if spliceable(request) else None
+
+
+def discard_cat(cat: asyncio.Task[CatSocket] | None) -> None:
+    """Stops an :func:`early_cat` and closes its socket, whenever it ends."""
+    if cat is not None:
+        cat.cancel()  # nothing if it is done
+        cat.add_done_callback(_close_opened)
+
+
+def _close_opened(cat: asyncio.Task[CatSocket]) -> None:
+    if not cat.cancelled() and cat.exception() is None:  # exception(): retrieved, not logged
+        cat.result().close()
+
+
 async def stream_block(
     request: web.Request,
     store: BlockStore,
     cid: str,
     size: int,
     headers: Mapping[str, str],
+    cat: asyncio.Task[CatSocket] | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Send ``cid``, which must be ``size`` bytes, as the response; return it and the bytes
-    sent (fewer than ``size`` if the client left or the stream was cut off)."""
+    sent (fewer than ``size`` if the client left or the stream was cut off). ``cat``: the
+    :func:`early_cat` of ``cid``, if one was started."""
     response = web.StreamResponse(headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = size
     if request.method == "HEAD":
+        discard_cat(cat)
         await response.prepare(request)
         await response.write_eof()
         request[BODY_BYTES_SENT] = 0
         return response, 0
+    if isinstance(store, KuboClient) and store.splices:
+        with target(request) as dst:
+            if dst is not None:
+                return await _stream_spliced(request, response, store, cid, size, dst, cat)
+    discard_cat(cat)  # the connection can no longer take a splice: stream it instead
     received = sent = 0
     held: bytes | None = None  # the last piece, sent once the stream proves its size
     pieces = store.cat_stream(cid)
@@ -97,6 +146,85 @@ async def stream_block(
             await aclose()
         request[BODY_BYTES_SENT] = sent
     return response, sent
+
+
+async def _stream_spliced(
+    request: web.Request,
+    response: web.StreamResponse,
+    store: KuboClient,
+    cid: str,
+    size: int,
+    dst: int,
+    cat: asyncio.Task[CatSocket] | None,
+) -> tuple[web.StreamResponse, int]:
+    """stream_block from kubo's bare socket, spliced into the client's (``dst``)."""
+    splicer = Splicer(request, dst)
+    try:
+        async with store.cat_socket(cid, opened=cat) as body:
+            try:
+                await _relay(request, response, body, size, splicer)
+            except TimeoutError:
+                raise IpfsUnavailable(
+                    f"kubo cat {cid}: no bytes for {body.read_timeout_s} s"
+                ) from None
+    except (_WrongSize, IpfsError) as exc:
+        if not response.prepared:
+            if isinstance(exc, _WrongSize):
+                raise _corrupt(f"block {cid}: {exc}") from None
+            raise
+        log.error("chunk %s cut off after %d of %d bytes: %s", cid, splicer.sent, size, exc)
+        _cut_off(request, response)
+    except ConnectionError:
+        log.info("client left after %d of %d bytes of %s", splicer.sent, size, cid)
+    except OSError as exc:  # splice refused (not expected once the checks passed)
+        log.error("chunk %s cut off after %d of %d bytes: %r", cid, splicer.sent, size, exc)
+        _cut_off(request, response)
+    finally:
+        request[BODY_BYTES_SENT] = splicer.sent
+    return response, splicer.sent
+
+
+async def _relay(
+    request: web.Request,
+    response: web.StreamResponse,
+    body: CatSocket,
+    size: int,
+    splicer: Splicer,
+) -> None:
+    if body.length is not None and body.length != size:
+        raise _WrongSize(f"kubo announces {body.length} bytes, {size} recorded")
+    # The first bytes (or kubo's end) before the head goes out: storage that fails before
+    # sending anything is still an ordinary problem answer.
+    await readable(body.sock, body.read_timeout_s)
+    if size and not body.sock.recv(1, _PEEK):
+        raise _WrongSize(f"0 bytes, {size} recorded")
+    await response.prepare(request)  # a StreamResponse sends its head at once
+    await splicer.flushed()
+    hold = min(size, _HOLD)
+    moved = await splicer.move(body.sock, size - hold, body.read_timeout_s)
+    if moved < size - hold:
+        raise _WrongSize(f"{moved} bytes, {size} recorded")
+    tail = await _read_tail(body, hold)
+    if len(tail) != hold:
+        raise _WrongSize(f"{size - hold + len(tail)} bytes, {size} recorded")
+    if tail:
+        await response.write(tail)
+        splicer.sent += len(tail)
+    await response.write_eof()
+
+
+async def _read_tail(body: CatSocket, hold: int) -> bytes:
+    """What is left in ``body`` up to its end, at most ``hold`` + 1 bytes (one more than
+    expected shows an overlong block without reading all of it)."""
+    loop = asyncio.get_running_loop()
+    tail = bytearray()
+    async with asyncio.timeout(body.read_timeout_s):
+        while len(tail) <= hold:
+            piece = await loop.sock_recv(body.sock, hold + 1 - len(tail))
+            if not piece:
+                break
+            tail += piece
+    return bytes(tail)
 
 
 def _cut_off(request: web.Request, response: web.StreamResponse) -> None:

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert cfg.lnd is None
     assert cfg.max_price_msat_per_chunk == 100_000
     assert cfg.max_fee_msat == 10_000
-    assert cfg.concurrency == 8
+    assert cfg.concurrency == 16
     assert cfg.max_range_chunks == 64
 
 

@@ -8,6 +8,7 @@ presented with the credit's preimage) so the range's other chunks need no furthe
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,7 @@ import l402
 from gateway.billing.credit import CreditRefused, RangeBought
 from gateway.billing.pricing import purchase_range
 from gateway.http.auth import optional_account
-from gateway.http.chunk_stream import stream_block
+from gateway.http.chunk_stream import discard_cat, early_cat, stream_block
 from gateway.http.params import (
     check_chunk_index,
     chunk_index_param,
@@ -25,8 +26,9 @@ from gateway.http.params import (
     spend_invoice_allowance,
 )
 from gateway.http.problems import Problem, conflict, not_found, payment_required
-from gateway.persistence.files import FileRecord
+from gateway.persistence.files import ChunkRecord, FileRecord
 from gateway.services import services, tenant_of
+from ipfs.kubo_socket import CatSocket
 
 
 async def get_chunk(request: web.Request) -> web.StreamResponse:
@@ -63,16 +65,27 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
     return await _serve(request, record, index, {})
 
 
-async def _serve(
-    request: web.Request, record: FileRecord, index: int, extra: dict[str, str]
-) -> web.StreamResponse:
-    s = services(request)
-    chunk = await s.files.chunk(record.id, index)
+async def _chunk(request: web.Request, record: FileRecord, index: int) -> ChunkRecord:
+    chunk = await services(request).files.chunk(record.id, index)
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
+    return chunk
+
+
+async def _serve(
+    request: web.Request,
+    record: FileRecord,
+    index: int,
+    extra: dict[str, str],
+    chunk: ChunkRecord | None = None,
+    cat: asyncio.Task[CatSocket] | None = None,
+) -> web.StreamResponse:
+    s = services(request)
+    if chunk is None:
+        chunk = await _chunk(request, record, index)
     headers = {"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000", **extra}
     try:
-        response, sent = await stream_block(request, s.ipfs, chunk.cid, chunk.size, headers)
+        response, sent = await stream_block(request, s.ipfs, chunk.cid, chunk.size, headers, cat)
     except Problem as exc:
         # Storage failed after credit paid the range: the token still goes to the holder,
         # so a retry presents it rather than paying again.
@@ -103,9 +116,15 @@ async def _serve_with_credit(
         s.config.max_range_chunks,
         record.price_msat,
     )
+    # The chunk's record before the debit (a broken one costs the buyer nothing), and its
+    # storage connection opening while the debit is booked: a paid first byte waits for
+    # the slower of the two, not for both.
+    chunk = await _chunk(request, record, index)
+    cat = early_cat(request, s.ipfs, chunk.cid)
     try:
         bought = await s.credit.spend(payment_hash, record, chunks)
     except CreditRefused as exc:
+        discard_cat(cat)
         raise await _payment_required(
             request,
             record,
@@ -113,7 +132,10 @@ async def _serve_with_credit(
             f"credit refused: {exc}; pay the invoice instead",
             credit_remaining_msat=exc.remaining_msat,
         ) from None
-    return await _serve(request, record, index, range_token_headers(bought))
+    except BaseException:
+        discard_cat(cat)
+        raise
+    return await _serve(request, record, index, range_token_headers(bought), chunk, cat)
 
 
 def range_token_headers(bought: RangeBought) -> dict[str, str]:
