@@ -540,42 +540,53 @@ def log_associated_data(account: str) -> bytes:
     return LOG_AD_PREFIX + bytes([len(acct)]) + acct
 
 
+def _seal_json(key: bytes, ad: bytes, body: Mapping[str, Any], nonce: bytes | None) -> bytes:
+    """nonce(24) ‖ XChaCha20-Poly1305(key, nonce, AD, pad(canonical JSON, 256)); the
+    padding to at least 256 bytes keeps short names from showing through."""
+    nonce = nacl.utils.random(NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(nonce) != NONCE_BYTES:
+        raise FormatError(f"nonce must be {NONCE_BYTES} bytes")
+    padded = pad(canonical_json(dict(body)), 256)
+    return nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(padded, ad, nonce, key)
+
+
+def _open_json(key: bytes, ad: bytes, sealed: bytes, what: str, forged: str) -> dict[str, Any]:
+    """The JSON object sealed by _seal_json; VaultAuthError (saying `forged`) if it does
+    not open under this key and AD."""
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise VaultAuthError(f"{what} too short")
+    try:
+        padded = crypto_aead_xchacha20poly1305_ietf_decrypt(
+            bytes(sealed[NONCE_BYTES:]), ad, bytes(sealed[:NONCE_BYTES]), key
+        )
+    except nacl.exceptions.CryptoError:
+        raise VaultAuthError(f"{what} failed authentication: {forged}") from None
+    try:
+        value = json.loads(unpad(padded))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StorageError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    return value
+
+
 def seal_log(
     keys: VaultKeys, account: str, body: Mapping[str, Any], nonce: bytes | None = None
 ) -> bytes:
     """The deletion log (§14.9): nonce(24) ‖ XChaCha20-Poly1305(log_key, nonce, AD,
     pad(canonical JSON, 256)). Its body names the change it was written at."""
-    nonce = nacl.utils.random(NONCE_BYTES) if nonce is None else bytes(nonce)
-    if len(nonce) != NONCE_BYTES:
-        raise FormatError(f"nonce must be {NONCE_BYTES} bytes")
-    padded = pad(canonical_json(dict(body)), 256)
-    return nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(
-        padded, log_associated_data(account), nonce, keys.log_key
-    )
+    return _seal_json(keys.log_key, log_associated_data(account), body, nonce)
 
 
 def open_log(keys: VaultKeys, account: str, sealed: bytes) -> dict[str, Any]:
     """The JSON object inside a sealed deletion log; VaultAuthError if it is not ours."""
-    if len(sealed) < NONCE_BYTES + TAG_BYTES:
-        raise VaultAuthError("vault log too short")
-    try:
-        padded = crypto_aead_xchacha20poly1305_ietf_decrypt(
-            bytes(sealed[NONCE_BYTES:]),
-            log_associated_data(account),
-            bytes(sealed[:NONCE_BYTES]),
-            keys.log_key,
-        )
-    except nacl.exceptions.CryptoError:
-        raise VaultAuthError(
-            "vault log failed authentication: tampered or another vault's"
-        ) from None
-    try:
-        value = json.loads(unpad(padded))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StorageError(f"vault log is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise FormatError("vault log is not a JSON object")
-    return value
+    return _open_json(
+        keys.log_key,
+        log_associated_data(account),
+        sealed,
+        "vault log",
+        "tampered or another vault's",
+    )
 
 
 def seal_object(
@@ -585,33 +596,16 @@ def seal_object(
     body: Mapping[str, Any],
     nonce: bytes | None = None,
 ) -> bytes:
-    """nonce(24) ‖ XChaCha20-Poly1305(tree_key, nonce, AD, pad(canonical JSON))."""
-    nonce = nacl.utils.random(NONCE_BYTES) if nonce is None else bytes(nonce)
-    if len(nonce) != NONCE_BYTES:
-        raise FormatError(f"nonce must be {NONCE_BYTES} bytes")
-    ad = object_associated_data(account, object_id)
-    # Pad to at least 256 bytes so short names do not show through.
-    padded = pad(canonical_json(dict(body)), 256)
-    return nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(padded, ad, nonce, keys.tree_key)
+    """nonce(24) ‖ XChaCha20-Poly1305(tree_key, nonce, AD, pad(canonical JSON, 256))."""
+    return _seal_json(keys.tree_key, object_associated_data(account, object_id), body, nonce)
 
 
 def open_object(keys: VaultKeys, account: str, object_id: str, sealed: bytes) -> dict[str, Any]:
     """The JSON object inside a sealed tree object; VaultAuthError if it is not ours."""
-    ad = object_associated_data(account, object_id)
-    if len(sealed) < NONCE_BYTES + TAG_BYTES:
-        raise VaultAuthError("vault object too short")
-    try:
-        padded = crypto_aead_xchacha20poly1305_ietf_decrypt(
-            bytes(sealed[NONCE_BYTES:]), ad, bytes(sealed[:NONCE_BYTES]), keys.tree_key
-        )
-    except nacl.exceptions.CryptoError:
-        raise VaultAuthError(
-            "vault object failed authentication: tampered, moved, or another vault's"
-        ) from None
-    try:
-        value = json.loads(unpad(padded))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StorageError(f"vault object is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise FormatError("vault object is not a JSON object")
-    return value
+    return _open_json(
+        keys.tree_key,
+        object_associated_data(account, object_id),
+        sealed,
+        "vault object",
+        "tampered, moved, or another vault's",
+    )

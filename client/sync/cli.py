@@ -9,7 +9,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,20 @@ def _device(folder: Path, wanted: str | None) -> str:
         return device
     finally:
         state.close()
+
+
+@asynccontextmanager
+async def _engine(
+    cfg: ClientConfig, args: argparse.Namespace, folder: Path, device: str, progress: bool = False
+) -> AsyncIterator[SyncEngine]:
+    """The folder's sync engine on the unlocked vault, its local state closed afterwards."""
+    async with BitcacheClient(cfg) as client:
+        vault = await vaults.Vault.open(client, _keys_path(args))
+        engine = SyncEngine(vault, folder, device, progress=progress)
+        try:
+            yield engine
+        finally:
+            engine.close()
 
 
 def _summary(report: Report) -> str:
@@ -107,22 +122,17 @@ def cmd_sync(args: argparse.Namespace, load: ConfigLoader) -> int:
     device = _device(folder, args.device)
 
     async def run() -> None:
-        async with BitcacheClient(cfg) as client:
-            vault = await vaults.Vault.open(client, _keys_path(args))
-            engine = SyncEngine(vault, folder, device, progress=not args.quiet)
-            try:
-                if args.watch:
-                    # SIGINT and SIGTERM end the watch cleanly (state closed, exit 0).
-                    stop = asyncio.Event()
-                    loop = asyncio.get_running_loop()
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.add_signal_handler(sig, stop.set)
-                    await watch(engine, on_pass=lambda r: print(_summary(r), flush=True), stop=stop)
-                    print("stopped", flush=True)
-                else:
-                    print(_summary(await engine.run_once()))
-            finally:
-                engine.close()
+        async with _engine(cfg, args, folder, device, progress=not args.quiet) as engine:
+            if args.watch:
+                # SIGINT and SIGTERM end the watch cleanly (state closed, exit 0).
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await watch(engine, on_pass=lambda r: print(_summary(r), flush=True), stop=stop)
+                print("stopped", flush=True)
+            else:
+                print(_summary(await engine.run_once()))
 
     asyncio.run(run())
     return 0
@@ -137,26 +147,21 @@ def cmd_versions(args: argparse.Namespace, load: ConfigLoader) -> int:
     cfg, folder, rel = _open(args, load)
 
     async def run() -> list[str]:
-        async with BitcacheClient(cfg) as client:
-            vault = await vaults.Vault.open(client, _keys_path(args))
-            engine = SyncEngine(vault, folder, _device(folder, None))
-            try:
-                await engine.pull()
-                lines = []
-                for _, entry in entries_at(engine, rel):
-                    where = "in the trash" if entry.deleted is not None else "current"
-                    lines.append(f"{entry.path} ({where})")
-                    for v in reversed(entry.versions):
-                        when = datetime.fromtimestamp(v.mtime_ns / 1e9, UTC)
-                        lines.append(
-                            f"  version {v.n}: {format_bytes(v.size)}, modified "
-                            f"{when:%Y-%m-%d %H:%M:%S} UTC, from {v.device}"
-                        )
-                if not lines:
-                    raise ClientError(f"the vault has nothing at {rel}")
-                return lines
-            finally:
-                engine.close()
+        async with _engine(cfg, args, folder, _device(folder, None)) as engine:
+            await engine.pull()
+            lines = []
+            for _, entry in entries_at(engine, rel):
+                where = "in the trash" if entry.deleted is not None else "current"
+                lines.append(f"{entry.path} ({where})")
+                for v in reversed(entry.versions):
+                    when = datetime.fromtimestamp(v.mtime_ns / 1e9, UTC)
+                    lines.append(
+                        f"  version {v.n}: {format_bytes(v.size)}, modified "
+                        f"{when:%Y-%m-%d %H:%M:%S} UTC, from {v.device}"
+                    )
+            if not lines:
+                raise ClientError(f"the vault has nothing at {rel}")
+            return lines
 
     print("\n".join(asyncio.run(run())))
     return 0
@@ -166,18 +171,15 @@ def cmd_restore(args: argparse.Namespace, load: ConfigLoader) -> int:
     cfg, folder, rel = _open(args, load)
 
     async def run() -> str:
-        async with BitcacheClient(cfg) as client:
-            vault = await vaults.Vault.open(client, _keys_path(args))
-            engine = SyncEngine(vault, folder, _device(folder, None), progress=not args.quiet)
+        async with _engine(
+            cfg, args, folder, _device(folder, None), progress=not args.quiet
+        ) as engine:
             try:
-                try:
-                    n = await restore(engine, rel, args.version)
-                except LookupError as exc:
-                    raise ClientError(str(exc)) from None
-                await engine.run_once()
-                return f"restored {rel} as version {n}"
-            finally:
-                engine.close()
+                n = await restore(engine, rel, args.version)
+            except LookupError as exc:
+                raise ClientError(str(exc)) from None
+            await engine.run_once()
+            return f"restored {rel} as version {n}"
 
     print(asyncio.run(run()))
     return 0
@@ -189,36 +191,31 @@ def cmd_trash(args: argparse.Namespace, load: ConfigLoader) -> int:
     cfg, folder, _ = _open(args, load)
 
     async def run() -> list[str]:
-        async with BitcacheClient(cfg) as client:
-            vault = await vaults.Vault.open(client, _keys_path(args))
-            engine = SyncEngine(vault, folder, _device(folder, None))
-            try:
-                await engine.pull()
-                if args.empty:
-                    report = Report()
-                    await engine.purge_trash(report, older_than=2**62)
-                    await engine.collect(report)
-                    return [
-                        f"purged {report.purged_objects} entries from the trash;"
-                        f" {report.collected_chunks} chunk files deleted"
-                    ]
-                remote = engine.state.remote()
-                trash = sorted(
-                    (b.deleted, b.path, oid)
-                    for oid, b in remote.briefs.items()
-                    if b.deleted is not None
-                )
-                lines = []
-                for deleted, path, oid in trash:
-                    when = datetime.fromtimestamp(deleted, UTC)
-                    current = remote[oid].current
-                    size = format_bytes(current.size) if current else "folder"
-                    lines.append(f"{path}: {size}, deleted {when:%Y-%m-%d %H:%M:%S} UTC")
-                days = vault.trash_days
-                kept = "until emptied" if days is None else f"for {days} days"
-                return [*(lines or ["the trash is empty"]), f"(the trash keeps entries {kept})"]
-            finally:
-                engine.close()
+        async with _engine(cfg, args, folder, _device(folder, None)) as engine:
+            await engine.pull()
+            if args.empty:
+                report = Report()
+                await engine.purge_trash(report, older_than=2**62)
+                await engine.collect(report)
+                return [
+                    f"purged {report.purged_objects} entries from the trash;"
+                    f" {report.collected_chunks} chunk files deleted"
+                ]
+            remote = engine.state.remote()
+            trash = sorted(
+                (b.deleted, b.path, oid)
+                for oid, b in remote.briefs.items()
+                if b.deleted is not None
+            )
+            lines = []
+            for deleted, path, oid in trash:
+                when = datetime.fromtimestamp(deleted, UTC)
+                current = remote[oid].current
+                size = format_bytes(current.size) if current else "folder"
+                lines.append(f"{path}: {size}, deleted {when:%Y-%m-%d %H:%M:%S} UTC")
+            days = engine.vault.trash_days
+            kept = "until emptied" if days is None else f"for {days} days"
+            return [*(lines or ["the trash is empty"]), f"(the trash keeps entries {kept})"]
 
     print("\n".join(asyncio.run(run())))
     return 0
