@@ -23,9 +23,9 @@ import pytest
 
 from gateway.config import GB, TenantSettings
 from gateway.identity.import_source import tenant_policies
-from gateway.persistence import logins
+from gateway.persistence import database, logins
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 from gateway.persistence.legacy_import import ImportOptions, run_import
 from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
 from gateway.persistence.sqlite import SqliteDatabase
@@ -449,3 +449,66 @@ def test_import_needs_a_config(tmp_path: Path, args: list[str]) -> None:
         text=True,
     )
     assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+async def test_migration_013_moves_restored_accounts_that_never_logged_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accounts restored by the importer before 013 (an `accounts` row with a placeholder
+    key, its plan a subscription) become dormant rows; one that logged in stays."""
+    everything = database.migrations()
+    monkeypatch.setattr(database, "migrations", lambda: [m for m in everything if m[0] < 13])
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    try:
+        async with db.transaction() as conn:
+            await _old_restored_accounts(conn)
+    finally:
+        await db.close()
+    monkeypatch.setattr(database, "migrations", lambda: everything)
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    try:
+        dormant = await db.fetch_all(
+            "SELECT tenant_id, username_norm, legacy_id, username, legacy_scheme, legacy_hash,"
+            " created_at, premium_until, quota_bytes, plan_id, plan_quota_bytes, imported_at"
+            " FROM legacy_accounts"
+        )
+        old = ("default", "dormant", "u1", "Dormant", "md5", '{"hash":"00"}', 1000, FUTURE)
+        assert [tuple(r) for r in dormant] == [(*old, 500, "5tb-30d", 7, 2000)]
+        ids = await db.fetch_all("SELECT legacy_id, tenant_id, username_norm FROM legacy_ids")
+        assert [tuple(r) for r in ids] == [("u1", "default", "dormant")]
+        left = await db.fetch_all("SELECT legacy_id FROM accounts")
+        assert [tuple(r) for r in left] == [("u2",)]
+        subs = await db.fetch_all("SELECT account_id FROM subscriptions")
+        assert [tuple(r) for r in subs] == [(f"acct_{(bytes([2]) * 8).hex()}",)]
+    finally:
+        await db.close()
+
+
+async def _old_restored_accounts(conn: Connection) -> None:
+    """Two accounts as the importer stored them before 013; the second one logged in."""
+    for n, (name, logged_in) in enumerate((("Dormant", False), ("Active", True)), 1):
+        placeholder = bytes([n]) * 8
+        await conn.execute(
+            "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at, username,"
+            " username_norm, email, free_quota_bytes, login_salt, proof_hash, legacy_id,"
+            " legacy_scheme, legacy_hash, legacy_premium_until, legacy_quota_bytes,"
+            " imported_at) VALUES (?, 'default', ?, 1000, ?, ?, NULL, 500, ?, ?, ?,"
+            " ?, ?, ?, 500, 2000)",
+            (
+                f"acct_{placeholder.hex()}",
+                placeholder,
+                name,
+                name.lower(),
+                b"salt" if logged_in else None,
+                b"proof" if logged_in else None,
+                f"u{n}",
+                None if logged_in else "md5",
+                None if logged_in else '{"hash":"00"}',
+                FUTURE,
+            ),
+        )
+        await conn.execute(
+            "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at,"
+            " ends_at, payment_hash) VALUES (?, '5tb-30d', 7, 2000, ?, ?)",
+            (f"acct_{placeholder.hex()}", FUTURE, placeholder),
+        )
