@@ -138,13 +138,24 @@ def _write(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
-def test_every_kind_of_bad_row_gets_its_reject_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        ("--batch-rows", "4"),  # one run, merged at the end
+        # Runs of two batches of 2 rows: the duplicates of lines 11, 13, 14 and 15 meet
+        # their first rows across runs, and across slices of a run.
+        ("--batch-rows", "2", "--run-rows", "4"),
+        ("--batch-rows", "1", "--run-rows", "1"),
+    ],
+)
+def test_every_kind_of_bad_row_gets_its_reject_line(tmp_path: Path, sizes: tuple[str, ...]) -> None:
     config = _config(tmp_path)
     data = _write(tmp_path / "legacy.jsonl", [line for line, _ in LINES])
-    out = _import(config, str(data), "--batch-rows", "4")
+    out = _import(config, str(data), *sizes)
 
     expected = [(n, reason, line) for n, (line, reason) in enumerate(LINES, 1) if reason]
-    got = _rejects(tmp_path / "legacy.jsonl.rejects")
+    # In file order within each step; a run's merge rejects come after its parse rejects.
+    got = sorted(_rejects(tmp_path / "legacy.jsonl.rejects"))
     assert [(n, raw) for n, _, raw in got] == [(n, line) for n, _, line in expected]
     for (_, reason, _), (_, expected_reason, _) in zip(got, expected, strict=True):
         assert expected_reason in reason
