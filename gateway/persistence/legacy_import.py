@@ -167,11 +167,11 @@ DROP_LEGACY_ID_SQL: Final = (
 CHECKPOINT_SQL: Final = (
     "UPDATE import_checkpoints SET byte_offset = ?, line = ?, rows_read = ?,"
     " inserted = ?, present = ?, rejected = ?, plans = ?, own_quotas = ?,"
-    " rejects_bytes = ?, merged = ?, updated_at = ? WHERE input_id = ?"
+    " rejects_bytes = ?, merged = ?, run_end = ?, updated_at = ? WHERE input_id = ?"
 )
 READ_CHECKPOINT_SQL: Final = (
     "SELECT byte_offset, line, rows_read, inserted, present, rejected, plans, own_quotas,"
-    " rejects_bytes, merged, finished_at FROM import_checkpoints WHERE input_id = ?"
+    " rejects_bytes, merged, run_end, finished_at FROM import_checkpoints WHERE input_id = ?"
 )
 DELETE_CHECKPOINT_SQL: Final = "DELETE FROM import_checkpoints WHERE input_id = ?"
 NEW_CHECKPOINT_SQL: Final = (
@@ -434,10 +434,11 @@ class _Run:
     """Where the import stands beside the counts: the file position after the last
     committed batch and the next row of the sorted run to merge (0: none)."""
 
-    def __init__(self, offset: int, line: int, merged: int) -> None:
+    def __init__(self, offset: int, line: int, merged: int, run_end: int) -> None:
         self.offset = offset
         self.line = line
         self.merged = merged
+        self.run_end = run_end  # SQLite: the last open-run rowid of the closed run
 
 
 def _checkpoint_params(
@@ -454,6 +455,7 @@ def _checkpoint_params(
         counts.own_quotas,
         rejects_bytes,
         run.merged,
+        run.run_end,
         int(time.time()),
         input_id,
     )
@@ -526,15 +528,18 @@ class SqliteDb:
 class _SqliteImport:
     """The SQLite import: batches appended to the open run, runs sorted and merged.
 
-    Scratch tables, named after the input so imports of two files do not meet:
-    `import_open_<id>` (the open run, file order, rowid = seq), and for a closed run
-    `import_ids_<id>` (legacy_id, tenant_id, username_norm, seq sorted by legacy_id),
-    `import_run_<id>` (seq, STAGE_COLUMNS sorted by tenant_id, username_norm, seq) and
-    `import_lost_<id>` (phase 1's losers). A run of n rows is merged in positions 1..2n:
-    1..n are rowids of the ids table (phase 1), n+1..2n those of the run table (phase 2)."""
+    Durable scratch tables, named after the input so imports of two files do not meet:
+    `import_open_<id>` (rows in file order, rowid = seq; a closed run's rows stay until it
+    is merged: rowid <= run_end) and `import_lost_<id>` (phase 1's losers). A closed run is
+    sorted into two temporary tables, outside any transaction of the database (no write
+    lock, no WAL: rebuilt from the open table after a kill, in the same order):
+    `import_ids_<id>` (legacy_id, tenant_id, username_norm, seq sorted by legacy_id, seq)
+    and `import_run_<id>` (seq, STAGE_COLUMNS sorted by tenant_id, username_norm, seq). A
+    run of n rows is merged in positions 1..2n: 1..n are rowids of the ids table (phase
+    1), n+1..2n those of the run table (phase 2)."""
 
     def __init__(
-        self, db: SqliteDb, input_id: str, opts: ImportOptions, now: int, fresh: bool
+        self, db: SqliteDb, input_id: str, opts: ImportOptions, now: int, run: _Run
     ) -> None:
         self.db = db
         self.run_rows = max(1, opts.run_rows)
@@ -552,20 +557,45 @@ class _SqliteImport:
         self.losers_rows = losers_rows_sql(self.run_table, self.losers)
         self.attached = False
         conn = db.conn
-        if fresh:  # left by an import of this file that is started over
+        if run.offset == 0 and run.merged == 0:  # left by a start over of this file
             self.drop_scratch()
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self.open_table} ({', '.join(STAGE_COLUMNS)})")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self.losers} (seq INTEGER PRIMARY KEY)")
-        self.open_rows = int(conn.execute(f"SELECT count(*) FROM {self.open_table}").fetchone()[0])
-        self.run_len = 0
-        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        if conn.execute(exists, (self.run_table,)).fetchone():
-            last = conn.execute(f"SELECT max(rowid) FROM {self.run_table}").fetchone()[0]
-            self.run_len = int(last or 0)
+        beyond = run.run_end if run.merged else 0
+        self.open_rows = int(
+            conn.execute(
+                f"SELECT count(*) FROM {self.open_table} WHERE rowid > ?", (beyond,)
+            ).fetchone()[0]
+        )
+        self.run_len = self._sort(run.run_end) if run.merged else 0
 
     def drop_scratch(self) -> None:
-        for table in (self.open_table, self.ids_table, self.run_table, self.losers):
-            self.db.conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for table in (self.open_table, self.losers):
+            self.db.conn.execute(f"DROP TABLE IF EXISTS main.{table}")
+
+    def _drop_sorted(self) -> None:
+        for table in (self.ids_table, self.run_table):
+            self.db.conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+    def _sort(self, run_end: int) -> int:
+        """The open table's rows up to `run_end` sorted into the temporary tables (SQLite's
+        external merge sort); how many rows."""
+        conn = self.db.conn
+        self._drop_sorted()
+        conn.execute(
+            f"CREATE TEMP TABLE {self.ids_table} AS SELECT legacy_id, tenant_id, username_norm,"
+            f" rowid AS seq FROM main.{self.open_table} WHERE rowid <= ?"
+            " ORDER BY legacy_id, rowid",
+            (run_end,),
+        )
+        conn.execute(
+            f"CREATE TEMP TABLE {self.run_table} AS SELECT rowid AS seq, *"
+            f" FROM main.{self.open_table} WHERE rowid <= ?"
+            " ORDER BY tenant_id, username_norm, rowid",
+            (run_end,),
+        )
+        last = conn.execute(f"SELECT max(rowid) FROM temp.{self.run_table}").fetchone()[0]
+        return int(last or 0)
 
     def _slice(self, merger: _Merger, run: _Run) -> list[RejectLine]:
         """Merges the next slice of the closed run, inside the caller's transaction."""
@@ -582,8 +612,7 @@ class _SqliteImport:
             run.merged = hi + 1
             return rejects
         rejects += merger.classify_losers(self.losers_rows, self.losers)
-        self.db.conn.execute(f"DROP TABLE {self.ids_table}")
-        self.db.conn.execute(f"DROP TABLE {self.run_table}")
+        self.db.conn.execute(f"DELETE FROM main.{self.open_table} WHERE rowid <= ?", (run.run_end,))
         run.merged = self.run_len = 0
         return rejects
 
@@ -594,7 +623,9 @@ class _SqliteImport:
         self.db.conn.execute("ATTACH DATABASE ? AS stage", (staged.path,))
         self.attached = True
         self.db.begin()
-        self.db.conn.execute(f"INSERT INTO {self.open_table} SELECT * FROM stage.{STAGE_TABLE}")
+        self.db.conn.execute(
+            f"INSERT INTO main.{self.open_table} SELECT * FROM stage.{STAGE_TABLE}"
+        )
         self.open_rows += staged.rows
         return self._slice(merger, run) if run.merged else []
 
@@ -609,22 +640,21 @@ class _SqliteImport:
         return self._slice(merger, run)
 
     def close_run(self, run: _Run) -> None:
-        """Begins a transaction: the open run sorted twice (SQLite's external merge sort)
-        into the closed run's tables, and emptied."""
+        """Sorts the open run (no transaction of the database: the sort only reads it),
+        then begins the transaction that records it closed."""
         assert run.merged == 0
-        conn = self.db.conn
+        self._drop_sorted()  # the last run's, merged already
+        last = self.db.conn.execute(f"SELECT max(rowid) FROM main.{self.open_table}")
+        run_end = int(last.fetchone()[0] or 0)
+        self.run_len = self._sort(run_end)
         self.db.begin()
-        conn.execute(
-            f"CREATE TABLE {self.ids_table} AS SELECT legacy_id, tenant_id, username_norm,"
-            f" rowid AS seq FROM {self.open_table} ORDER BY legacy_id, rowid"
-        )
-        conn.execute(
-            f"CREATE TABLE {self.run_table} AS SELECT rowid AS seq, * FROM {self.open_table}"
-            " ORDER BY tenant_id, username_norm, rowid"
-        )
-        conn.execute(f"DELETE FROM {self.open_table}")
-        self.run_len, self.open_rows = self.open_rows, 0
-        run.merged = 1 if self.run_len else 0
+        run.run_end, run.merged = run_end, 1 if self.run_len else 0
+        self.open_rows = 0
+
+    def finish(self) -> None:
+        """Drops the scratch tables, inside the caller's transaction."""
+        self._drop_sorted()
+        self.drop_scratch()
 
 
 class _RejectFile:
@@ -710,10 +740,10 @@ def _checkpoint(
     there is none or the import starts over."""
     row = db.read_checkpoint(input_id)
     if row is not None and not opts.from_start:
-        return _Run(row[0], row[1], row[9]), Counts(*row[2:8]), row[8], row[10] is not None
+        return _Run(row[0], row[1], row[9], row[10]), Counts(*row[2:8]), row[8], row[11] is not None
     now = int(time.time())
     db.new_checkpoint((input_id, str(opts.path), size, str(opts.rejects_path), now, now))
-    return _Run(0, 0, 0), Counts(), 0, False
+    return _Run(0, 0, 0, 0), Counts(), 0, False
 
 
 def _open_db(opts: ImportOptions) -> Db:
@@ -772,8 +802,7 @@ def _import_sqlite(
     batches: Iterator[Staged],
 ) -> None:
     run = session.run
-    fresh = run.offset == 0 and run.merged == 0
-    imp = _SqliteImport(db, session.input_id, opts, now, fresh)
+    imp = _SqliteImport(db, session.input_id, opts, now, run)
 
     def finish_run() -> None:
         while run.merged:
@@ -813,7 +842,7 @@ def _import_sqlite(
         close_run()
         finish_run()
     db.begin()
-    imp.drop_scratch()
+    imp.finish()
     db.commit()
 
 

@@ -306,6 +306,57 @@ def test_kill_9_mid_import_then_resume_gives_the_exact_count(tmp_path: Path) -> 
     assert [n for n, _, _ in _rejects(tmp_path / "legacy.jsonl.rejects")] == bad
 
 
+class _Stop(Exception):
+    pass
+
+
+async def test_an_import_stopped_mid_merge_sorts_the_run_again_and_ends_exact(
+    tmp_path: Path,
+) -> None:
+    """A run's sorted copies are temporary tables: stopped in phase 2 of a run's merge, the
+    next run sorts the run's rows again, in the same order, and goes on from the recorded
+    position without adding or losing a row."""
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    await db.close()
+    data = tmp_path / "legacy.jsonl"
+    good, bad = _big_file(data, 20_000, bad_every=997)
+    opts = ImportOptions(
+        path=data,
+        db_path=tmp_path / "gateway.sqlite3",
+        policies=tenant_policies([DEFAULT]),
+        rejects_path=tmp_path / "rejects",
+        batch_rows=1000,
+        run_rows=7000,
+    )
+    seen = []
+
+    def stop_in_phase_2(_: Any) -> None:
+        with sqlite3.connect(tmp_path / "gateway.sqlite3") as conn:
+            merged, run_end, inserted = conn.execute(
+                "SELECT merged, run_end, inserted FROM import_checkpoints"
+            ).fetchone()
+        seen.append(merged)
+        if inserted > 0 and merged > 1 and merged > run_end:  # past phase 1: n+1..2n
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        await asyncio.to_thread(run_import, opts, stop_in_phase_2)
+    stopped_at = seen[-1]
+    result = await asyncio.to_thread(run_import, opts)
+    assert result.resumed_at_line > 0 and stopped_at > 0
+    assert (result.counts.inserted, result.counts.rejected) == (good, len(bad))
+    assert _query_db(tmp_path / "gateway.sqlite3", "SELECT count(*) FROM legacy_accounts") == [
+        (good,)
+    ]
+    assert _query_db(tmp_path / "gateway.sqlite3", "SELECT count(*) FROM legacy_ids") == [(good,)]
+    assert [n for n, _, _ in _rejects(tmp_path / "rejects")] == bad
+
+
+def _query_db(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
 async def _migrated(db_path: Path) -> Database:
     db = SqliteDatabase(db_path)
     await db.open()

@@ -49,3 +49,4 @@ DELETE FROM accounts WHERE legacy_id IN (SELECT legacy_id FROM legacy_ids);
 -- The SQLite importer gathers rows into runs and merges each run, sorted, a slice per
 -- batch: where the merge of the closed run stands (0: no run to merge).
 ALTER TABLE import_checkpoints ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE import_checkpoints ADD COLUMN run_end INTEGER NOT NULL DEFAULT 0;  -- its last row
