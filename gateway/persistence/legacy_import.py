@@ -1,37 +1,39 @@
 """The legacy import engine: export file → dormant restored accounts, resumable, idempotent.
 
-A restored account that never logged in is one row of `legacy_accounts` (migration 013):
-primary key (tenant_id, username_norm), legacy_id unique, the old record in a few columns.
-No `accounts` row, API key placeholder or subscription until its first login promotes it
-(persistence/logins.promote). Two B-trees per row instead of four, plus a subscription.
+A restored account that never logged in is a row of `legacy_accounts` (migration 013,
+primary key (tenant_id, username_norm), the old record in a few columns) and one of
+`legacy_ids` (legacy_id → that key). No `accounts` row, API key placeholder or
+subscription until its first login promotes it (persistence/logins.promote).
 
 - A reader process (identity/import_reader) reads and checks the file on the second core
   and writes each batch to a staging file (import_stage); this process moves each batch
   with one `INSERT … SELECT` and no Python per row. At most two staging files exist.
 - Speed comes from order, not from a big page cache. Rows arrive in the file's order, i.e.
-  random in the primary key: inserted as they come, each lands on another leaf of a tree
-  that soon outgrows the cache. On SQLite each batch is therefore appended to an unindexed
-  scratch table (the open run); every `run_rows` rows the run is sorted once by
-  (tenant_id, username_norm) into a second scratch table, and merged into
-  legacy_accounts a slice per following batch, in key order: consecutive inserts hit the
-  same leaf, each leaf is written once per slice. On PostgreSQL each batch is COPYed into
-  a temporary table and merged, sorted, straight away (legacy_import_pg).
+  random in both keys: inserted as they come, each lands on another leaf of a tree that
+  soon outgrows the cache. On SQLite each batch is therefore appended to an unindexed
+  scratch table (the open run); every `run_rows` rows the run is sorted twice, by
+  legacy_id and by (tenant_id, username_norm), into temporary tables (outside any
+  transaction of the database: no write lock, no WAL), and merged a slice per following
+  batch: phase 1 into legacy_ids, phase 2 into legacy_accounts, each in its key order, so
+  consecutive inserts hit the same leaf and a leaf is written once per slice. On
+  PostgreSQL each batch is COPYed into a temporary table and merged, sorted, straight away
+  (legacy_import_pg).
 - Each batch is one transaction: the rows appended, the slice merged, their rejects (the
-  reject file's length) and the checkpoint (byte offset, line, counts, the next row of
-  the sorted run to merge). Closing a run is one transaction too. A killed import resumes
-  from the last commit with `seek()`; the reject file is cut back to the checkpoint's
-  length; the final counts are exact.
-- Conflicts are found by the constraints, not by lookups: the merge is `INSERT … ON
-  CONFLICT DO NOTHING RETURNING legacy_id`, guarded against names and legacy ids that
-  promoted accounts hold. When it returns fewer rows than it was given, each row left out
-  is told apart: already imported with the same data (a re-run: fine), its legacy_id
-  stored with different data (reported, never overwritten), or its username taken in its
-  tenant (reported; names compare normalised, and within a run the row earliest in the
-  file keeps the name). A legacy_id twice in one run keeps the row first in name order.
+  reject file's length) and the checkpoint (byte offset, line, counts, the run's last row
+  and the next position of its merge). A killed import sorts the run again from its rows
+  (the same order: ties by rowid), goes on with the merge, and reads on from the offset
+  with `seek()`; the reject file is cut back to the checkpoint's length; the final counts
+  are exact.
+- Conflicts are found by the constraints, not by lookups: both phases are `INSERT … ON
+  CONFLICT DO NOTHING RETURNING`, guarded against names and legacy ids that promoted
+  accounts hold. When one returns fewer rows than it was given, each row left out is told
+  apart: already imported with the same data (a re-run: fine), its legacy_id stored with
+  different data (reported, never overwritten), or its username taken in its tenant
+  (reported; names compare normalised). Within a run the row earliest in the file keeps
+  a legacy_id, and of the rows left with it a name.
 - SQLite through sqlite3 directly, not aiosqlite: a few calls per batch. Safe beside a
   running gateway on the same WAL database: BEGIN IMMEDIATE with a busy timeout; a batch
-  holds the write lock well under a second, closing a run (one sort of `run_rows` rows)
-  about a second.
+  with its slice holds the write lock well under a second.
 """
 
 from __future__ import annotations
