@@ -21,6 +21,7 @@ from gateway.config import ConfigError, TenantSettings, load_config
 from gateway.identity.import_source import FORMATS, tenant_policies
 from gateway.persistence.database import Database, DatabaseUnavailable
 from gateway.persistence.legacy_import import (
+    DEFAULT_RUN_ROWS,
     ImportFailed,
     ImportOptions,
     ImportResult,
@@ -50,6 +51,12 @@ def register(parser: argparse.ArgumentParser, areas: Any) -> None:
     )
     cmd.add_argument("--batch-rows", type=int, default=50_000, help="rows per transaction")
     cmd.add_argument("--cache-mib", type=int, default=256, help="SQLite page cache")
+    cmd.add_argument(
+        "--run-rows",
+        type=int,
+        default=DEFAULT_RUN_ROWS,
+        help="SQLite: rows sorted together before they are merged (default: %(default)s)",
+    )
     cmd.add_argument(
         "--from-start", action="store_true", help="ignore the checkpoint and read all again"
     )
@@ -146,7 +153,8 @@ def summary(opts: ImportOptions, result: ImportResult) -> str:
     if result.resumed_at_line:
         lines[0] += f" (resumed after line {result.resumed_at_line:,})"
     lines += [
-        f"  added     {c.inserted:>12,} accounts ({c.plans:,} with premium time as a plan,"
+        f"  added     {c.inserted:>12,} accounts ({c.plans:,} with premium time, a plan from"
+        " their first login,"
         f" {c.own_quotas:,} with their own quota)",
         f"  present   {c.present:>12,} already imported with the same data",
         f"  rejected  {c.rejected:>12,} -> {opts.rejects_path}",
@@ -181,6 +189,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         fmt=args.format,
         batch_rows=args.batch_rows,
         cache_mib=args.cache_mib,
+        run_rows=args.run_rows,
         from_start=args.from_start,
     )
     again = "run the same command again to continue from the last checkpoint"

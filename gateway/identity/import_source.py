@@ -2,17 +2,17 @@
 
 The file is read line by line in binary (memory stays flat whatever its size); each batch
 says the byte offset and line number after its last line, so a checkpoint can resume with
-`seek()`. Rows are checked here (import_rows) and turned into the parameters of the insert
-into `accounts`; refused rows come back with their line number, reason and raw bytes.
-This runs in a child process of the importer (import_reader), which stages each batch for
-the importer (persistence/import_stage), so parsing overlaps with the database's writes; it
-imports nothing heavy, so that process starts in a blink.
+`seek()`. Rows are checked here (import_rows) and turned into the columns of a dormant
+restored account (`legacy_accounts`, migration 013); refused rows come back with their
+line number, reason and raw bytes. This runs in a child process of the importer
+(import_reader), which stages each batch for the importer (persistence/import_stage), so
+parsing overlaps with the database's writes; it imports nothing heavy, so that process
+starts in a blink.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,47 +71,43 @@ class RejectLine(NamedTuple):
 class Batch(NamedTuple):
     """Rows read from one stretch of the file, and where the next stretch starts.
 
-    `rows[i]` are the INSERT parameters of an account (see ROW_COLUMNS); `premium` holds
-    (index into rows, plan id, quota bytes, ends_at) for rows with premium time left."""
+    `rows[i]` are an account's columns of `legacy_accounts` (ROW_COLUMNS) followed by where
+    it came from in the file (SPAN_COLUMNS), in file order."""
 
     rows: list[tuple[Any, ...]]
-    spans: list[Span]
-    premium: list[tuple[int, str, int, int]]
     rejects: list[RejectLine]
     data_lines: int  # non-blank lines other than a CSV header
     end_offset: int
     end_line: int
+    plans: int  # rows whose premium time becomes a plan at their first login
+    own_quotas: int  # rows whose quota is above their tenant's free tier
 
 
-# The order of a row's parameters; persistence/legacy_import.py names them ?1..?13 in its INSERT.
+# A row's columns of `legacy_accounts` (but imported_at, the import's clock), in the order
+# the reader writes them; persistence/legacy_import.py inserts them by these names.
 ROW_COLUMNS: Final = (
-    "id",
-    "api_key_hash",  # a placeholder until a login issues a key
     "tenant_id",
-    "created_at",  # None: the import time
-    "free_quota_bytes",
-    "username",
     "username_norm",
-    "email",
     "legacy_id",
+    "username",
+    "email",
     "legacy_scheme",
     "legacy_hash",
-    "legacy_premium_until",
-    "legacy_quota_bytes",
+    "created_at",  # None: the import time
+    "premium_until",
+    "quota_bytes",
+    "plan_id",  # the plan premium time still ahead becomes at the first login, else None
+    "plan_quota_bytes",
 )
-
+# Where the row came from, (line, byte offset, length): read only when the database
+# refuses the row, to write its reject line.
+SPAN_COLUMNS: Final = ("line", "byte_offset", "length")
+STAGE_COLUMNS: Final = ROW_COLUMNS + SPAN_COLUMNS
 
 # Where each column sits in a row, for the code that reads rows back.
-ID, API_KEY_HASH, TENANT_ID, FREE_QUOTA, USERNAME_NORM, LEGACY_ID = (
-    ROW_COLUMNS.index(name)
-    for name in (
-        "id",
-        "api_key_hash",
-        "tenant_id",
-        "free_quota_bytes",
-        "username_norm",
-        "legacy_id",
-    )
+TENANT_ID, USERNAME_NORM, LEGACY_ID, QUOTA, PLAN_ID, LINE = (
+    STAGE_COLUMNS.index(name)
+    for name in ("tenant_id", "username_norm", "legacy_id", "quota_bytes", "plan_id", "line")
 )
 
 
@@ -135,20 +131,6 @@ def detect_format(path: Path) -> str:
     return "jsonl" if head.startswith(b"{") else "csv"
 
 
-def account_ids() -> Iterator[tuple[str, bytes]]:
-    """(id, api_key_hash placeholder) for new accounts.
-
-    Ids have a random 32-bit prefix per run and a counter, so one import's ids are adjacent
-    in the indexes (inserts stay local) yet unguessable across imports; same shape as other
-    account ids, acct_ + 16 hex digits. The placeholder is those 8 bytes: unique, and never
-    equal to an API key's 32-byte SHA-256, so no key opens the account before a login."""
-    while True:
-        prefix = secrets.randbits(32) << 32
-        for n in range(1 << 32):
-            key = prefix | n
-            yield f"acct_{key:016x}", key.to_bytes(8, "big")
-
-
 def read_batches(
     path: Path,
     fmt: str,
@@ -159,7 +141,6 @@ def read_batches(
     batch_rows: int,
 ) -> Iterator[Batch]:
     """Batches of up to `batch_rows` data lines from `start_offset` (a line start) on."""
-    ids = account_ids()
     with path.open("rb") as fh:
         parse = import_rows.parse_json_line
         offset, line = start_offset, start_line
@@ -170,10 +151,8 @@ def read_batches(
                 offset, line = len(header), 1
         fh.seek(offset)
         rows: list[tuple[Any, ...]] = []
-        spans: list[tuple[int, int, int]] = []
-        premium: list[tuple[int, str, int, int]] = []
         rejects: list[RejectLine] = []
-        data_lines = 0
+        data_lines = plans = own_quotas = 0
         yielded = offset
         for raw in fh:
             line += 1
@@ -191,38 +170,40 @@ def read_batches(
                 rejects.append(RejectLine(line, "tenant", reason, text))
             else:
                 quota = a.quota_bytes
-                own = quota if quota is not None and quota > policy.free_quota_bytes else None
-                account_id, placeholder = next(ids)
+                if quota is not None and quota > policy.free_quota_bytes:
+                    own_quotas += 1
+                plan_id = plan_quota = None
                 if (
                     a.premium_until is not None
                     and a.premium_until > now
                     and policy.premium_plan_id is not None
                 ):
-                    assert policy.premium_quota_bytes is not None
-                    plan = (policy.premium_plan_id, policy.premium_quota_bytes)
-                    premium.append((len(rows), *plan, a.premium_until))
-                # In ROW_COLUMNS order.
+                    plan_id, plan_quota = policy.premium_plan_id, policy.premium_quota_bytes
+                    plans += 1
+                # In STAGE_COLUMNS order.
                 rows.append(
                     (
-                        account_id,
-                        placeholder,
                         a.tenant,
-                        a.created_at,
-                        own,
-                        a.username,
                         a.username_norm,
-                        a.email,
                         a.legacy_id,
+                        a.username,
+                        a.email,
                         a.password_scheme,
                         a.password_json,
+                        a.created_at,
                         a.premium_until,
                         quota,
+                        plan_id,
+                        plan_quota,
+                        line,
+                        start,
+                        len(text),
                     )
                 )
-                spans.append((line, start, len(text)))
             if data_lines == batch_rows:
-                yield Batch(rows, spans, premium, rejects, data_lines, offset, line)
-                rows, spans, premium, rejects, data_lines = [], [], [], [], 0
+                yield Batch(rows, rejects, data_lines, offset, line, plans, own_quotas)
+                rows, rejects = [], []
+                data_lines = plans = own_quotas = 0
                 yielded = offset
         if data_lines or offset != yielded:
-            yield Batch(rows, spans, premium, rejects, data_lines, offset, line)
+            yield Batch(rows, rejects, data_lines, offset, line, plans, own_quotas)

@@ -1,23 +1,39 @@
-"""The legacy import engine: export file → `accounts`, resumable, idempotent, fast.
+"""The legacy import engine: export file → dormant restored accounts, resumable, idempotent.
+
+A restored account that never logged in is a row of `legacy_accounts` (migration 013,
+primary key (tenant_id, username_norm), the old record in a few columns) and one of
+`legacy_ids` (legacy_id → that key). No `accounts` row, API key placeholder or
+subscription until its first login promotes it (persistence/logins.promote).
 
 - A reader process (identity/import_reader) reads and checks the file on the second core
-  and writes each batch to a staging file (import_stage); this process moves the batch
-  into the database with one `INSERT … SELECT … ON CONFLICT DO NOTHING` (SQLite: the file
-  attached; PostgreSQL: COPY into a temporary table, legacy_import_pg), so no Python runs
-  per row on the writing side. At most two staging files exist: memory and scratch space
-  stay flat whatever the file size.
-- Each batch (50 000 rows by default) is one transaction: the rows, the subscriptions of
-  premium rows, and the checkpoint (byte offset, line, counts, the reject file's length).
-  A killed import resumes from the last commit with `seek()`; the reject file is cut back
-  to the length the checkpoint recorded.
-- Conflicts cost nothing when there are none: if the INSERT added as many rows as were
-  staged, every row was new. Otherwise one join of the staging table with `accounts` by
-  legacy_id finds the rows not added just now, to tell one already imported with the same
-  data (a re-run: fine), one whose legacy_id exists with different data (reported, never
-  overwritten), and one whose username is taken in its tenant (reported).
+  and writes each batch to a staging file (import_stage); this process moves each batch
+  with one `INSERT … SELECT` and no Python per row. At most two staging files exist.
+- Speed comes from order, not from a big page cache. Rows arrive in the file's order, i.e.
+  random in both keys: inserted as they come, each lands on another leaf of a tree that
+  soon outgrows the cache. On SQLite each batch is therefore appended to an unindexed
+  scratch table (the open run); every `run_rows` rows the run is sorted twice, by
+  legacy_id and by (tenant_id, username_norm), into temporary tables (outside any
+  transaction of the database: no write lock, no WAL), and merged a slice per following
+  batch: phase 1 into legacy_ids, phase 2 into legacy_accounts, each in its key order, so
+  consecutive inserts hit the same leaf and a leaf is written once per slice. On
+  PostgreSQL each batch is COPYed into a temporary table and merged, sorted, straight away
+  (legacy_import_pg).
+- Each batch is one transaction: the rows appended, the slice merged, their rejects (the
+  reject file's length) and the checkpoint (byte offset, line, counts, the run's last row
+  and the next position of its merge). A killed import sorts the run again from its rows
+  (the same order: ties by rowid), goes on with the merge, and reads on from the offset
+  with `seek()`; the reject file is cut back to the checkpoint's length; the final counts
+  are exact.
+- Conflicts are found by the constraints, not by lookups: both phases are `INSERT … ON
+  CONFLICT DO NOTHING RETURNING`, guarded against names and legacy ids that promoted
+  accounts hold. When one returns fewer rows than it was given, each row left out is told
+  apart: already imported with the same data (a re-run: fine), its legacy_id stored with
+  different data (reported, never overwritten), or its username taken in its tenant
+  (reported; names compare normalised). Within a run the row earliest in the file keeps
+  a legacy_id, and of the rows left with it a name.
 - SQLite through sqlite3 directly, not aiosqlite: a few calls per batch. Safe beside a
-  running gateway on the same WAL database: BEGIN IMMEDIATE with a busy timeout, and a
-  batch holds the write lock for well under a second, within the gateway's 5 s.
+  running gateway on the same WAL database: BEGIN IMMEDIATE with a busy timeout; a batch
+  with its slice holds the write lock well under a second.
 """
 
 from __future__ import annotations
@@ -41,124 +57,123 @@ import orjson
 from gateway.identity.import_reader import FRAME_HEADER
 from gateway.identity.import_rows import CsvFormat
 from gateway.identity.import_source import (
-    API_KEY_HASH,
-    ID,
+    LEGACY_ID,
+    LINE,
     ROW_COLUMNS,
+    STAGE_COLUMNS,
+    TENANT_ID,
+    USERNAME_NORM,
     RejectLine,
     TenantPolicy,
     detect_format,
     input_identity,
     read_batches,
 )
-from gateway.persistence.import_stage import Staged, remove, staged_batches
+from gateway.persistence.import_stage import STAGE_TABLE, Staged, remove, staged_batches
 
-SCHEMA_VERSION: Final = 4  # migrations up to 004_identities.sql
+SCHEMA_VERSION: Final = 13  # migrations up to 013_legacy_accounts.sql
 # Checkpoint the WAL by hand once it passes this size, instead of SQLite's automatic
-# checkpoint at every commit past 4 MB: a page that several batches write (the tails of
-# the id and legacy_id indexes, the table's last pages) is then copied back once.
+# checkpoint at every commit past 4 MB: a page that several batches write (the leaves a
+# merge slice touches, the scratch tables' tails) is then copied back once.
 WAL_CHECKPOINT_BYTES: Final = 256 << 20
+DEFAULT_RUN_ROWS: Final = 1_000_000
 
 
-def account_insert_sql(now: int, on_conflict: str = " ON CONFLICT DO NOTHING") -> str:
-    """The INSERT of one account row (parameters in ROW_COLUMNS order), as a plain
-    batched INSERT runs it (bench/import.py's baseline); `now` is the import's time."""
+def plain_insert_sql(now: int) -> str:
+    """The INSERT of one row (ROW_COLUMNS parameters) as a plain batched INSERT runs it:
+    bench/import.py's baseline; `now` is the import's time."""
     values = [
-        f"COALESCE(?{i}, {now})" if column == "created_at" else f"?{i}"
+        f"COALESCE(?{i}, {int(now)})" if column == "created_at" else f"?{i}"
         for i, column in enumerate(ROW_COLUMNS, 1)
     ]
     return (
-        f"INSERT INTO accounts ({', '.join(ROW_COLUMNS)}, imported_at)"
-        f" VALUES ({', '.join(values)}, {int(now)}){on_conflict}"
+        f"INSERT INTO legacy_accounts ({', '.join(ROW_COLUMNS)}, imported_at)"
+        f" VALUES ({', '.join(values)}, {int(now)})"
     )
 
 
-def plan_insert_sql(now: int, on_conflict: str = " ON CONFLICT DO NOTHING") -> str:
-    """The INSERT of one subscription that premium time becomes (see plan_row)."""
+def ids_merge_sql(source: str, seq: str, order: str) -> str:
+    """Phase 1 of a merge: the legacy ids of the rows of `source` with `seq` between ?1 and
+    ?2 into legacy_ids in `order` (legacy_id, then file order: of two rows with one
+    legacy_id the earlier in the file wins); returns the legacy ids added."""
     return (
-        "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at, ends_at,"
-        f" payment_hash) VALUES (?, ?, ?, {int(now)}, ?, ?){on_conflict}"
+        "INSERT INTO legacy_ids (legacy_id, tenant_id, username_norm)"
+        f" SELECT s.legacy_id, s.tenant_id, s.username_norm FROM {source} AS s"
+        f" WHERE s.{seq} BETWEEN ?1 AND ?2"
+        " AND NOT EXISTS (SELECT 1 FROM accounts AS a WHERE a.legacy_id = s.legacy_id)"
+        f" ORDER BY {order} ON CONFLICT DO NOTHING RETURNING legacy_id"
     )
 
 
-def plan_row(row: tuple[Any, ...], plan_id: str, quota: int, ends_at: int) -> tuple[Any, ...]:
-    """plan_insert_sql's parameters for an account row with premium time left."""
-    # The placeholder payment hash is the account's own placeholder key (8 bytes: no real
-    # payment hash, always 32, can equal it); unique, so a re-run adds no second plan.
-    return (row[ID], plan_id, quota, ends_at, row[API_KEY_HASH])
+def ids_rows_sql(source: str, seq: str, order: str) -> str:
+    """(legacy_id, seq) of the rows ids_merge_sql was given, in its order."""
+    return (
+        f"SELECT s.legacy_id, s.seq FROM {source} AS s"
+        f" WHERE s.{seq} BETWEEN ?1 AND ?2 ORDER BY {order}"
+    )
 
 
-def stage_insert_sql(stage: str, order: str, now: int) -> str:
-    """The INSERT of a whole staged batch into `accounts`, in file order: a row whose
-    legacy_id, or username in its tenant, is taken is left out."""
+def merge_sql(source: str, seq: str, order: str, losers: str, now: int) -> str:
+    """Phase 2: the rows of `source` (seq, STAGE_COLUMNS) with `seq` between ?1 and ?2
+    into legacy_accounts in `order` (the primary key's), but those that lost their legacy
+    id in phase 1 (`losers`) or whose name a promoted account holds; returns what is
+    counted of each row added."""
     values = [
         f"COALESCE(s.{column}, {int(now)})" if column == "created_at" else f"s.{column}"
         for column in ROW_COLUMNS
     ]
-    # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT.
     return (
-        f"INSERT INTO accounts ({', '.join(ROW_COLUMNS)}, imported_at)"
-        f" SELECT {', '.join(values)}, {int(now)} FROM {stage} AS s"
-        f" WHERE true ORDER BY s.{order} ON CONFLICT DO NOTHING"
+        f"INSERT INTO legacy_accounts ({', '.join(ROW_COLUMNS)}, imported_at)"
+        f" SELECT {', '.join(values)}, {int(now)} FROM {source} AS s"
+        f" WHERE s.{seq} BETWEEN ?1 AND ?2"
+        f" AND s.seq NOT IN (SELECT seq FROM {losers})"
+        " AND NOT EXISTS (SELECT 1 FROM accounts AS a"
+        " WHERE a.tenant_id = s.tenant_id AND a.username_norm = s.username_norm)"
+        f" ORDER BY {order} ON CONFLICT DO NOTHING"
+        " RETURNING legacy_id, tenant_id, username_norm, quota_bytes, plan_id"
     )
 
 
-def stage_plans_sql(rows_from: str, plan: str, now: int, all_inserted: bool) -> str:
-    """The subscriptions of a staged batch's premium rows; only of the rows added just now
-    (their staged id is in `accounts`) unless all were. `rows_from` names the staged rows
-    `s`, and `plan` the relation holding their plan_id, plan_quota and plan_ends."""
-    added = "" if all_inserted else " JOIN accounts AS a ON a.id = s.id"
+def slice_rows_sql(source: str, seq: str, order: str) -> str:
+    """The rows merge_sql was given (seq, STAGE_COLUMNS), in its order."""
+    columns = ", ".join(f"s.{c}" for c in ("seq", *STAGE_COLUMNS))
+    return f"SELECT {columns} FROM {source} AS s WHERE s.{seq} BETWEEN ?1 AND ?2 ORDER BY {order}"
+
+
+def losers_rows_sql(source: str, losers: str) -> str:
+    """The rows (seq, STAGE_COLUMNS) that lost their legacy id in phase 1, in file order."""
+    columns = ", ".join(f"s.{c}" for c in ("seq", *STAGE_COLUMNS))
     return (
-        "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at, ends_at,"
-        f" payment_hash) SELECT s.id, {plan}.plan_id, {plan}.plan_quota, {int(now)},"
-        f" {plan}.plan_ends, s.api_key_hash FROM {rows_from}{added}"
-        f" WHERE {plan}.plan_id IS NOT NULL ON CONFLICT DO NOTHING"
+        f"SELECT {columns} FROM {source} AS s"
+        f" WHERE s.seq IN (SELECT seq FROM {losers}) ORDER BY s.seq"
     )
 
 
-def stage_own_quotas_sql(stage: str) -> str:
-    """How many of the rows added just now keep their own free quota."""
-    return (
-        f"SELECT count(*) FROM {stage} AS s JOIN accounts AS a ON a.id = s.id"
-        " WHERE s.free_quota_bytes IS NOT NULL"
-    )
-
-
-_STORED_COLUMNS: Final = (
-    "id",
-    "tenant_id",
-    "created_at",
-    "username",
-    "email",
-    "legacy_scheme",
-    "legacy_hash",
-    "legacy_premium_until",
-    "legacy_quota_bytes",
+# What is compared to tell a re-run's row from a changed one, as stored for a dormant
+# account and for a promoted one (which keeps the old record beside its new login).
+STORED_SQL: Final = (
+    "SELECT l.tenant_id, l.created_at, l.username, l.email, l.legacy_scheme, l.legacy_hash,"
+    " l.premium_until, l.quota_bytes FROM legacy_ids AS i JOIN legacy_accounts AS l"
+    " ON l.tenant_id = i.tenant_id AND l.username_norm = i.username_norm"
+    " WHERE i.legacy_id = ?1"
+    " UNION ALL SELECT tenant_id, created_at, username, email, legacy_scheme, legacy_hash,"
+    " legacy_premium_until, legacy_quota_bytes FROM accounts WHERE legacy_id = ?1"
 )
-
-
-def stage_left_out_sql(stage: str, order: str) -> str:
-    """The staged rows the INSERT left out, with the stored account of their legacy_id if
-    any: ROW_COLUMNS, the row's place in the batch (`order`, from 1), then
-    _STORED_COLUMNS (NULLs when the legacy_id is not stored)."""
-    return (
-        f"SELECT {', '.join('s.' + c for c in ROW_COLUMNS)}, s.{order},"
-        f" {', '.join('a.' + c for c in _STORED_COLUMNS)}"
-        f" FROM {stage} AS s LEFT JOIN accounts AS a ON a.legacy_id = s.legacy_id"
-        f" WHERE a.id IS NULL OR a.id <> s.id ORDER BY s.{order}"
-    )
-
-
 USERNAME_HOLDER_SQL: Final = (
-    "SELECT legacy_id FROM accounts WHERE tenant_id = ? AND username_norm = ?"
+    "SELECT legacy_id FROM legacy_accounts WHERE tenant_id = ?1 AND username_norm = ?2"
+    " UNION ALL SELECT legacy_id FROM accounts WHERE tenant_id = ?1 AND username_norm = ?2"
+)
+DROP_LEGACY_ID_SQL: Final = (
+    "DELETE FROM legacy_ids WHERE legacy_id = ? AND tenant_id = ? AND username_norm = ?"
 )
 CHECKPOINT_SQL: Final = (
     "UPDATE import_checkpoints SET byte_offset = ?, line = ?, rows_read = ?,"
     " inserted = ?, present = ?, rejected = ?, plans = ?, own_quotas = ?,"
-    " rejects_bytes = ?, updated_at = ? WHERE input_id = ?"
+    " rejects_bytes = ?, merged = ?, run_end = ?, updated_at = ? WHERE input_id = ?"
 )
 READ_CHECKPOINT_SQL: Final = (
     "SELECT byte_offset, line, rows_read, inserted, present, rejected, plans, own_quotas,"
-    " rejects_bytes, finished_at FROM import_checkpoints WHERE input_id = ?"
+    " rejects_bytes, merged, run_end, finished_at FROM import_checkpoints WHERE input_id = ?"
 )
 DELETE_CHECKPOINT_SQL: Final = "DELETE FROM import_checkpoints WHERE input_id = ?"
 NEW_CHECKPOINT_SQL: Final = (
@@ -167,21 +182,22 @@ NEW_CHECKPOINT_SQL: Final = (
 )
 FINISH_SQL: Final = "UPDATE import_checkpoints SET finished_at = ? WHERE input_id = ?"
 
-# (field, its index in a row, its index in _STORED_COLUMNS), for "same data?".
+# (field, its index in a staged row, its index in a STORED_SQL row), for "same data?".
 _COMPARED: Final = tuple(
-    (name, ROW_COLUMNS.index(column), _STORED_COLUMNS.index(column))
-    for name, column in (
-        ("tenant", "tenant_id"),
-        ("created_at", "created_at"),
-        ("username", "username"),
-        ("email", "email"),
-        ("password", "legacy_scheme"),
-        ("password", "legacy_hash"),
-        ("premium_until", "legacy_premium_until"),
-        ("quota_bytes", "legacy_quota_bytes"),
+    (name, STAGE_COLUMNS.index(column), stored)
+    for name, column, stored in (
+        ("tenant", "tenant_id", 0),
+        ("created_at", "created_at", 1),
+        ("username", "username", 2),
+        ("email", "email", 3),
+        ("password", "legacy_scheme", 4),
+        ("password", "legacy_hash", 5),
+        ("premium_until", "premium_until", 6),
+        ("quota_bytes", "quota_bytes", 7),
     )
 )
-_SCHEME: Final = _STORED_COLUMNS.index("legacy_scheme")
+_STORED_SCHEME: Final = 4
+_SPAN: Final = slice(len(ROW_COLUMNS), len(STAGE_COLUMNS))
 
 
 class ImportFailed(Exception):
@@ -199,6 +215,7 @@ class ImportOptions:
     cache_mib: int = 256
     from_start: bool = False  # ignore the checkpoint, read the whole file again
     parse_in_child: bool = True
+    run_rows: int = DEFAULT_RUN_ROWS  # SQLite: rows sorted together before merging
     database_url: str | None = None  # postgresql://…: import into PostgreSQL
 
 
@@ -208,7 +225,7 @@ class Counts:
     inserted: int = 0
     present: int = 0  # already imported with the same data
     rejected: int = 0
-    plans: int = 0
+    plans: int = 0  # with premium time ahead: a plan at the first login
     own_quotas: int = 0
 
 
@@ -246,27 +263,6 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class Target(Protocol):
-    """A database the importer writes to; each batch is one transaction from `load` to
-    `commit` (or `rollback`)."""
-
-    def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None: ...
-    def new_checkpoint(self, params: tuple[Any, ...]) -> None: ...
-    def load(self, staged: Staged) -> int:
-        """Begins the batch's transaction and inserts its rows; how many were added."""
-        ...
-
-    def left_out(self) -> list[tuple[Any, ...]]: ...
-    def username_holder(self, tenant: str, username_norm: str) -> tuple[Any, ...] | None: ...
-    def add_plans(self, all_inserted: bool) -> int: ...
-    def own_quotas_added(self) -> int: ...
-    def save_checkpoint(self, params: tuple[Any, ...]) -> None: ...
-    def commit(self) -> None: ...
-    def rollback(self) -> None: ...
-    def finish(self, input_id: str) -> None: ...
-    def close(self) -> None: ...
-
-
 def tune_sqlite(conn: sqlite3.Connection, cache_mib: int) -> None:
     """The import's connection settings, safe against kill -9: WAL with synchronous=NORMAL
     loses no committed transaction when the process dies (only on power loss); the page
@@ -293,84 +289,19 @@ def checkpoint_wal(conn: sqlite3.Connection, db_path: Path, force: bool = False)
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-class SqliteTarget:
-    """The gateway's SQLite database, the staged batch attached as `stage`."""
+class Db(Protocol):
+    """The database an import writes to: one connection, one transaction at a time."""
 
-    def __init__(self, db_path: Path, cache_mib: int, now: int) -> None:
-        conn = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            conn.close()
-            raise ImportFailed(f"{db_path}: database at version {version}, needs {SCHEMA_VERSION}")
-        tune_sqlite(conn, cache_mib)
-        self.conn = conn
-        self.db_path = db_path
-        self.insert = stage_insert_sql("stage.r", "rowid", now)
-        plans_from = "stage.p AS p JOIN stage.r AS s ON s.rowid = p.idx"
-        self.plans = {all_: stage_plans_sql(plans_from, "p", now, all_) for all_ in (True, False)}
-        self.own_quotas = stage_own_quotas_sql("stage.r")
-        self.left_out_sql = stage_left_out_sql("stage.r", "rowid")
-        self.attached = False
-
-    def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.conn.execute(READ_CHECKPOINT_SQL, (input_id,)).fetchone()
-        return row
-
-    def new_checkpoint(self, params: tuple[Any, ...]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute(DELETE_CHECKPOINT_SQL, (params[0],))
-        self.conn.execute(NEW_CHECKPOINT_SQL, params)
-        self.conn.execute("COMMIT")
-
-    def load(self, staged: Staged) -> int:
-        self.conn.execute("ATTACH DATABASE ? AS stage", (staged.path,))
-        self.attached = True
-        self.conn.execute("BEGIN IMMEDIATE")
-        before = self.conn.total_changes
-        self.conn.execute(self.insert)
-        return self.conn.total_changes - before
-
-    def left_out(self) -> list[tuple[Any, ...]]:
-        return self.conn.execute(self.left_out_sql).fetchall()
-
-    def username_holder(self, tenant: str, username_norm: str) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.conn.execute(
-            USERNAME_HOLDER_SQL, (tenant, username_norm)
-        ).fetchone()
-        return row
-
-    def add_plans(self, all_inserted: bool) -> int:
-        before = self.conn.total_changes
-        self.conn.execute(self.plans[all_inserted])
-        return self.conn.total_changes - before
-
-    def own_quotas_added(self) -> int:
-        return int(self.conn.execute(self.own_quotas).fetchone()[0])
-
-    def save_checkpoint(self, params: tuple[Any, ...]) -> None:
-        self.conn.execute(CHECKPOINT_SQL, params)
-
-    def _detach(self) -> None:
-        if self.attached:
-            self.conn.execute("DETACH DATABASE stage")
-            self.attached = False
-
-    def commit(self) -> None:
-        self.conn.execute("COMMIT")
-        self._detach()
-        checkpoint_wal(self.conn, self.db_path)
-
-    def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-        self._detach()
-
-    def finish(self, input_id: str) -> None:
-        self.conn.execute(FINISH_SQL, (int(time.time()), input_id))
-        checkpoint_wal(self.conn, self.db_path, force=True)
-
-    def close(self) -> None:
-        self.conn.close()
+    def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None: ...
+    def new_checkpoint(self, params: tuple[Any, ...]) -> None: ...
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int: ...
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def finish(self, input_id: str) -> None: ...
+    def close(self) -> None: ...
 
 
 def _sanitize(reason: str) -> str:
@@ -379,7 +310,7 @@ def _sanitize(reason: str) -> str:
 
 def _differences(row: tuple[Any, ...], stored: tuple[Any, ...]) -> list[str]:
     """Names of the fields where an incoming row differs from the stored account."""
-    upgraded = stored[_SCHEME] is None  # the first login replaced the legacy password
+    upgraded = stored[_STORED_SCHEME] is None  # the first login replaced the legacy password
     names = []
     for name, r, s in _COMPARED:
         if name == "password" and upgraded:
@@ -389,6 +320,343 @@ def _differences(row: tuple[Any, ...], stored: tuple[Any, ...]) -> list[str]:
         if row[r] != stored[s] and name not in names:
             names.append(name)
     return names
+
+
+def _raw(fd: int, row: tuple[Any, ...]) -> bytes:
+    _, offset, length = row[_SPAN]
+    return os.pread(fd, length, offset)
+
+
+class _Merger:
+    """Merges a range of staged rows in two phases, and tells apart the rows left out; the
+    counts and reject kinds it keeps are the import's.
+
+    Phase 1 adds the legacy ids to legacy_ids, sorted by legacy_id; the rows whose legacy
+    id was there already (or earlier in the range) are noted in a losers table. Phase 2
+    adds the other rows to legacy_accounts, sorted by (tenant_id, username_norm); a row
+    whose name is taken gives its legacy id back. Then the losers are told apart: the same
+    data as stored (a re-run), or a changed record."""
+
+    def __init__(
+        self,
+        db: Db,
+        input_fd: int,
+        policies: dict[str, TenantPolicy],
+        counts: Counts,
+        kinds: Counter[str],
+    ) -> None:
+        self.db = db
+        self.input_fd = input_fd
+        self.policies = policies
+        self.counts = counts
+        self.kinds = kinds
+
+    def merge_ids(self, insert_sql: str, rows_sql: str, losers: str, lo: int, hi: int) -> None:
+        added = self.db.fetch_all(insert_sql, (lo, hi))
+        if len(added) == hi - lo + 1:
+            return
+        got = Counter(legacy_id for (legacy_id,) in added)
+        lost = []
+        for legacy_id, seq in self.db.fetch_all(rows_sql, (lo, hi)):
+            if got[legacy_id] > 0:  # the first of its legacy id in this order: added
+                got[legacy_id] -= 1
+            else:
+                lost.append((seq,))
+        self.db.execute_many(f"INSERT INTO {losers} (seq) VALUES (?)", lost)
+
+    def merge_rows(
+        self, insert_sql: str, rows_sql: str, losers: str, lo: int, hi: int
+    ) -> list[RejectLine]:
+        """Phase 2 for rows lo..hi; the reject lines of rows whose name is taken.
+        `rows_sql` reads the same rows in the order `insert_sql` inserts them."""
+        added = self.db.fetch_all(insert_sql, (lo, hi))
+        counts = self.counts
+        counts.inserted += len(added)
+        for _, tenant, _, quota, plan_id in added:
+            counts.plans += plan_id is not None
+            policy = self.policies.get(tenant)
+            counts.own_quotas += (
+                quota is not None and policy is not None and quota > policy.free_quota_bytes
+            )
+        if len(added) == hi - lo + 1:
+            return []
+        lost = {seq for (seq,) in self.db.fetch_all(f"SELECT seq FROM {losers}", ())}
+        # Which rows were added: a multiset of keys, consumed in insertion order, so that
+        # of two identical rows the one inserted is the one skipped here.
+        got = Counter((legacy_id, tenant, norm) for legacy_id, tenant, norm, _, _ in added)
+        rejects = []
+        for found in self.db.fetch_all(rows_sql, (lo, hi)):
+            seq, row = found[0], found[1:]
+            key = (row[LEGACY_ID], row[TENANT_ID], row[USERNAME_NORM])
+            if seq in lost:
+                continue
+            if got[key] > 0:
+                got[key] -= 1
+                continue
+            self.db.execute(DROP_LEGACY_ID_SQL, key)  # phase 1 gave it this row
+            tenant = row[TENANT_ID]
+            holder = self.db.fetch_one(USERNAME_HOLDER_SQL, (tenant, row[USERNAME_NORM]))
+            if holder is not None:
+                kind = "duplicate-username"
+                owner = f"legacy_id {holder[0]}" if holder[0] else "an existing account"
+                reason = f"username taken in tenant {tenant} by {owner}"
+            else:  # taken and freed again meanwhile (a concurrent login): harmless to retry
+                kind = "retry"
+                reason = "not stored (changed meanwhile); import the reject file again"
+            rejects.append(self._reject(row, kind, reason))
+        return rejects
+
+    def classify_losers(self, rows_sql: str, losers: str) -> list[RejectLine]:
+        """After phase 2 of a whole range: the rows that lost their legacy id, each the
+        same as stored (counted present) or a reject; the losers table emptied."""
+        rejects = []
+        for found in self.db.fetch_all(rows_sql, ()):
+            row = found[1:]
+            stored = self.db.fetch_one(STORED_SQL, (row[LEGACY_ID],))
+            if stored is None:  # its first row in the file was refused (e.g. its name)
+                kind = "retry"
+                reason = "legacy_id's earlier row was refused; import the reject file again"
+            elif differing := _differences(row, stored):
+                kind = "conflict"
+                reason = f"legacy_id exists with different data: {', '.join(differing)}"
+            else:
+                self.counts.present += 1
+                continue
+            rejects.append(self._reject(row, kind, reason))
+        self.db.execute(f"DELETE FROM {losers}")
+        return rejects
+
+    def _reject(self, row: tuple[Any, ...], kind: str, reason: str) -> RejectLine:
+        self.kinds[kind] += 1
+        self.counts.rejected += 1
+        return RejectLine(row[LINE], kind, reason, _raw(self.input_fd, row))
+
+
+class _Run:
+    """Where the import stands beside the counts: the file position after the last
+    committed batch and the next row of the sorted run to merge (0: none)."""
+
+    def __init__(self, offset: int, line: int, merged: int, run_end: int) -> None:
+        self.offset = offset
+        self.line = line
+        self.merged = merged
+        self.run_end = run_end  # SQLite: the last open-run rowid of the closed run
+
+
+def _checkpoint_params(
+    counts: Counts, rejects_bytes: int, run: _Run, input_id: str
+) -> tuple[Any, ...]:
+    return (
+        run.offset,
+        run.line,
+        counts.rows,
+        counts.inserted,
+        counts.present,
+        counts.rejected,
+        counts.plans,
+        counts.own_quotas,
+        rejects_bytes,
+        run.merged,
+        run.run_end,
+        int(time.time()),
+        input_id,
+    )
+
+
+class SqliteDb:
+    """The gateway's SQLite database through sqlite3 (autocommit; BEGIN by hand)."""
+
+    def __init__(self, db_path: Path, cache_mib: int) -> None:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (SCHEMA_VERSION,)
+            ).fetchone()
+        except sqlite3.OperationalError:
+            found = None
+        if found is None:
+            conn.close()
+            raise ImportFailed(f"{db_path}: database lacks migration {SCHEMA_VERSION}")
+        tune_sqlite(conn, cache_mib)
+        # Sorting a run may pass the page cache: spill to a file, not to memory.
+        conn.execute("PRAGMA temp_store=FILE")
+        self.conn = conn
+        self.db_path = db_path
+
+    def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None:
+        return self.fetch_one(READ_CHECKPOINT_SQL, (input_id,))
+
+    def new_checkpoint(self, params: tuple[Any, ...]) -> None:
+        self.begin()
+        self.conn.execute(DELETE_CHECKPOINT_SQL, (params[0],))
+        self.conn.execute(NEW_CHECKPOINT_SQL, params)
+        self.commit()
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Runs `sql`; how many rows it changed."""
+        before = self.conn.total_changes
+        self.conn.execute(sql, params)
+        return self.conn.total_changes - before
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        checkpoint_wal(self.conn, self.db_path)
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def finish(self, input_id: str) -> None:
+        self.conn.execute(FINISH_SQL, (int(time.time()), input_id))
+        checkpoint_wal(self.conn, self.db_path, force=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _SqliteImport:
+    """The SQLite import: batches appended to the open run, runs sorted and merged.
+
+    Durable scratch tables, named after the input so imports of two files do not meet:
+    `import_open_<id>` (rows in file order, rowid = seq; a closed run's rows stay until it
+    is merged: rowid <= run_end) and `import_lost_<id>` (phase 1's losers). A closed run is
+    sorted into two temporary tables, outside any transaction of the database (no write
+    lock, no WAL: rebuilt from the open table after a kill, in the same order):
+    `import_ids_<id>` (legacy_id, tenant_id, username_norm, seq sorted by legacy_id, seq)
+    and `import_run_<id>` (seq, STAGE_COLUMNS sorted by tenant_id, username_norm, seq). A
+    run of n rows is merged in positions 1..2n: 1..n are rowids of the ids table (phase
+    1), n+1..2n those of the run table (phase 2)."""
+
+    def __init__(
+        self, db: SqliteDb, input_id: str, opts: ImportOptions, now: int, run: _Run
+    ) -> None:
+        self.db = db
+        self.run_rows = max(1, opts.run_rows)
+        self.slice_rows = max(1, opts.batch_rows)
+        tag = input_id[:16]
+        self.open_table = f"import_open_{tag}"
+        self.ids_table = f"import_ids_{tag}"
+        self.run_table = f"import_run_{tag}"
+        self.losers = f"import_lost_{tag}"
+        # The closed run's tables are in key order already: rowid order needs no sort.
+        self.ids_insert = ids_merge_sql(self.ids_table, "rowid", "s.rowid")
+        self.ids_rows = ids_rows_sql(self.ids_table, "rowid", "s.rowid")
+        self.insert = merge_sql(self.run_table, "rowid", "s.rowid", self.losers, now)
+        self.rows = slice_rows_sql(self.run_table, "rowid", "s.rowid")
+        self.losers_rows = losers_rows_sql(self.run_table, self.losers)
+        self.attached = False
+        conn = db.conn
+        if run.offset == 0 and run.merged == 0:  # left by a start over of this file
+            self.drop_scratch()
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.open_table} ({', '.join(STAGE_COLUMNS)})")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.losers} (seq INTEGER PRIMARY KEY)")
+        beyond = run.run_end if run.merged else 0
+        self.open_rows = int(
+            conn.execute(
+                f"SELECT count(*) FROM {self.open_table} WHERE rowid > ?", (beyond,)
+            ).fetchone()[0]
+        )
+        self.run_len = self._sort(run.run_end) if run.merged else 0
+
+    def drop_scratch(self) -> None:
+        for table in (self.open_table, self.losers):
+            self.db.conn.execute(f"DROP TABLE IF EXISTS main.{table}")
+
+    def _drop_sorted(self) -> None:
+        for table in (self.ids_table, self.run_table):
+            self.db.conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+    def _sort(self, run_end: int) -> int:
+        """The open table's rows up to `run_end` sorted into the temporary tables (SQLite's
+        external merge sort); how many rows."""
+        conn = self.db.conn
+        self._drop_sorted()
+        conn.execute(
+            f"CREATE TEMP TABLE {self.ids_table} AS SELECT legacy_id, tenant_id, username_norm,"
+            f" rowid AS seq FROM main.{self.open_table} WHERE rowid <= ?"
+            " ORDER BY legacy_id, rowid",
+            (run_end,),
+        )
+        conn.execute(
+            f"CREATE TEMP TABLE {self.run_table} AS SELECT rowid AS seq, *"
+            f" FROM main.{self.open_table} WHERE rowid <= ?"
+            " ORDER BY tenant_id, username_norm, rowid",
+            (run_end,),
+        )
+        last = conn.execute(f"SELECT max(rowid) FROM temp.{self.run_table}").fetchone()[0]
+        return int(last or 0)
+
+    def _slice(self, merger: _Merger, run: _Run) -> list[RejectLine]:
+        """Merges the next slice of the closed run, inside the caller's transaction."""
+        n, pos = self.run_len, run.merged
+        rejects = []
+        if pos <= n:
+            hi = min(pos + self.slice_rows - 1, n)
+            merger.merge_ids(self.ids_insert, self.ids_rows, self.losers, pos, hi)
+        else:
+            lo = pos - n
+            hi = n + min(lo + self.slice_rows - 1, n)
+            rejects = merger.merge_rows(self.insert, self.rows, self.losers, lo, hi - n)
+        if hi < 2 * n:
+            run.merged = hi + 1
+            return rejects
+        rejects += merger.classify_losers(self.losers_rows, self.losers)
+        self.db.conn.execute(f"DELETE FROM main.{self.open_table} WHERE rowid <= ?", (run.run_end,))
+        run.merged = self.run_len = 0
+        return rejects
+
+    def append(self, staged: Staged, merger: _Merger, run: _Run) -> list[RejectLine]:
+        """Begins the batch's transaction: the batch appended to the open run, and the
+        next slice of the closed run (if any) merged; the merge's rejects. `detach`
+        once the transaction ended."""
+        self.db.conn.execute("ATTACH DATABASE ? AS stage", (staged.path,))
+        self.attached = True
+        self.db.begin()
+        self.db.conn.execute(
+            f"INSERT INTO main.{self.open_table} SELECT * FROM stage.{STAGE_TABLE}"
+        )
+        self.open_rows += staged.rows
+        return self._slice(merger, run) if run.merged else []
+
+    def detach(self) -> None:
+        if self.attached:
+            self.db.conn.execute("DETACH DATABASE stage")
+            self.attached = False
+
+    def slice_pending(self, merger: _Merger, run: _Run) -> list[RejectLine]:
+        """Begins a transaction: the next slice of the closed run merged."""
+        self.db.begin()
+        return self._slice(merger, run)
+
+    def close_run(self, run: _Run) -> None:
+        """Sorts the open run (no transaction of the database: the sort only reads it),
+        then begins the transaction that records it closed."""
+        assert run.merged == 0
+        self._drop_sorted()  # the last run's, merged already
+        last = self.db.conn.execute(f"SELECT max(rowid) FROM main.{self.open_table}")
+        run_end = int(last.fetchone()[0] or 0)
+        self.run_len = self._sort(run_end)
+        self.db.begin()
+        run.run_end, run.merged = run_end, 1 if self.run_len else 0
+        self.open_rows = 0
+
+    def finish(self) -> None:
+        """Drops the scratch tables, inside the caller's transaction."""
+        self._drop_sorted()
+        self.drop_scratch()
 
 
 class _RejectFile:
@@ -467,122 +735,146 @@ def _staged_from_reader(job: dict[str, Any]) -> Iterator[Staged]:
             proc.stdin.close()
 
 
-class _Importer:
-    def __init__(self, target: Target, input_id: str) -> None:
-        self.target = target
-        self.input_id = input_id
-
-    def _classify(
-        self, staged: Staged, input_fd: int, kinds: Counter[str]
-    ) -> tuple[int, list[RejectLine]]:
-        """(rows already present, rejects) among the rows the INSERT left out."""
-        present = 0
-        rejects = []
-        n = len(ROW_COLUMNS)
-        for found in self.target.left_out():
-            row, span, stored = found[:n], staged.span(found[n]), found[n + 1 :]
-            if stored[0] is not None:
-                differing = _differences(row, stored)
-                if not differing:
-                    present += 1
-                    continue
-                kind = "conflict"
-                reason = f"legacy_id exists with different data: {', '.join(differing)}"
-            else:
-                tenant, norm = row[ROW_COLUMNS.index("tenant_id")], row[_USERNAME_NORM]
-                holder = self.target.username_holder(tenant, norm)
-                if holder is not None:
-                    kind = "duplicate-username"
-                    owner = f"legacy_id {holder[0]}" if holder[0] else "an existing account"
-                    reason = f"username taken in tenant {tenant} by {owner}"
-                else:  # an account id clash: astronomically rare, and harmless to retry
-                    kind = "retry"
-                    reason = "not stored (account id clash); import the reject file again"
-            kinds[kind] += 1
-            rejects.append(RejectLine(span[0], kind, reason, _raw(input_fd, span)))
-        return present, rejects
-
-    def apply(
-        self,
-        staged: Staged,
-        counts: Counts,
-        rejects_file: _RejectFile,
-        input_fd: int,
-        kinds: Counter[str],
-    ) -> None:
-        """One batch, its subscriptions, rejects and checkpoint: all or nothing."""
-        target = self.target
-        for r in staged.rejects:
-            kinds[r.kind] += 1
-        try:
-            added = target.load(staged)
-            rejects = list(staged.rejects)
-            present = 0
-            if added == staged.rows:
-                plans = target.add_plans(True) if staged.plans else 0
-                own = staged.own_quotas
-            else:
-                present, db_rejects = self._classify(staged, input_fd, kinds)
-                rejects += db_rejects
-                plans = target.add_plans(False) if staged.plans else 0
-                own = target.own_quotas_added() if staged.own_quotas else 0
-            rejects_bytes = rejects_file.write(rejects)
-            counts.rows += staged.data_lines
-            counts.inserted += added
-            counts.present += present
-            counts.rejected += len(rejects)
-            counts.plans += plans
-            counts.own_quotas += own
-            target.save_checkpoint(
-                (
-                    staged.end_offset,
-                    staged.end_line,
-                    counts.rows,
-                    counts.inserted,
-                    counts.present,
-                    counts.rejected,
-                    counts.plans,
-                    counts.own_quotas,
-                    rejects_bytes,
-                    int(time.time()),
-                    self.input_id,
-                )
-            )
-        except BaseException:
-            target.rollback()
-            raise
-        target.commit()
-        remove(staged.path)
-
-
-_USERNAME_NORM: Final = ROW_COLUMNS.index("username_norm")
-
-
-def _raw(fd: int, span: tuple[Any, ...]) -> bytes:
-    _, offset, length = span
-    return os.pread(fd, length, offset)
-
-
 def _checkpoint(
-    target: Target, input_id: str, opts: ImportOptions, size: int
-) -> tuple[int, int, Counts, int, bool]:
-    """(byte offset, line, counts, reject bytes, finished) to start from; a fresh
-    checkpoint when there is none or the import starts over."""
-    row = target.read_checkpoint(input_id)
+    db: Db, input_id: str, opts: ImportOptions, size: int
+) -> tuple[_Run, Counts, int, bool]:
+    """(position, counts, reject bytes, finished) to start from; a fresh checkpoint when
+    there is none or the import starts over."""
+    row = db.read_checkpoint(input_id)
     if row is not None and not opts.from_start:
-        return row[0], row[1], Counts(*row[2:8]), row[8], row[9] is not None
+        return _Run(row[0], row[1], row[9], row[10]), Counts(*row[2:8]), row[8], row[11] is not None
     now = int(time.time())
-    target.new_checkpoint((input_id, str(opts.path), size, str(opts.rejects_path), now, now))
-    return 0, 0, Counts(), 0, False
+    db.new_checkpoint((input_id, str(opts.path), size, str(opts.rejects_path), now, now))
+    return _Run(0, 0, 0, 0), Counts(), 0, False
 
 
-def _open_target(opts: ImportOptions, now: int) -> Target:
+def _open_db(opts: ImportOptions) -> Db:
     url = opts.database_url
     if url is not None and url.startswith(("postgresql://", "postgres://")):
-        from gateway.persistence.legacy_import_pg import PostgresTarget
+        from gateway.persistence.legacy_import_pg import PostgresDb
 
-        return PostgresTarget(url, now)
-    return SqliteTarget(opts.db_path, opts.cache_mib, now)
+        return PostgresDb(url)
+    return SqliteDb(opts.db_path, opts.cache_mib)
+
+
+class _Session:
+    """One run of the command: commits a step's rejects and checkpoint, reports progress."""
+
+    def __init__(
+        self,
+        db: Db,
+        input_id: str,
+        result: ImportResult,
+        rejects_file: _RejectFile,
+        run: _Run,
+        progress: Callable[[], None],
+    ) -> None:
+        self.db = db
+        self.input_id = input_id
+        self.result = result
+        self.rejects_file = rejects_file
+        self.run = run
+        self.progress = progress
+
+    def parse_rejects(self, staged: Staged) -> list[RejectLine]:
+        for r in staged.rejects:
+            self.result.kinds[r.kind] += 1
+        self.result.counts.rejected += len(staged.rejects)
+        return list(staged.rejects)
+
+    def batch_read(self, staged: Staged) -> None:
+        self.result.counts.rows += staged.data_lines
+        self.run.offset, self.run.line = staged.end_offset, staged.end_line
+
+    def commit(self, rejects: list[RejectLine]) -> None:
+        """The step's rejects made durable, then its checkpoint and rows committed."""
+        rejects_bytes = self.rejects_file.write(rejects)
+        params = _checkpoint_params(self.result.counts, rejects_bytes, self.run, self.input_id)
+        self.db.execute(CHECKPOINT_SQL, params)
+        self.db.commit()
+        self.progress()
+
+
+def _import_sqlite(
+    db: SqliteDb,
+    opts: ImportOptions,
+    now: int,
+    session: _Session,
+    merger: _Merger,
+    batches: Iterator[Staged],
+) -> None:
+    run = session.run
+    imp = _SqliteImport(db, session.input_id, opts, now, run)
+
+    def finish_run() -> None:
+        while run.merged:
+            try:
+                rejects = imp.slice_pending(merger, run)
+                session.commit(rejects)
+            except BaseException:
+                db.rollback()
+                raise
+
+    def close_run() -> None:
+        try:
+            imp.close_run(run)
+            session.commit([])
+        except BaseException:
+            db.rollback()
+            raise
+
+    finish_run()  # a run a killed import left half merged
+    for staged in batches:
+        try:
+            rejects = session.parse_rejects(staged)
+            rejects += imp.append(staged, merger, run)
+            session.batch_read(staged)
+            session.commit(rejects)
+        except BaseException:
+            db.rollback()
+            raise
+        finally:
+            imp.detach()
+        remove(staged.path)
+        if imp.open_rows >= imp.run_rows:
+            finish_run()
+            close_run()
+    finish_run()
+    if imp.open_rows:
+        close_run()
+        finish_run()
+    db.begin()
+    imp.finish()
+    db.commit()
+
+
+def _import_postgres(
+    db: Any, session: _Session, merger: _Merger, batches: Iterator[Staged], now: int
+) -> None:
+    from gateway.persistence.legacy_import_pg import LOSERS, STAGE
+
+    # Each batch merged straight from its COPY, sorted by each table's key.
+    by_id = "s.legacy_id, s.seq"
+    by_name = "s.tenant_id, s.username_norm, s.seq"
+    ids_insert = ids_merge_sql(STAGE, "seq", by_id)
+    ids_rows = ids_rows_sql(STAGE, "seq", by_id)
+    insert = merge_sql(STAGE, "seq", by_name, LOSERS, now)
+    rows = slice_rows_sql(STAGE, "seq", by_name)
+    losers_rows = losers_rows_sql(STAGE, LOSERS)
+    for staged in batches:
+        try:
+            rejects = session.parse_rejects(staged)
+            db.load(staged)
+            if staged.rows:
+                merger.merge_ids(ids_insert, ids_rows, LOSERS, 1, staged.rows)
+                rejects += merger.merge_rows(insert, rows, LOSERS, 1, staged.rows)
+                rejects += merger.classify_losers(losers_rows, LOSERS)
+            session.batch_read(staged)
+            session.commit(rejects)
+        except BaseException:
+            db.rollback()
+            raise
+        remove(staged.path)
 
 
 def run_import(
@@ -600,14 +892,14 @@ def run_import(
                 raise ImportFailed(f"{opts.path}: {exc}") from None
     input_id, size = input_identity(opts.path)
     now = int(time.time())
-    target = _open_target(opts, now)
+    db = _open_db(opts)
     try:
-        offset, line, counts, rejects_bytes, finished = _checkpoint(target, input_id, opts, size)
-        result = ImportResult(input_id, counts, resumed_at_line=line)
+        run, counts, rejects_bytes, finished = _checkpoint(db, input_id, opts, size)
+        result = ImportResult(input_id, counts, resumed_at_line=run.line)
         if finished:
             result.already_done = True
             return result
-        importer = _Importer(target, input_id)
+        offset, line = run.offset, run.line
         stage_dir = Path(tempfile.mkdtemp(prefix="bitcache-import-stage-"))
         batches: Iterator[Staged]
         if opts.parse_in_child:
@@ -629,22 +921,24 @@ def run_import(
         input_fd = os.open(opts.path, os.O_RDONLY)
         started = time.monotonic()
         rows_at_start = counts.rows
-        try:
-            for staged in batches:
-                importer.apply(staged, counts, rejects_file, input_fd, result.kinds)
-                result.rows_this_run = counts.rows - rows_at_start
-                result.elapsed_s = time.monotonic() - started
-                if on_progress is not None:
-                    on_progress(
-                        Progress(
-                            staged.end_offset,
-                            size,
-                            offset,
-                            counts,
-                            result.rows_this_run,
-                            result.elapsed_s,
-                        )
+
+        def progress() -> None:
+            result.rows_this_run = counts.rows - rows_at_start
+            result.elapsed_s = time.monotonic() - started
+            if on_progress is not None:
+                on_progress(
+                    Progress(
+                        run.offset, size, offset, counts, result.rows_this_run, result.elapsed_s
                     )
+                )
+
+        session = _Session(db, input_id, result, rejects_file, run, progress)
+        merger = _Merger(db, input_fd, opts.policies, counts, result.kinds)
+        try:
+            if isinstance(db, SqliteDb):
+                _import_sqlite(db, opts, now, session, merger, batches)
+            else:
+                _import_postgres(db, session, merger, batches, now)
         finally:
             os.close(input_fd)
             rejects_file.close()
@@ -652,8 +946,8 @@ def run_import(
             if close is not None:
                 close()
             shutil.rmtree(stage_dir, ignore_errors=True)
-        target.finish(input_id)
+        db.finish(input_id)
         result.elapsed_s = time.monotonic() - started
         return result
     finally:
-        target.close()
+        db.close()

@@ -1,12 +1,13 @@
-"""The legacy import's PostgreSQL target: each staged batch is COPYed into a temporary
-table (`import_stage`, emptied at each commit), then moved into `accounts` with one
-`INSERT … SELECT … ON CONFLICT DO NOTHING`; its subscriptions and the checkpoint follow in
-the same transaction, so a killed import resumes exactly as on SQLite.
+"""The legacy import's PostgreSQL database: each staged batch is COPYed into a temporary
+table (`import_stage`, emptied at each commit), then merged into `legacy_accounts` sorted
+by its primary key with one `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`; the
+rejects and the checkpoint follow in the same transaction, so a killed import resumes
+exactly as on SQLite.
 
-The same statements as the SQLite target (legacy_import), with PostgreSQL's placeholders
-(dialect.postgres_query). The importer is synchronous; this target runs asyncpg on an event
-loop of its own, one connection, one transaction per batch. A temporary table is not
-written to PostgreSQL's WAL: only the rows that reach `accounts` are.
+The same statements as on SQLite (legacy_import), with PostgreSQL's placeholders
+(dialect.postgres_query). The importer is synchronous; this runs asyncpg on an event loop
+of its own, one connection, one transaction per batch. A temporary table is not written
+to PostgreSQL's WAL: only the rows that reach `legacy_accounts` are.
 """
 
 from __future__ import annotations
@@ -18,54 +19,49 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from gateway.identity.import_source import ROW_COLUMNS
+from gateway.identity.import_source import STAGE_COLUMNS
 from gateway.persistence.dialect import postgres_query
 from gateway.persistence.import_stage import Staged, read_stage
 from gateway.persistence.legacy_import import (
-    CHECKPOINT_SQL,
     DELETE_CHECKPOINT_SQL,
     FINISH_SQL,
     NEW_CHECKPOINT_SQL,
     READ_CHECKPOINT_SQL,
-    USERNAME_HOLDER_SQL,
+    SCHEMA_VERSION,
     ImportFailed,
-    stage_insert_sql,
-    stage_left_out_sql,
-    stage_own_quotas_sql,
-    stage_plans_sql,
 )
 
 T = TypeVar("T")
 STAGE: Final = "import_stage"
-# The staging table's columns and types (accounts' own types: BIGINT for integers).
-# The staging table: the row's place in the batch, its columns, its plan.
-_COLUMNS: Final = ("seq", *ROW_COLUMNS, "plan_id", "plan_quota", "plan_ends")
+LOSERS: Final = "import_lost"  # the batch's rows whose legacy id was taken
+# The staging table: the row's place in the batch, then its columns (legacy_accounts'
+# own types: BIGINT for integers).
+_COLUMNS: Final = ("seq", *STAGE_COLUMNS)
 _TYPES: Final = {
     "seq": "BIGINT",
-    "api_key_hash": "BYTEA",
     "created_at": "BIGINT",
-    "free_quota_bytes": "BIGINT",
-    "legacy_premium_until": "BIGINT",
-    "legacy_quota_bytes": "BIGINT",
-    "plan_quota": "BIGINT",
-    "plan_ends": "BIGINT",
+    "premium_until": "BIGINT",
+    "quota_bytes": "BIGINT",
+    "plan_quota_bytes": "BIGINT",
+    "line": "BIGINT",
+    "byte_offset": "BIGINT",
+    "length": "BIGINT",
 }
 _CREATE_STAGE: Final = (
     f"CREATE TEMPORARY TABLE {STAGE} ("
     + ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in _COLUMNS)
     + ") ON COMMIT DELETE ROWS"
 )
-_MIN_VERSION: Final = 4  # migrations up to 004_identities.sql
 
 
 def _count(status: str) -> int:
-    """The row count of a command status such as "INSERT 0 42"."""
+    """The row count of a command status such as "UPDATE 42"."""
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
 
 
-class PostgresTarget:
-    def __init__(self, url: str, now: int) -> None:
+class PostgresDb:
+    def __init__(self, url: str) -> None:
         self._loop = asyncio.new_event_loop()
         try:
             self._conn: asyncpg.Connection = self._run(asyncpg.connect(url, timeout=10))
@@ -73,20 +69,21 @@ class PostgresTarget:
             self._loop.close()
             raise
         self._tx: Any = None
-        self._insert = postgres_query(stage_insert_sql(STAGE, "seq", now))
-        self._plans = {
-            all_: postgres_query(stage_plans_sql(f"{STAGE} AS s", "s", now, all_))
-            for all_ in (True, False)
-        }
-        self._own_quotas = postgres_query(stage_own_quotas_sql(STAGE))
-        self._left_out = postgres_query(stage_left_out_sql(STAGE, "seq"))
         try:
-            version = self._run(
-                self._conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            found = self._run(
+                self._conn.fetchval(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1", SCHEMA_VERSION
+                )
             )
-            if version < _MIN_VERSION:
-                raise ImportFailed(f"database at version {version}, needs {_MIN_VERSION}")
+            if found is None:
+                raise ImportFailed(f"database lacks migration {SCHEMA_VERSION}")
             self._run(self._conn.execute(_CREATE_STAGE))
+            self._run(
+                self._conn.execute(
+                    f"CREATE TEMPORARY TABLE {LOSERS} (seq BIGINT PRIMARY KEY)"
+                    " ON COMMIT DELETE ROWS"
+                )
+            )
         except BaseException:
             self.close()
             raise
@@ -99,8 +96,7 @@ class PostgresTarget:
             raise ImportFailed(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
     def read_checkpoint(self, input_id: str) -> tuple[Any, ...] | None:
-        row = self._run(self._conn.fetchrow(postgres_query(READ_CHECKPOINT_SQL), input_id))
-        return None if row is None else tuple(row)
+        return self.fetch_one(READ_CHECKPOINT_SQL, (input_id,))
 
     def new_checkpoint(self, params: tuple[Any, ...]) -> None:
         async def write() -> None:
@@ -110,34 +106,29 @@ class PostgresTarget:
 
         self._run(write())
 
-    def load(self, staged: Staged) -> int:
+    def load(self, staged: Staged) -> None:
+        """Begins the batch's transaction and COPYs its rows into the staging table."""
         rows = read_stage(staged.path)
 
-        async def load() -> int:
+        async def load() -> None:
             self._tx = self._conn.transaction()
             await self._tx.start()
             await self._conn.copy_records_to_table(STAGE, records=rows, columns=list(_COLUMNS))
-            return _count(await self._conn.execute(self._insert))
 
-        return self._run(load())
+        self._run(load())
 
-    def left_out(self) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._run(self._conn.fetch(self._left_out))]
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return _count(self._run(self._conn.execute(postgres_query(sql), *params)))
 
-    def username_holder(self, tenant: str, username_norm: str) -> tuple[Any, ...] | None:
-        row = self._run(
-            self._conn.fetchrow(postgres_query(USERNAME_HOLDER_SQL), tenant, username_norm)
-        )
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._run(self._conn.executemany(postgres_query(sql), rows))
+
+    def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._run(self._conn.fetch(postgres_query(sql), *params))]
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        row = self._run(self._conn.fetchrow(postgres_query(sql), *params))
         return None if row is None else tuple(row)
-
-    def add_plans(self, all_inserted: bool) -> int:
-        return _count(self._run(self._conn.execute(self._plans[all_inserted])))
-
-    def own_quotas_added(self) -> int:
-        return int(self._run(self._conn.fetchval(self._own_quotas)))
-
-    def save_checkpoint(self, params: tuple[Any, ...]) -> None:
-        self._run(self._conn.execute(postgres_query(CHECKPOINT_SQL), *params))
 
     def commit(self) -> None:
         tx, self._tx = self._tx, None
@@ -150,7 +141,7 @@ class PostgresTarget:
             self._run(tx.rollback())
 
     def finish(self, input_id: str) -> None:
-        self._run(self._conn.execute(postgres_query(FINISH_SQL), int(time.time()), input_id))
+        self.execute(FINISH_SQL, (int(time.time()), input_id))
 
     def close(self) -> None:
         try:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import pytest
 
 from gateway.config import GB, TenantSettings
 from gateway.identity.import_source import tenant_policies
+from gateway.persistence import database, logins
 from gateway.persistence.accounts import AccountStore
-from gateway.persistence.database import Database
+from gateway.persistence.database import Connection, Database
 from gateway.persistence.legacy_import import ImportOptions, run_import
 from gateway.persistence.quotas import free_bytes, limit_bytes, subscriptions
 from gateway.persistence.sqlite import SqliteDatabase
@@ -89,9 +91,16 @@ def _query(config: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
 
 
 def _snapshot(config: Path) -> list[tuple[Any, ...]]:
-    return _query(config, "SELECT * FROM accounts ORDER BY id") + _query(
-        config, "SELECT * FROM subscriptions ORDER BY id"
-    )
+    return [
+        row
+        for table, key in (
+            ("legacy_accounts", "tenant_id, username_norm"),
+            ("legacy_ids", "legacy_id"),
+            ("accounts", "id"),
+            ("subscriptions", "id"),
+        )
+        for row in _query(config, f"SELECT * FROM {table} ORDER BY {key}")
+    ]
 
 
 def _rejects(path: Path) -> list[tuple[int, str, bytes]]:
@@ -129,20 +138,32 @@ def _write(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
-def test_every_kind_of_bad_row_gets_its_reject_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        ("--batch-rows", "4"),  # one run, merged at the end
+        # Runs of two batches of 2 rows: the duplicates of lines 11, 13, 14 and 15 meet
+        # their first rows across runs, and across slices of a run.
+        ("--batch-rows", "2", "--run-rows", "4"),
+        ("--batch-rows", "1", "--run-rows", "1"),
+    ],
+)
+def test_every_kind_of_bad_row_gets_its_reject_line(tmp_path: Path, sizes: tuple[str, ...]) -> None:
     config = _config(tmp_path)
     data = _write(tmp_path / "legacy.jsonl", [line for line, _ in LINES])
-    out = _import(config, str(data), "--batch-rows", "4")
+    out = _import(config, str(data), *sizes)
 
     expected = [(n, reason, line) for n, (line, reason) in enumerate(LINES, 1) if reason]
-    got = _rejects(tmp_path / "legacy.jsonl.rejects")
+    # In file order within each step; a run's merge rejects come after its parse rejects.
+    got = sorted(_rejects(tmp_path / "legacy.jsonl.rejects"))
     assert [(n, raw) for n, _, raw in got] == [(n, line) for n, _, line in expected]
     for (_, reason, _), (_, expected_reason, _) in zip(got, expected, strict=True):
         assert expected_reason in reason
     assert "15 rows read" in out and "rejected            11" in out, out
     assert "present              1" in out and "added                3" in out, out
     accounts = _query(
-        config, "SELECT legacy_id, tenant_id, username, email FROM accounts ORDER BY legacy_id"
+        config,
+        "SELECT legacy_id, tenant_id, username, email FROM legacy_accounts ORDER BY legacy_id",
     )
     assert accounts == [
         ("u1", "default", "Alice", "alice@example.org"),  # not overwritten by line 14
@@ -199,7 +220,7 @@ def test_different_data_for_an_existing_legacy_id_is_reported_not_overwritten(
         (1, "legacy_id exists with different data: email, premium_until"),
         (4, "legacy_id exists with different data: username, password, quota_bytes"),
     ]
-    assert _query(config, "SELECT email FROM accounts WHERE legacy_id = 'u1'") == [
+    assert _query(config, "SELECT email FROM legacy_accounts WHERE legacy_id = 'u1'") == [
         ("a@example.org",)
     ]
     assert _query(config, "SELECT count(*) FROM subscriptions") == [(0,)]
@@ -237,8 +258,10 @@ def test_kill_9_mid_import_then_resume_gives_the_exact_count(tmp_path: Path) -> 
     config = _config(tmp_path)
     data = tmp_path / "legacy.jsonl"
     good, bad = _big_file(data, 60_000, bad_every=997)
+    # Runs of 7 batches: the kill lands while a run is gathered or merged.
+    args = ("--batch-rows", "1000", "--run-rows", "7000")
     proc = subprocess.Popen(
-        _command(config, str(data), "--batch-rows", "1000"),
+        _command(config, str(data), *args),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -265,18 +288,73 @@ def test_kill_9_mid_import_then_resume_gives_the_exact_count(tmp_path: Path) -> 
     assert finished is None, "the import ended before it was killed: make the file larger"
     assert 0 < inserted < good
     # The checkpoint and the rows were committed together.
-    assert _query(config, "SELECT count(*) FROM accounts") == [(inserted,)]
+    assert _query(config, "SELECT count(*) FROM legacy_accounts") == [(inserted,)]
     # The reader process ends by itself once the importer is gone.
     assert readers, "the reader process was never seen"
     _wait("the reader to end", lambda: not any(_alive(pid) for pid in readers), timeout_s=30)
 
-    out = _import(config, str(data), "--batch-rows", "1000")
+    out = _import(config, str(data), *args)
     assert "resumed after line" in out, out
-    assert _query(config, "SELECT count(*), count(DISTINCT legacy_id) FROM accounts") == [
+    assert _query(config, "SELECT count(*), count(DISTINCT legacy_id) FROM legacy_accounts") == [
         (good, good)
     ]
+    assert _query(config, "SELECT count(*) FROM legacy_ids") == [(good,)]
+    # The scratch tables of the runs are gone.
+    scratch = "SELECT name FROM sqlite_master WHERE name LIKE 'import~_%' ESCAPE '~'"
+    assert _query(config, scratch) == [("import_checkpoints",)]
     assert _query(config, "SELECT inserted, rejected FROM import_checkpoints") == [(good, len(bad))]
     assert [n for n, _, _ in _rejects(tmp_path / "legacy.jsonl.rejects")] == bad
+
+
+class _Stop(Exception):
+    pass
+
+
+async def test_an_import_stopped_mid_merge_sorts_the_run_again_and_ends_exact(
+    tmp_path: Path,
+) -> None:
+    """A run's sorted copies are temporary tables: stopped in phase 2 of a run's merge, the
+    next run sorts the run's rows again, in the same order, and goes on from the recorded
+    position without adding or losing a row."""
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    await db.close()
+    data = tmp_path / "legacy.jsonl"
+    good, bad = _big_file(data, 20_000, bad_every=997)
+    opts = ImportOptions(
+        path=data,
+        db_path=tmp_path / "gateway.sqlite3",
+        policies=tenant_policies([DEFAULT]),
+        rejects_path=tmp_path / "rejects",
+        batch_rows=1000,
+        run_rows=7000,
+    )
+    seen = []
+
+    def stop_in_phase_2(_: Any) -> None:
+        with sqlite3.connect(tmp_path / "gateway.sqlite3") as conn:
+            merged, run_end, inserted = conn.execute(
+                "SELECT merged, run_end, inserted FROM import_checkpoints"
+            ).fetchone()
+        seen.append(merged)
+        if inserted > 0 and merged > 1 and merged > run_end:  # past phase 1: n+1..2n
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        await asyncio.to_thread(run_import, opts, stop_in_phase_2)
+    stopped_at = seen[-1]
+    result = await asyncio.to_thread(run_import, opts)
+    assert result.resumed_at_line > 0 and stopped_at > 0
+    assert (result.counts.inserted, result.counts.rejected) == (good, len(bad))
+    assert _query_db(tmp_path / "gateway.sqlite3", "SELECT count(*) FROM legacy_accounts") == [
+        (good,)
+    ]
+    assert _query_db(tmp_path / "gateway.sqlite3", "SELECT count(*) FROM legacy_ids") == [(good,)]
+    assert [n for n, _, _ in _rejects(tmp_path / "rejects")] == bad
+
+
+def _query_db(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
 
 
 async def _migrated(db_path: Path) -> Database:
@@ -307,7 +385,20 @@ async def test_premium_time_becomes_a_plan_and_a_larger_quota_the_accounts_own(
         )
         result = await asyncio.to_thread(run_import, opts)
         assert (result.counts.inserted, result.counts.plans, result.counts.own_quotas) == (4, 1, 1)
-        ids = {r[0]: r[1] for r in await db.fetch_all("SELECT legacy_id, id FROM accounts")}
+        # Dormant until a login: no account, no subscription yet.
+        assert await db.fetch_all("SELECT id FROM accounts") == []
+        assert await db.fetch_all("SELECT id FROM subscriptions") == []
+        # The first login promotes each (here straight through the persistence call).
+        ids = {}
+        for r in await db.fetch_all(
+            "SELECT legacy_id, tenant_id, username_norm FROM legacy_accounts"
+        ):
+            async with db.transaction() as conn:
+                account_id = await logins.promote(conn, r[1], r[2], b"s", b"p", NOW)
+            assert account_id is not None
+            ids[r[0]] = account_id
+        assert await db.fetch_all("SELECT * FROM legacy_accounts") == []
+        assert await db.fetch_all("SELECT * FROM legacy_ids") == []
         [sub] = await subscriptions(db, ids["p1"])
         assert (sub.plan_id, sub.quota_bytes, sub.ends_at) == ("5tb-30d", 5_000 * GB, FUTURE)
         assert sub.starts_at <= int(time.time()) < sub.ends_at
@@ -322,11 +413,17 @@ async def test_premium_time_becomes_a_plan_and_a_larger_quota_the_accounts_own(
         assert (
             await limit_bytes(db, DEFAULT, ids["p4"], int(time.time())) == DEFAULT.free_quota_bytes
         )
-        # A restored account has no API key until a login gives it one: its placeholder
-        # is 8 bytes, which no key's SHA-256 (32 bytes) can equal.
+        # A promoted account's own key comes from login_keys: its api_key_hash is an 8-byte
+        # placeholder, which no key's SHA-256 (32 bytes) can equal.
         lengths = await db.fetch_all("SELECT DISTINCT length(api_key_hash) FROM accounts")
         assert [r[0] for r in lengths] == [8]
         assert await AccountStore(db).by_api_key(ids["p4"][5:]) is None
+        # Promoted once: a second promotion (a concurrent login) finds nothing.
+        async with db.transaction() as conn:
+            assert await logins.promote(conn, "default", "premium", b"s", b"p", NOW) is None
+        # The old record stays beside the new login, so a re-import finds it present.
+        again = await asyncio.to_thread(run_import, replace(opts, from_start=True))
+        assert (again.counts.inserted, again.counts.present) == (0, 4)
     finally:
         await db.close()
 
@@ -335,9 +432,8 @@ def test_premium_plan_can_be_named(tmp_path: Path) -> None:
     config = _config(tmp_path)
     data = _write(tmp_path / "p.jsonl", [_row("p1", "premium", premium_until=FUTURE)])
     _import(config, str(data), "--premium-plan", "1tb-30d")
-    assert _query(config, "SELECT plan_id, quota_bytes, ends_at FROM subscriptions") == [
-        ("1tb-30d", 1_000 * GB, FUTURE)
-    ]
+    plan = "SELECT plan_id, plan_quota_bytes, premium_until FROM legacy_accounts"
+    assert _query(config, plan) == [("1tb-30d", 1_000 * GB, FUTURE)]
 
 
 def test_csv_with_a_header(tmp_path: Path) -> None:
@@ -358,7 +454,7 @@ def test_csv_with_a_header(tmp_path: Path) -> None:
         (3, "sha256 salt_position is not prefix or suffix"),
         (4, "username taken in tenant default by legacy_id c1"),
     ]
-    assert _query(config, "SELECT legacy_id, created_at, legacy_hash FROM accounts") == [
+    assert _query(config, "SELECT legacy_id, created_at, legacy_hash FROM legacy_accounts") == [
         ("c1", 1306929600, f'{{"hash":"{digest}","salt":"s","salt_position":"prefix"}}')
     ]
 
@@ -386,7 +482,9 @@ async def test_import_beside_a_running_gateway_on_the_same_database(tmp_path: Pa
         assert result.counts.inserted == good
         assert created > 0
         total = await db.fetch_one("SELECT count(*) FROM accounts")
-        assert total is not None and total[0] == good + created
+        assert total is not None and total[0] == created
+        dormant = await db.fetch_one("SELECT count(*) FROM legacy_accounts")
+        assert dormant is not None and dormant[0] == good
     finally:
         await db.close()
 
@@ -413,3 +511,66 @@ def test_import_needs_a_config(tmp_path: Path, args: list[str]) -> None:
         text=True,
     )
     assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+async def test_migration_013_moves_restored_accounts_that_never_logged_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accounts restored by the importer before 013 (an `accounts` row with a placeholder
+    key, its plan a subscription) become dormant rows; one that logged in stays."""
+    everything = database.migrations()
+    monkeypatch.setattr(database, "migrations", lambda: [m for m in everything if m[0] < 13])
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    try:
+        async with db.transaction() as conn:
+            await _old_restored_accounts(conn)
+    finally:
+        await db.close()
+    monkeypatch.setattr(database, "migrations", lambda: everything)
+    db = await _migrated(tmp_path / "gateway.sqlite3")
+    try:
+        dormant = await db.fetch_all(
+            "SELECT tenant_id, username_norm, legacy_id, username, legacy_scheme, legacy_hash,"
+            " created_at, premium_until, quota_bytes, plan_id, plan_quota_bytes, imported_at"
+            " FROM legacy_accounts"
+        )
+        old = ("default", "dormant", "u1", "Dormant", "md5", '{"hash":"00"}', 1000, FUTURE)
+        assert [tuple(r) for r in dormant] == [(*old, 500, "5tb-30d", 7, 2000)]
+        ids = await db.fetch_all("SELECT legacy_id, tenant_id, username_norm FROM legacy_ids")
+        assert [tuple(r) for r in ids] == [("u1", "default", "dormant")]
+        left = await db.fetch_all("SELECT legacy_id FROM accounts")
+        assert [tuple(r) for r in left] == [("u2",)]
+        subs = await db.fetch_all("SELECT account_id FROM subscriptions")
+        assert [tuple(r) for r in subs] == [(f"acct_{(bytes([2]) * 8).hex()}",)]
+    finally:
+        await db.close()
+
+
+async def _old_restored_accounts(conn: Connection) -> None:
+    """Two accounts as the importer stored them before 013; the second one logged in."""
+    for n, (name, logged_in) in enumerate((("Dormant", False), ("Active", True)), 1):
+        placeholder = bytes([n]) * 8
+        await conn.execute(
+            "INSERT INTO accounts (id, tenant_id, api_key_hash, created_at, username,"
+            " username_norm, email, free_quota_bytes, login_salt, proof_hash, legacy_id,"
+            " legacy_scheme, legacy_hash, legacy_premium_until, legacy_quota_bytes,"
+            " imported_at) VALUES (?, 'default', ?, 1000, ?, ?, NULL, 500, ?, ?, ?,"
+            " ?, ?, ?, 500, 2000)",
+            (
+                f"acct_{placeholder.hex()}",
+                placeholder,
+                name,
+                name.lower(),
+                b"salt" if logged_in else None,
+                b"proof" if logged_in else None,
+                f"u{n}",
+                None if logged_in else "md5",
+                None if logged_in else '{"hash":"00"}',
+                FUTURE,
+            ),
+        )
+        await conn.execute(
+            "INSERT INTO subscriptions (account_id, plan_id, quota_bytes, starts_at,"
+            " ends_at, payment_hash) VALUES (?, '5tb-30d', 7, 2000, ?, ?)",
+            (f"acct_{placeholder.hex()}", FUTURE, placeholder),
+        )

@@ -74,9 +74,16 @@ def _query(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def _snapshot(config: Path) -> list[tuple[Any, ...]]:
-    return _query(config, "SELECT * FROM accounts ORDER BY id") + _query(
-        config, "SELECT * FROM subscriptions ORDER BY id"
-    )
+    return [
+        row
+        for table, key in (
+            ("legacy_accounts", "tenant_id, username_norm"),
+            ("legacy_ids", "legacy_id"),
+            ("accounts", "id"),
+            ("subscriptions", "id"),
+        )
+        for row in _query(config, f"SELECT * FROM {table} ORDER BY {key}")
+    ]
 
 
 def test_bad_rows_are_reported_and_reimport_is_a_no_op(config: Path, tmp_path: Path) -> None:
@@ -91,7 +98,8 @@ def test_bad_rows_are_reported_and_reimport_is_a_no_op(config: Path, tmp_path: P
     assert "15 rows read" in out and "rejected            11" in out, out
     assert "present              1" in out and "added                3" in out, out
     accounts = _query(
-        config, "SELECT legacy_id, tenant_id, username, email FROM accounts ORDER BY legacy_id"
+        config,
+        "SELECT legacy_id, tenant_id, username, email FROM legacy_accounts ORDER BY legacy_id",
     )
     assert accounts == [
         ("u1", "default", "Alice", "alice@example.org"),  # not overwritten by line 14
@@ -117,18 +125,20 @@ def test_premium_time_and_quota_are_restored(config: Path, tmp_path: Path) -> No
         ],
     )
     out = _import(config, str(data))
-    assert "added                3 accounts (1 with premium time as a plan, 1 with" in out, out
+    assert "added                3 accounts (1 with premium time, a plan from" in out, out
+    assert "1 with their own quota" in out, out
+    # Dormant: the plan and quota wait for the first login (tests/unit/test_login.py).
     assert _query(
         config,
-        "SELECT a.legacy_id, s.plan_id, s.ends_at FROM subscriptions s"
-        " JOIN accounts a ON a.id = s.account_id",
-    ) == [("p1", "5tb-30d", FUTURE)]
-    assert _query(
-        config, "SELECT legacy_id, free_quota_bytes FROM accounts ORDER BY legacy_id"
-    ) == [("p1", 500 * 10**9), ("p2", None), ("p3", None)]
-    # A second run from the start adds no second plan.
+        "SELECT legacy_id, plan_id, premium_until, quota_bytes FROM legacy_accounts"
+        " ORDER BY legacy_id",
+    ) == [
+        ("p1", "5tb-30d", FUTURE, 500 * 10**9),
+        ("p2", None, 1_000_000_000, 1),
+        ("p3", None, FUTURE, None),
+    ]
     assert "present              3" in _import(config, str(data), "--from-start")
-    assert _query(config, "SELECT count(*) FROM subscriptions") == [(1,)]
+    assert _query(config, "SELECT count(*) FROM subscriptions") == [(0,)]
 
 
 def test_kill_9_mid_import_then_resume_gives_the_exact_count(config: Path, tmp_path: Path) -> None:
@@ -159,14 +169,15 @@ def test_kill_9_mid_import_then_resume_gives_the_exact_count(config: Path, tmp_p
     ((inserted, finished),) = _query(config, "SELECT inserted, finished_at FROM import_checkpoints")
     assert finished is None, "the import ended before it was killed: make the file larger"
     assert 0 < inserted < good
-    assert _query(config, "SELECT count(*) FROM accounts") == [(inserted,)]
+    assert _query(config, "SELECT count(*) FROM legacy_accounts") == [(inserted,)]
     assert readers, "the reader process was never seen"
     _wait("the reader to end", lambda: not any(_alive(pid) for pid in readers), timeout_s=30)
 
     out = _import(config, str(data), "--batch-rows", "1000")
     assert "resumed after line" in out, out
-    assert _query(config, "SELECT count(*), count(DISTINCT legacy_id) FROM accounts") == [
+    assert _query(config, "SELECT count(*), count(DISTINCT legacy_id) FROM legacy_accounts") == [
         (good, good)
     ]
+    assert _query(config, "SELECT count(*) FROM legacy_ids") == [(good,)]
     assert _query(config, "SELECT inserted, rejected FROM import_checkpoints") == [(good, len(bad))]
     assert [n for n, _, _ in _rejects(tmp_path / "legacy.jsonl.rejects")] == bad

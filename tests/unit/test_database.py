@@ -47,19 +47,20 @@ async def test_read_after_commit_sees_the_row_while_other_reads_overlap(tmp_path
 async def test_a_migration_numbered_below_one_applied_is_still_applied(
     database_location: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Branches land in any order: 004 may arrive after 005 was applied somewhere. On
-    both engines (tests/unit/conftest.py)."""
+    """Branches land in any order: 012 may arrive after 013 was applied somewhere (012:
+    one that no later migration builds on; 013 builds on 004). On both engines
+    (tests/unit/conftest.py)."""
     from gateway.persistence import database
 
     everything = database.migrations()
-    without_4 = [m for m in everything if m[0] != 4]
-    monkeypatch.setattr(database, "migrations", lambda: without_4)
+    without_12 = [m for m in everything if m[0] != 12]
+    monkeypatch.setattr(database, "migrations", lambda: without_12)
     db = open_database(database_location)
     await db.open()
     await db.close()
     monkeypatch.setattr(database, "migrations", lambda: everything)
     db = open_database(database_location)
-    await db.open()  # applies 004 now, and nothing twice
+    await db.open()  # applies 012 now, and nothing twice
     try:
         rows = await db.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
         assert [r[0] for r in rows] == [m[0] for m in everything]

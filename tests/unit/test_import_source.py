@@ -1,10 +1,8 @@
-"""Tests for gateway.identity.import_source: batches, their resume offsets, account ids
-and tenant policies."""
+"""Tests for gateway.identity.import_source: batches, their resume offsets, the columns of
+a row and tenant policies."""
 
 from __future__ import annotations
 
-import re
-from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -13,12 +11,11 @@ import pytest
 from gateway.billing.quota import Plan
 from gateway.config import GB, TenantSettings
 from gateway.identity.import_source import (
-    FREE_QUOTA,
-    ID,
     LEGACY_ID,
-    ROW_COLUMNS,
+    LINE,
+    SPAN_COLUMNS,
+    STAGE_COLUMNS,
     Batch,
-    account_ids,
     detect_format,
     input_identity,
     read_batches,
@@ -58,7 +55,8 @@ def test_batches_count_lines_and_say_where_the_next_one_starts(jsonl: Path) -> N
     raw = jsonl.read_bytes()
     for b in batches:  # each batch ends at a line start
         assert raw[b.end_offset - 2 : b.end_offset] == b"\r\n"
-        for line, offset, length in b.spans:
+        for row in b.rows:
+            line, offset, length = row[LINE:]
             assert raw[offset : offset + length] == raw.split(b"\r\n")[line - 1]
 
 
@@ -78,7 +76,7 @@ def test_resuming_a_csv_reads_its_header_again(tmp_path: Path) -> None:
     )
     batches = list(read_batches(path, "csv", 0, 0, POLICIES, NOW, 2))
     assert _ids(batches) == [f"u{i}" for i in range(1, 6)]
-    assert batches[0].spans[0][0] == 2  # line 1 is the header
+    assert batches[0].rows[0][LINE] == 2  # line 1 is the header
     rest = list(read_batches(path, "csv", batches[0].end_offset, 3, POLICIES, NOW, 2))
     assert _ids(rest) == ["u3", "u4", "u5"]
 
@@ -95,24 +93,21 @@ def test_rows_follow_row_columns_and_the_tenant_policy(tmp_path: Path) -> None:
         )
     )
     (batch,) = read_batches(path, "jsonl", 0, 0, POLICIES, NOW, 10)
-    first, second = (dict(zip(ROW_COLUMNS, row, strict=True)) for row in batch.rows)
-    assert first["free_quota_bytes"] == 500 * GB and second["free_quota_bytes"] is None
-    assert first["legacy_quota_bytes"] == 500 * GB and second["legacy_quota_bytes"] == 50 * GB
-    assert batch.rows[0][FREE_QUOTA] == 500 * GB
-    assert batch.premium == [(0, "5tb-30d", 5_000 * GB, NOW + 10)]  # the largest plan
+    first, second = (dict(zip(STAGE_COLUMNS, row, strict=True)) for row in batch.rows)
+    assert first["quota_bytes"] == 500 * GB and second["quota_bytes"] == 50 * GB
+    assert (batch.own_quotas, batch.plans) == (1, 1)  # 50 GB is below the 100 GB free tier
+    # Premium time ahead becomes the largest plan at the first login; time gone, none.
+    assert (first["plan_id"], first["plan_quota_bytes"]) == ("5tb-30d", 5_000 * GB)
+    assert first["premium_until"] == NOW + 10
+    assert (second["plan_id"], second["plan_quota_bytes"]) == (None, None)
+    assert (first["tenant_id"], first["username_norm"], first["username"]) == (
+        "default",
+        "user1",
+        "user1",
+    )
+    assert first["legacy_scheme"] == "md5" and first["created_at"] is None
+    assert STAGE_COLUMNS[-len(SPAN_COLUMNS) :] == SPAN_COLUMNS
     assert [(r.line, r.reason) for r in batch.rejects] == [(3, "unknown tenant 'nosuch'")]
-
-
-def test_account_ids_look_like_other_ids_count_up_and_differ_across_runs() -> None:
-    run = list(islice(account_ids(), 3))
-    other = next(account_ids())
-    for account_id, placeholder in [*run, other]:
-        assert re.fullmatch(r"acct_[0-9a-f]{16}", account_id)
-        assert placeholder == bytes.fromhex(account_id[5:]) and len(placeholder) == 8
-    assert [int(i[5:], 16) - int(run[0][0][5:], 16) for i, _ in run] == [0, 1, 2]
-    assert other[0][5:13] != run[0][0][5:13]  # a new random prefix (fails 1 in 2^32)
-    assert run[0][0] != other[0] and len({i for i, _ in run}) == 3
-    assert ID == 0
 
 
 def test_premium_plan_choice() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from gateway.config import TenantSettings
-from gateway.identity.import_source import ROW_COLUMNS, read_batches, tenant_policies
+from gateway.identity.import_source import LINE, STAGE_COLUMNS, read_batches, tenant_policies
 from gateway.persistence.import_stage import Staged, read_stage, stage, staged_batches
 
 NOW = 1_700_000_000
@@ -34,6 +34,7 @@ def _export(tmp_path: Path, rows: int) -> Path:
 
 
 def test_a_staged_batch_holds_its_rows_plans_and_spans(tmp_path: Path) -> None:
+    """A staged row is the row as read, its plan and where it came from included."""
     export = _export(tmp_path, 7)
     (batch,) = read_batches(export, "jsonl", 0, 0, POLICIES, NOW, 100)
     staged = stage(batch, tmp_path / "b.sqlite3")
@@ -43,16 +44,18 @@ def test_a_staged_batch_holds_its_rows_plans_and_spans(tmp_path: Path) -> None:
 
     rows = read_stage(staged.path)
     assert [r[0] for r in rows] == list(range(1, 8))  # rowids in file order
-    assert [r[1 : 1 + len(ROW_COLUMNS)] for r in rows] == batch.rows
-    plans = {r[1 + ROW_COLUMNS.index("legacy_id")]: r[-3:] for r in rows if r[-3] is not None}
+    assert [r[1:] for r in rows] == batch.rows
+    plan = STAGE_COLUMNS.index("plan_id")
+    plans = {r[1 + STAGE_COLUMNS.index("legacy_id")]: r[1 + plan : 3 + plan] for r in rows}
     plan_id = POLICIES["default"].premium_plan_id
     quota = POLICIES["default"].premium_quota_bytes
-    assert plans == {"u3": (plan_id, quota, FUTURE), "u6": (plan_id, quota, FUTURE)}
+    assert {k: v for k, v in plans.items() if v[0]} == {
+        "u3": (plan_id, quota),
+        "u6": (plan_id, quota),
+    }
 
     raw = export.read_bytes()
-    for rowid, (line, offset, length) in enumerate(batch.spans, 1):
-        assert staged.span(rowid) == (line, offset, length)
-    line, offset, length = staged.span(3)  # the third row is on line 4, past the broken one
+    line, offset, length = rows[2][1 + LINE :]  # the third row is on line 4, past the broken one
     assert line == 4 and orjson.loads(raw[offset : offset + length])["legacy_id"] == "u3"
 
     assert Staged.decode(staged.encode()) == staged

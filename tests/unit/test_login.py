@@ -117,18 +117,22 @@ class Gateway:
             return dict(await resp.json())
 
     async def row(self, username: str) -> tuple[Any, ...]:
+        """(legacy_scheme, legacy_hash, login_salt, proof_hash, dormant): a restored account
+        that never logged in is a row of legacy_accounts, not of accounts."""
         db = SqliteDatabase(self.config.database_path)
         await db.open()
         try:
-            row = await db.fetch_one(
-                "SELECT legacy_scheme, legacy_hash, login_salt, proof_hash FROM accounts"
-                " WHERE username = ?",
-                (username,),
+            rows = await db.fetch_all(
+                "SELECT legacy_scheme, legacy_hash, login_salt, proof_hash, 0 FROM accounts"
+                " WHERE username = ?"
+                " UNION ALL SELECT legacy_scheme, legacy_hash, NULL, NULL, 1"
+                " FROM legacy_accounts WHERE username = ?",
+                (username, username),
             )
         finally:
             await db.close()
-        assert row is not None
-        return tuple(row)
+        assert len(rows) == 1, rows
+        return tuple(rows[0])
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -192,7 +196,8 @@ async def test_every_old_scheme_logs_in_once_with_its_password_then_by_proof(
 ) -> None:
     user = f"User-{scheme}"
     proof = await gw.proof(user)
-    assert (await gw.row(user))[1] is not None  # the old hash is there
+    dormant = await gw.row(user)
+    assert dormant[1] is not None and dormant[4] == 1  # the old hash is there, no account yet
     # Before the upgrade a proof alone opens nothing: the gateway has no proof hash yet.
     status, body, _ = await gw.post("/v1/login", {"username": user, "proof": proof})
     assert (status, body["type"].rsplit("/", 1)[-1]) == (401, "login-failed")
@@ -202,7 +207,7 @@ async def test_every_old_scheme_logs_in_once_with_its_password_then_by_proof(
         "/v1/login", {"username": user, "proof": wrong, "password": "not the password"}
     )
     assert status == 401
-    assert (await gw.row(user))[1] is not None  # and changes nothing
+    assert (await gw.row(user))[1:] == dormant[1:]  # and changes nothing
     # The right password, with the new proof: an API key; the old hash is replaced.
     status, body, _ = await gw.post(
         "/v1/login", {"username": user.upper(), "proof": proof, "password": PASSWORD}
@@ -210,8 +215,9 @@ async def test_every_old_scheme_logs_in_once_with_its_password_then_by_proof(
     assert status == 200, body
     assert body["upgraded"] is True
     first_key = body["api_key"]
-    legacy_scheme, legacy_hash, login_salt, proof_hash = await gw.row(user)
-    assert legacy_scheme is None and legacy_hash is None
+    # The login promoted it: an account, and no dormant row (row() asserts one row).
+    legacy_scheme, legacy_hash, login_salt, proof_hash, is_dormant = await gw.row(user)
+    assert legacy_scheme is None and legacy_hash is None and is_dormant == 0
     assert login_salt == bytes.fromhex(proof and (await gw.salt(user))[0].hex())
     assert proof_hash is not None and bytes.fromhex(proof) not in proof_hash
     # From now on: the proof alone, no password.

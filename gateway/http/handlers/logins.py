@@ -97,6 +97,7 @@ async def login(request: web.Request) -> web.Response:
         if not rules.proof_matches(proof, record.proof_hash if record else None):
             raise _failed()
         assert record is not None
+        account_id: str | None = record.account_id
         async with s.db.transaction() as conn:
             api_key = await logins.issue_key(conn, record.account_id, now)
     else:
@@ -106,16 +107,22 @@ async def login(request: web.Request) -> web.Response:
         if not ok or record is None:
             raise _failed()
         salt = rules.derived_salt(s.login_salt_key, tenant.id, norm)
-        # The new proof replaces the old hash and the key is issued in one transaction.
+        # The new proof replaces the old hash (a dormant restored account becomes an
+        # account) and the key is issued, in one transaction.
         async with s.db.transaction() as conn:
-            if not await logins.replace_legacy(
-                conn, record.account_id, salt, rules.proof_hash(proof)
-            ):
+            account_id = record.account_id
+            if not account_id:
+                account_id = await logins.promote(
+                    conn, tenant.id, norm, salt, rules.proof_hash(proof), now
+                )
+            elif not await logins.replace_legacy(conn, account_id, salt, rules.proof_hash(proof)):
+                account_id = None
+            if account_id is None:
                 raise _failed()  # a concurrent first login replaced it with its own proof
-            api_key = await logins.issue_key(conn, record.account_id, now)
+            api_key = await logins.issue_key(conn, account_id, now)
     return web.json_response(
         {
-            "account_id": record.account_id,
+            "account_id": account_id,
             "api_key": api_key,
             "tenant": tenant.id,
             "upgraded": body.password is not None,
