@@ -10,7 +10,7 @@ temporary directory, then
   checking, conflict handling, checkpoints and rejects included; start-up excluded), and
   the peak RSS of the command and its reader process together, sampled from /proc;
 - plain: the same rows, already parsed, inserted in the file's order into the same schema
-  (legacy_accounts and legacy_ids, migration 013) on another fresh database by
+  (legacy_accounts and legacy_ids, migration 014) on another fresh database by
   `executemany` with the same batch size, one transaction per batch and the importer's
   connection settings (tune_sqlite, checkpoint_wal), with no ON CONFLICT, checkpoint,
   reject file, staging or sorting — only the time of the inserts is counted (parsing is

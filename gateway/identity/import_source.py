@@ -3,7 +3,7 @@
 The file is read line by line in binary (memory stays flat whatever its size); each batch
 says the byte offset and line number after its last line, so a checkpoint can resume with
 `seek()`. Rows are checked here (import_rows) and turned into the columns of a dormant
-restored account (`legacy_accounts`, migration 013); refused rows come back with their
+restored account (`legacy_accounts`, migration 014); refused rows come back with their
 line number, reason and raw bytes. This runs in a child process of the importer
 (import_reader), which stages each batch for the importer (persistence/import_stage), so
 parsing overlaps with the database's writes; it imports nothing heavy, so that process

@@ -1,6 +1,6 @@
 """The legacy import engine: export file → dormant restored accounts, resumable, idempotent.
 
-A restored account that never logged in is a row of `legacy_accounts` (migration 013,
+A restored account that never logged in is a row of `legacy_accounts` (migration 014,
 primary key (tenant_id, username_norm), the old record in a few columns) and one of
 `legacy_ids` (legacy_id → that key). No `accounts` row, API key placeholder or
 subscription until its first login promotes it (persistence/logins.promote).
@@ -71,7 +71,7 @@ from gateway.identity.import_source import (
 )
 from gateway.persistence.import_stage import STAGE_TABLE, Staged, remove, staged_batches
 
-SCHEMA_VERSION: Final = 13  # migrations up to 013_legacy_accounts.sql
+SCHEMA_VERSION: Final = 14  # migrations up to 014_legacy_accounts.sql
 # Checkpoint the WAL by hand once it passes this size, instead of SQLite's automatic
 # checkpoint at every commit past 4 MB: a page that several batches write (the leaves a
 # merge slice touches, the scratch tables' tails) is then copied back once.

@@ -1,7 +1,7 @@
 """Login records: an account's username, login salt, proof hash or old-service hash, and the
 API keys logins issue (table login_keys). Only SHA-256 of a key is stored.
 
-A restored account that never logged in is a row of `legacy_accounts` (migration 013), not
+A restored account that never logged in is a row of `legacy_accounts` (migration 014), not
 of `accounts`: lookups by name look in both, and its first successful login promotes it
 (`promote`) into `accounts` with its plan and own quota, in the login's transaction."""
 
@@ -125,7 +125,7 @@ async def promote(
         return None
     await conn.execute("DELETE FROM legacy_ids WHERE legacy_id = ?", (legacy_id,))
     # The placeholder key: 8 random bytes (no API key's 32-byte SHA-256 can equal it),
-    # also the plan's placeholder payment hash, as accounts restored before 013 had.
+    # also the plan's placeholder payment hash, as accounts restored before 014 had.
     placeholder = secrets.token_bytes(8)
     account_id = "acct_" + placeholder.hex()
     await conn.execute(

@@ -513,10 +513,10 @@ def test_import_needs_a_config(tmp_path: Path, args: list[str]) -> None:
     assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
 
 
-async def test_migration_013_moves_restored_accounts_that_never_logged_in(
+async def test_migration_014_moves_restored_accounts_that_never_logged_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Accounts restored by the importer before 013 (an `accounts` row with a placeholder
+    """Accounts restored by the importer before 014 (an `accounts` row with a placeholder
     key, its plan a subscription) become dormant rows; one that logged in stays."""
     everything = database.migrations()
     monkeypatch.setattr(database, "migrations", lambda: [m for m in everything if m[0] < 13])
@@ -547,7 +547,7 @@ async def test_migration_013_moves_restored_accounts_that_never_logged_in(
 
 
 async def _old_restored_accounts(conn: Connection) -> None:
-    """Two accounts as the importer stored them before 013; the second one logged in."""
+    """Two accounts as the importer stored them before 014; the second one logged in."""
     for n, (name, logged_in) in enumerate((("Dormant", False), ("Active", True)), 1):
         placeholder = bytes([n]) * 8
         await conn.execute(

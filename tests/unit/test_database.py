@@ -47,8 +47,8 @@ async def test_read_after_commit_sees_the_row_while_other_reads_overlap(tmp_path
 async def test_a_migration_numbered_below_one_applied_is_still_applied(
     database_location: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Branches land in any order: 012 may arrive after 013 was applied somewhere (012:
-    one that no later migration builds on; 013 builds on 004). On both engines
+    """Branches land in any order: 012 may arrive after 013 and 014 were applied
+    somewhere (012: one that no later migration builds on). On both engines
     (tests/unit/conftest.py)."""
     from gateway.persistence import database
 
