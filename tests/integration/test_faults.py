@@ -986,7 +986,9 @@ async def test_kill_9_of_the_gateway_during_an_upload_and_a_paid_download(
         async with aiohttp.ClientSession() as session:
             _, key = await create_account(session, gateway.url)
         up_cfg, down_cfg = tmp_path / "up.json", tmp_path / "down.json"
-        up_cfg.write_text(sandbox_client_config(network, gateway.url, key).model_dump_json())
+        # Two chunks in flight, each slowed by the kubo proxy: the kill lands mid-upload.
+        up = sandbox_client_config(network, gateway.url, key).model_copy(update={"concurrency": 2})
+        up_cfg.write_text(up.model_dump_json())
         down_cfg.write_text(sandbox_client_config(network, gateway.url).model_dump_json())
         source = tmp_path / "big.bin"
         source.write_bytes(os.urandom(10 * MIB + 3))  # 11 chunks
@@ -1060,7 +1062,10 @@ async def test_kill_9_of_the_client_during_an_upload_and_a_plan_purchase(
         assert client.lnd is not None
         lnd = client.lnd.model_copy(update={"rest_url": f"https://127.0.0.1:{payer_link.port}"})
         up_cfg = tmp_path / "up.json"
-        up_cfg.write_text(client.model_copy(update={"lnd": lnd}).model_dump_json())
+        # Two chunks in flight, each slowed by the kubo proxy: the kill lands mid-upload
+        # (with the default 16 in flight, all 9 chunks are stored at once).
+        up = client.model_copy(update={"lnd": lnd, "concurrency": 2})
+        up_cfg.write_text(up.model_dump_json())
         source = tmp_path / "big.bin"
         source.write_bytes(os.urandom(8 * MIB + 1))  # 9 chunks
 
