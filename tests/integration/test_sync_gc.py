@@ -263,10 +263,11 @@ async def test_a_device_journaling_a_collected_chunk_sends_it_again(
     config, url = gw
     d0, d1, d2 = await devices(url, tmp_path, 3)
     account = await account_of(d0)
-    random_file(d1.folder / "x.bin", 5 * MIB // 2)
+    # Over twice CDC's 4 MiB cap, so surely several chunks (2.5 MiB was one, once).
+    random_file(d1.folder / "x.bin", 9 * MIB)
     content = (d1.folder / "x.bin").read_bytes()
     first = await d1.sync()
-    assert first.uploaded_chunks >= 2
+    assert first.uploaded_chunks >= 3
     await d0.sync()
     (d0.folder / "x.bin").unlink()
     await d0.sync()

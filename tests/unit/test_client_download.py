@@ -357,7 +357,8 @@ async def test_ranges_capped_by_client_and_clipped_by_gateway(env: Env) -> None:
     link = await env.upload(src)
     async with env.client(max_range_chunks=4) as client:
         await client.download(link, out=env.tmp / "a.bin", progress=False)
-    assert [c for _, c in env.gateway.challenges] == [1, 4, 4, 4, 4, 3]
+    # Several purchasers: the ranges may arrive out of order, so they are compared by start.
+    assert sorted(env.gateway.challenges) == [(0, 1), (1, 4), (5, 4), (9, 4), (13, 4), (17, 3)]
 
     env.gateway.challenges.clear()
     env.gateway.max_range = 3  # the gateway sells less than asked: the rest is bought later
