@@ -20,7 +20,7 @@ from client.api import BitcacheClient
 from gateway.config import GatewayConfig, ReplicationSettings, TenantSettings
 from gateway.server import serve
 from regtest.cluster import Cluster, ClusterPeer
-from regtest.network import Network, wait_until
+from regtest.network import Network, NetworkError, wait_until
 from sandbox.run import sandbox_client_config
 from tests.conftest import gateway_config
 from tests.sql import fetch_all
@@ -92,15 +92,26 @@ async def kubo_pins(http: aiohttp.ClientSession, peer: ClusterPeer, cid: str) ->
 
 
 async def wait_pinned(
-    http: aiohttp.ClientSession, peer: ClusterPeer, cids: list[str], count: int
+    http: aiohttp.ClientSession,
+    peer: ClusterPeer,
+    cids: list[str],
+    count: int,
+    timeout_s: float = 60,
 ) -> None:
+    seen: dict[str, Any] = {}
+
     async def done() -> bool:
         for cid in cids:
-            if len(pinned_on(await status(http, peer, cid))) != count:
+            seen[cid] = await status(http, peer, cid)
+            if len(pinned_on(seen[cid])) != count:
                 return False
         return True
 
-    await wait_until(f"{len(cids)} CIDs pinned on {count} peers", done, 60, every_s=0.5)
+    try:
+        await wait_until(f"{len(cids)} CIDs pinned on {count} peers", done, timeout_s, every_s=0.5)
+    except NetworkError as exc:  # say what the cluster last reported, and what it allocated
+        pins = {cid: await allocation(http, peer, cid) for cid in cids}
+        raise NetworkError(f"{exc}; last status {seen}; allocations {pins}") from exc
 
 
 async def test_a_paid_download_from_a_gateway_on_the_cluster(
@@ -268,4 +279,6 @@ async def test_killing_a_peer_and_its_kubo_leaves_every_file_downloadable(
             assert (tmp_path / "late-copy.bin").read_bytes() == late.read_bytes()
             late_cids = set(await file_cids(config)) - set(cids)
             assert len(late_cids) == 2
-            await wait_pinned(http, survivor, sorted(late_cids), 2)
+            # Longer: once a CI run under load took over 60 s here (the exception now says
+            # what the cluster last reported, if it happens again).
+            await wait_pinned(http, survivor, sorted(late_cids), 2, timeout_s=180)
