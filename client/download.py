@@ -319,7 +319,9 @@ class _Download:
         is read in place, in the fetcher's buffer."""
         plaintext = self._r.decryptor.open(index, sealed)  # ChunkAuthError names the chunk
         assert self._fd is not None
-        self._fd.pwrite_all(plaintext, index * self._r.header.chunk_size)
+        offset = index * self._r.header.chunk_size
+        self._fd.pwrite_all(plaintext, offset)
+        self._fd.start_writeback(offset, len(plaintext))
         return len(plaintext)
 
     # --- bookkeeping (event loop only) --------------------------------------------------

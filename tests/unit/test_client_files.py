@@ -1,0 +1,73 @@
+"""client/files.py: the descriptor shared with worker threads. Its I/O runs side by side
+(a slow fsync holds up no write), and closing it waits for I/O already under way."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from client import files
+from client.errors import ClientError
+
+
+class SlowFsync:
+    """os.fsync that blocks until released, telling when it has started."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        self.started.set()
+        assert self.release.wait(10), "the test never released fsync"
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> files._SharedFd:
+    return files._SharedFd(os.open(tmp_path / "f.part", os.O_RDWR | os.O_CREAT, 0o600))
+
+
+def test_a_write_goes_ahead_while_an_fsync_is_under_way(
+    shared: files._SharedFd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowFsync()
+    monkeypatch.setattr(os, "fsync", slow)
+    syncing = threading.Thread(target=shared.fsync)
+    syncing.start()
+    assert slow.started.wait(10)
+    writing = threading.Thread(target=shared.pwrite_all, args=(b"chunk", 3))
+    writing.start()
+    writing.join(5)
+    done_during_fsync = not writing.is_alive()
+    slow.release.set()
+    syncing.join(5)
+    assert done_during_fsync, "the write waited for the fsync"
+    shared.start_writeback(3, 5)  # a hint to the kernel: the bytes stay as written
+    shared.close()
+    shared.start_writeback(3, 5)  # closed: nothing to do, and no error
+    assert (tmp_path / "f.part").read_bytes() == b"\0\0\0chunk"
+
+
+def test_closing_waits_for_io_under_way_and_then_refuses_more(
+    shared: files._SharedFd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowFsync()
+    monkeypatch.setattr(os, "fsync", slow)
+    syncing = threading.Thread(target=shared.fsync)
+    syncing.start()
+    assert slow.started.wait(10)
+    closing = threading.Thread(target=shared.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive(), "close did not wait for the fsync under way"
+    assert shared.closed  # new I/O is refused from the moment close begins
+    with pytest.raises(ClientError, match="abandoned"):
+        shared.pwrite_all(b"late", 0)
+    slow.release.set()
+    closing.join(5)
+    syncing.join(5)
+    assert not closing.is_alive() and not syncing.is_alive()
+    shared.fsync()  # after close: nothing to make durable, and no error
