@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import ConfigError, load_config
+from gateway.server import ACCESS_LOG_FORMAT
 
 log = logging.getLogger("bitcache.gateway")
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_timeout=config.shutdown_timeout_s,
         # aiohttp closes a connection that has not sent a whole request head by then.
         keepalive_timeout=config.header_timeout_s,
+        access_log_format=ACCESS_LOG_FORMAT,
     )
     return 0
 

@@ -10,6 +10,11 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 
+# aiohttp's default access line less its own time stamp (%t: the log line has one, and
+# formatting a second cost ~2% of the gateway's time serving chunks), plus the seconds
+# each request took (%Tf).
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{Referer}i" "%{User-Agent}i"'
+
 
 @asynccontextmanager
 async def serve(config: GatewayConfig) -> AsyncIterator[str]:
@@ -23,6 +28,7 @@ async def serve(config: GatewayConfig) -> AsyncIterator[str]:
         shutdown_timeout=config.shutdown_timeout_s,
         # aiohttp closes a connection that has not sent a whole request head by then.
         keepalive_timeout=config.header_timeout_s,
+        access_log_format=ACCESS_LOG_FORMAT,
     )
     await runner.setup()
     try:

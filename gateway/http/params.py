@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gateway.http.problems import Problem, bad_request, gone, not_found
-from gateway.persistence.files import FileRecord
+from gateway.persistence.files import ChunkRecord, FileRecord
 from gateway.services import client_key, services, tenant_of
 from storage.crypto import decode_file_id
 from storage.errors import FormatError
@@ -72,7 +72,20 @@ def int_param(text: str, what: str, minimum: int = 0) -> int:
 
 async def load_file(request: web.Request) -> FileRecord:
     file_id = file_id_param(request)
-    record = await services(request).files.get(file_id)
+    return _visible(request, file_id, await services(request).files.get(file_id))
+
+
+async def load_file_and_chunk(
+    request: web.Request, index: int
+) -> tuple[FileRecord, ChunkRecord | None]:
+    """load_file, with the record of its chunk ``index`` read in the same query."""
+    file_id = file_id_param(request)
+    found = await services(request).files.get_with_chunk(file_id, index)
+    record = _visible(request, file_id, None if found is None else found[0])
+    return record, None if found is None else found[1]
+
+
+def _visible(request: web.Request, file_id: str, record: FileRecord | None) -> FileRecord:
     if record is None or record.tenant_id != tenant_of(request).id:
         # Another brand's file does not exist here, as far as this host can tell.
         raise not_found(f"no file {file_id}")

@@ -161,8 +161,9 @@ async def test_chunks_are_immutable_and_completion_needs_them_all(database: Data
     assert await files.put_chunk(record.id, 0, "cid0", 100) == (False, False)  # again: fine
     with pytest.raises(ChunkConflict):
         await files.put_chunk(record.id, 0, "other", 100)
-    assert await files.chunk(record.id, 0) == ChunkRecord("cid0", 100)
-    assert await files.chunk(record.id, 1) is None
+    assert await files.get_with_chunk(record.id, 0) == (record, ChunkRecord("cid0", 100))
+    assert await files.get_with_chunk(record.id, 1) == (record, None)
+    assert await files.get_with_chunk("no-such-file", 0) is None
     assert await files.put_chunk(record.id, 2, "cid0", 100) == (True, False)  # same bytes
     assert await files.missing(record.id, 4) == [1, 3]
     assert await files.mark_complete(record.id, 4) == [1, 3]

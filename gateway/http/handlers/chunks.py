@@ -22,7 +22,7 @@ from gateway.http.params import (
     check_chunk_index,
     chunk_index_param,
     int_param,
-    load_file,
+    load_file_and_chunk,
     spend_invoice_allowance,
 )
 from gateway.http.problems import Problem, conflict, not_found, payment_required
@@ -35,7 +35,7 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
     s = services(request)
     index = chunk_index_param(request)
     count_param(request)  # malformed ?count= is a 400 even when the chunk is free or owned
-    record = await load_file(request)
+    record, chunk = await load_file_and_chunk(request, index)
     check_chunk_index(record, index)
     if not record.complete:
         raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
@@ -59,14 +59,13 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
             token = s.tokens.verify(authorization, record.id, index)
         except l402.L402Error as exc:
             if l402.is_credit_authorization(authorization):
-                return await _serve_with_credit(request, record, index, authorization)
+                return await _serve_with_credit(request, record, index, chunk, authorization)
             raise await _payment_required(request, record, index, f"token refused: {exc}") from None
         await s.tokens.note_paid(token.payment_hash)
-    return await _serve(request, record, index, {})
+    return await _serve(request, record, index, {}, _present(record, index, chunk))
 
 
-async def _chunk(request: web.Request, record: FileRecord, index: int) -> ChunkRecord:
-    chunk = await services(request).files.chunk(record.id, index)
+def _present(record: FileRecord, index: int, chunk: ChunkRecord | None) -> ChunkRecord:
     if chunk is None:  # complete files have every chunk; this is a broken record
         raise not_found(f"chunk {index} of {record.id} is missing")
     return chunk
@@ -77,12 +76,10 @@ async def _serve(
     record: FileRecord,
     index: int,
     extra: dict[str, str],
-    chunk: ChunkRecord | None = None,
+    chunk: ChunkRecord,
     cat: asyncio.Task[CatSocket] | None = None,
 ) -> web.StreamResponse:
     s = services(request)
-    if chunk is None:
-        chunk = await _chunk(request, record, index)
     headers = {"ETag": f'"{chunk.cid}"', "Cache-Control": "private, max-age=31536000", **extra}
     try:
         response, sent = await stream_block(request, s.ipfs, chunk.cid, chunk.size, headers, cat)
@@ -96,7 +93,11 @@ async def _serve(
 
 
 async def _serve_with_credit(
-    request: web.Request, record: FileRecord, index: int, authorization: list[str]
+    request: web.Request,
+    record: FileRecord,
+    index: int,
+    found: ChunkRecord | None,
+    authorization: list[str],
 ) -> web.StreamResponse:
     s = services(request)
     if request.method != "GET":  # HEAD is safe: it never spends
@@ -119,7 +120,7 @@ async def _serve_with_credit(
     # The chunk's record before the debit (a broken one costs the buyer nothing), and its
     # storage connection opening while the debit is booked: a paid first byte waits for
     # the slower of the two, not for both.
-    chunk = await _chunk(request, record, index)
+    chunk = _present(record, index, found)
     cat = early_cat(request, s.ipfs, chunk.cid)
     try:
         bought = await s.credit.spend(payment_hash, record, chunks)
