@@ -354,7 +354,6 @@ class _Download:
         if not self._has_uncovered():
             return False
         ahead = self._remaining - len(self._uncovered)  # bought but not yet fetched
-        # Two ranges ahead keeps the fetchers busy while the next payment is made.
         # Two ranges ahead keeps the fetchers busy while the next payments are made; several
         # purchasers pay at once, so the doubling ramp is not paid for one latency at a time.
         return self._starved > 0 or ahead < 2 * max(1, self._next_range)
