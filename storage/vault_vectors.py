@@ -22,9 +22,11 @@ from storage.vault import (
     chunk_file_plaintext,
     chunk_mac,
     derive_vault_keys,
+    log_associated_data,
     object_associated_data,
     padme_length,
     password_kek,
+    seal_log,
     seal_object,
     wrap_with_link,
     wrap_with_password,
@@ -40,6 +42,16 @@ LINK = LinkCode(link_id=bytes(range(60, 68)), secret=bytes(range(70, 86)))
 LINK_NONCE = bytes(range(90, 114))
 OBJECT_ID = "mrswmz3infvgw3dnnzxxa4lsom"
 OBJECT_NONCE = bytes(range(120, 144))
+LOG_NONCE = bytes(range(150, 174))
+# A deletion log as client/sync/gc.py writes it: one chunk file dropped and not collected yet,
+# two collected at change 6.
+LOG_BODY = {
+    "version": 1,
+    "counter": 7,
+    "pending": ["mrswmz3infvgw3dnnzxxa4lsoq"],
+    "deleted": [[6, ["mrswmz3infvgw3dnnzxxa4lsom", "mrswmz3infvgw3dnnzxxa4lsoo"]]],
+    "since": 0,
+}
 CHUNK = bytes((i * 7 + 3) % 256 for i in range(1000))
 OUTPUT_PATH = Path(__file__).resolve().parent.parent / "docs" / "vault-test-vectors.json"
 
@@ -99,6 +111,7 @@ def make_vectors() -> dict[str, Any]:
             "chunk_locator_key_hex": keys.chunk_locator_key.hex(),
             "chunk_file_key_hex": keys.chunk_file_key.hex(),
             "cdc_seed": keys.cdc_seed,
+            "log_key_hex": keys.log_key.hex(),
         },
         "password_wrap": {
             "password": PASSWORD,
@@ -137,6 +150,12 @@ def make_vectors() -> dict[str, Any]:
                     derive_keys(cf.key, cf.file_id), cf.file_id, manifest, cf.manifest_nonce()
                 )
             ),
+        },
+        "deletion_log": {
+            "associated_data_hex": log_associated_data(ACCOUNT).hex(),
+            "nonce_hex": LOG_NONCE.hex(),
+            "body": LOG_BODY,
+            "sealed_hex": seal_log(keys, ACCOUNT, LOG_BODY, LOG_NONCE).hex(),
         },
         "object": {
             "object_id": OBJECT_ID,

@@ -29,6 +29,7 @@ from storage.vault import (
     new_master_key,
     new_object_id,
     open_chunk_plaintext,
+    open_log,
     open_object,
     pad,
     padme_length,
@@ -97,6 +98,17 @@ def test_vectors_open_with_the_primitives_alone() -> None:
     o = v["object"]
     body = open_object(keys, v["account"], o["object_id"], bytes.fromhex(o["sealed_hex"]))
     assert body == o["body"]
+    log = v["deletion_log"]
+    log_key = bytes.fromhex(v["subkeys"]["log_key_hex"])
+    assert log_key == keys.log_key
+    sealed_log = bytes.fromhex(log["sealed_hex"])
+    padded_log = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        sealed_log[24:], bytes.fromhex(log["associated_data_hex"]), sealed_log[:24], log_key
+    )
+    assert len(padded_log) % 256 == 0
+    assert open_log(keys, v["account"], sealed_log) == log["body"]
+    with pytest.raises(VaultAuthError):  # the log key is not the tree key: no swapping roles
+        open_object(keys, v["account"], o["object_id"], sealed_log)
 
 
 def test_password_round_trip_and_wrong_password(master: bytes, wrapped: WrappedKey) -> None:
