@@ -90,7 +90,12 @@ def _query(config: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
         return conn.execute(sql, params).fetchall()
 
 
-def _snapshot(config: Path) -> list[tuple[Any, ...]]:
+def _snapshot(
+    config: Path, query: Callable[[Path, str], list[tuple[Any, ...]]] | None = None
+) -> list[tuple[Any, ...]]:
+    """Every row the import writes, in key order; ``query`` reads the database (SQLite's
+    file by default)."""
+    query = query or _query
     return [
         row
         for table, key in (
@@ -99,7 +104,7 @@ def _snapshot(config: Path) -> list[tuple[Any, ...]]:
             ("accounts", "id"),
             ("subscriptions", "id"),
         )
-        for row in _query(config, f"SELECT * FROM {table} ORDER BY {key}")
+        for row in query(config, f"SELECT * FROM {table} ORDER BY {key}")
     ]
 
 

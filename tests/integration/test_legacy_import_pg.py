@@ -30,6 +30,7 @@ from tests.integration.test_legacy_import import (
     _import,
     _rejects,
     _row,
+    _snapshot,
     _wait,
     _write,
 )
@@ -73,19 +74,6 @@ def _query(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     return postgres.run_sync(fetch())
 
 
-def _snapshot(config: Path) -> list[tuple[Any, ...]]:
-    return [
-        row
-        for table, key in (
-            ("legacy_accounts", "tenant_id, username_norm"),
-            ("legacy_ids", "legacy_id"),
-            ("accounts", "id"),
-            ("subscriptions", "id"),
-        )
-        for row in _query(config, f"SELECT * FROM {table} ORDER BY {key}")
-    ]
-
-
 def test_bad_rows_are_reported_and_reimport_is_a_no_op(config: Path, tmp_path: Path) -> None:
     data = _write(tmp_path / "legacy.jsonl", [line for line, _ in LINES])
     out = _import(config, str(data), "--batch-rows", "4")
@@ -107,11 +95,11 @@ def test_bad_rows_are_reported_and_reimport_is_a_no_op(config: Path, tmp_path: P
         ("u5", "acme", "alice", None),
     ]
 
-    before, rejected = _snapshot(config), (tmp_path / "legacy.jsonl.rejects").read_bytes()
+    before, rejected = _snapshot(config, _query), (tmp_path / "legacy.jsonl.rejects").read_bytes()
     assert "imported in full already" in _import(config, str(data))
     out = _import(config, str(data), "--from-start", "--batch-rows", "3")
     assert "added                0" in out and "present              4" in out, out
-    assert _snapshot(config) == before
+    assert _snapshot(config, _query) == before
     assert (tmp_path / "legacy.jsonl.rejects").read_bytes() == rejected
 
 
