@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,20 +31,31 @@ def shared(tmp_path: Path) -> files._SharedFd:
     return files._SharedFd(os.open(tmp_path / "f.part", os.O_RDWR | os.O_CREAT, 0o600))
 
 
-def test_a_write_goes_ahead_while_an_fsync_is_under_way(
-    shared: files._SharedFd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def syncing(
+    shared: files._SharedFd, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[SlowFsync, threading.Thread]]:
+    """An fsync of ``shared`` under way in a worker thread, held until released."""
     slow = SlowFsync()
     monkeypatch.setattr(os, "fsync", slow)
-    syncing = threading.Thread(target=shared.fsync)
-    syncing.start()
+    thread = threading.Thread(target=shared.fsync)
+    thread.start()
     assert slow.started.wait(10)
+    yield slow, thread
+    slow.release.set()
+    thread.join(5)
+
+
+def test_a_write_goes_ahead_while_an_fsync_is_under_way(
+    shared: files._SharedFd, syncing: tuple[SlowFsync, threading.Thread], tmp_path: Path
+) -> None:
+    slow, syncer = syncing
     writing = threading.Thread(target=shared.pwrite_all, args=(b"chunk", 3))
     writing.start()
     writing.join(5)
     done_during_fsync = not writing.is_alive()
     slow.release.set()
-    syncing.join(5)
+    syncer.join(5)
     assert done_during_fsync, "the write waited for the fsync"
     shared.start_writeback(3, 5)  # a hint to the kernel: the bytes stay as written
     shared.close()
@@ -52,13 +64,9 @@ def test_a_write_goes_ahead_while_an_fsync_is_under_way(
 
 
 def test_closing_waits_for_io_under_way_and_then_refuses_more(
-    shared: files._SharedFd, monkeypatch: pytest.MonkeyPatch
+    shared: files._SharedFd, syncing: tuple[SlowFsync, threading.Thread]
 ) -> None:
-    slow = SlowFsync()
-    monkeypatch.setattr(os, "fsync", slow)
-    syncing = threading.Thread(target=shared.fsync)
-    syncing.start()
-    assert slow.started.wait(10)
+    slow, syncer = syncing
     closing = threading.Thread(target=shared.close)
     closing.start()
     closing.join(0.2)
@@ -68,6 +76,6 @@ def test_closing_waits_for_io_under_way_and_then_refuses_more(
         shared.pwrite_all(b"late", 0)
     slow.release.set()
     closing.join(5)
-    syncing.join(5)
-    assert not closing.is_alive() and not syncing.is_alive()
+    syncer.join(5)
+    assert not closing.is_alive() and not syncer.is_alive()
     shared.fsync()  # after close: nothing to make durable, and no error
