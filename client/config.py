@@ -82,7 +82,8 @@ class ClientConfig(BaseModel):
     max_price_msat_per_chunk: int = Field(default=100_000, ge=0)
     # Routing-fee limit for each payment.
     max_fee_msat: int = Field(default=10_000, ge=0)
-    # Chunks in flight at once (uploads and downloads). 16: with the gateway's own process
+    # Chunks in flight at once (uploads and downloads; a download asking for runs has half
+    # as many requests in flight, see run_chunks). 16: with the gateway's own process
     # between kubo and the client a chunk waits longer in the pipeline than on kubo alone,
     # and 8 left the two cores partly idle (bench: download 0.64-0.77 of kubo cat at
     # 16 in flight, 0.54-0.69 at 8, kubo cat itself at the same count).

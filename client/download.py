@@ -673,6 +673,14 @@ class _Download:
             else:
                 await self._fetch(index, buffer)
 
+    def _fetchers(self) -> int:
+        """``concurrency`` fetchers; half as many when they ask for runs, since the gateway
+        keeps two chunks of each run busy (one relayed, the next one's storage connection
+        opening). Measured: 8 fetchers of runs of 4 beat 16 of them by ~25 %, and 16
+        fetchers of single chunks by as much (bench.download, 256 MiB)."""
+        n = self._c.config.concurrency
+        return max(1, (n + 1) // 2) if self._runs else n
+
     def _extend(self, first: int, token: Token | None) -> int:
         """The last chunk of the run starting at ``first``: the next needed chunks taken
         from the order while they follow on, are not done, and ``token`` covers them (or
@@ -830,7 +838,7 @@ class _Download:
                 quiet=not self._show,
             )
             self._order.extend(needed)
-            tasks = [self._fetcher() for _ in range(min(self._c.config.concurrency, len(needed)))]
+            tasks = [self._fetcher() for _ in range(min(self._fetchers(), len(needed)))]
             if self._paid and needed:
                 tasks += [self._purchaser() for _ in range(self._c.config.purchase_concurrency)]
             if needed:
