@@ -82,11 +82,16 @@ class ClientConfig(BaseModel):
     max_price_msat_per_chunk: int = Field(default=100_000, ge=0)
     # Routing-fee limit for each payment.
     max_fee_msat: int = Field(default=10_000, ge=0)
-    # Chunks in flight at once (uploads and downloads). 16: with the gateway's own process
+    # Chunks in flight at once (uploads and downloads; a download asking for runs has half
+    # as many requests in flight, see run_chunks). 16: with the gateway's own process
     # between kubo and the client a chunk waits longer in the pipeline than on kubo alone,
     # and 8 left the two cores partly idle (bench: download 0.64-0.77 of kubo cat at
     # 16 in flight, 0.54-0.69 at 8, kubo cat itself at the same count).
     concurrency: int = Field(default=16, ge=1, le=256)
+    # Chunks asked for in one request when the next ones are covered by the same token (or
+    # free): the gateway's GET /v1/files/{id}/chunks?first=&last= sends them one after
+    # another, saving per-request work on both sides. 1: one chunk per request.
+    run_chunks: int = Field(default=4, ge=1, le=64)
     # Payments in flight at once while buying ahead (the ramp 1, 2, 4, … overlaps).
     purchase_concurrency: int = Field(default=3, ge=1, le=16)
     # Largest range bought with one payment.

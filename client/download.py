@@ -9,7 +9,10 @@ purchase records its token at once, without that fsync, so neither fetchers nor 
 wait for the disk. An offer is written there *before* it is paid: if the process dies
 mid-payment (kill -9, power cut), the next run asks the Lightning node whether that invoice
 was paid and takes its preimage, rather than paying for the same chunks again. Each fetcher
-reads its chunks into one reused buffer and decrypts from it.
+reads its chunks into one reused buffer and decrypts from it. When the chunks after the one
+it takes are covered by the same token (or the file is free), a fetcher asks for up to
+``run_chunks`` of them in one request (a run); a gateway that does not answer runs is
+asked chunk by chunk from then on.
 
 With prepaid credit (client/credit.py), a purchase is a chunk request presenting the credit
 token: the gateway debits the range and answers with its first chunk and the range's
@@ -20,13 +23,13 @@ little left) falls back to the invoice in that same 402 answer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,6 +179,8 @@ class _Download:
         self._budget_chunks = 0
         self._credit: HeldCredit | None = None  # spent first, while the gateway takes it
         self._credit_spent_msat = 0
+        self._order: collections.deque[int] = collections.deque()  # needed, in file order
+        self._runs = client.config.run_chunks > 1  # off once the gateway refuses a run
         self._cond = asyncio.Condition()
         self._fd: _SharedFd | None = None
         self._meter: Progress | None = None
@@ -323,6 +328,14 @@ class _Download:
         self._fd.pwrite_all(plaintext, offset)
         self._fd.start_writeback(offset, len(plaintext))
         return len(plaintext)
+
+    def _store_run(self, first: int, sealed: memoryview, sizes: list[int]) -> list[int]:
+        """_store for each chunk of a run, read in place one after another."""
+        lengths, start = [], 0
+        for index, size in enumerate(sizes, first):
+            lengths.append(self._store(index, sealed[start : start + size]))
+            start += size
+        return lengths
 
     # --- bookkeeping (event loop only) --------------------------------------------------
 
@@ -638,13 +651,94 @@ class _Download:
                 self._starved -= 1
         return self._token_for(index)
 
-    async def _fetcher(self, order: Iterator[int]) -> None:
-        # One buffer per fetcher, reused for every chunk it fetches: the largest sealed
-        # chunk plus one byte, so an oversized answer fails the length check.
+    async def _fetcher(self) -> None:
+        # One buffer per fetcher, reused for every request it makes: a run of the largest
+        # sealed chunks plus one byte, so an oversized answer fails the length check.
         h = self._r.header
-        buffer = bytearray(sealed_chunk_size(0, h.plaintext_size, h.chunk_size) + 1)
-        for index in order:  # shared iterator: fetchers take chunks in file order
-            await self._fetch(index, buffer)
+        largest = sealed_chunk_size(0, h.plaintext_size, h.chunk_size)
+        buffer = bytearray(largest * (self._c.config.run_chunks if self._runs else 1) + 1)
+        while self._order:  # shared: fetchers take chunks in file order
+            index = self._order[0]
+            token = None
+            if self._paid:
+                # Wait before taking it: the fetchers waiting for the same token then take
+                # the range it covers in runs, rather than one chunk each.
+                token = await self._wait_token(index)
+                if not self._order or self._order[0] != index:
+                    continue  # another fetcher took it meanwhile
+            self._order.popleft()
+            last = self._extend(index, token)
+            if last > index:
+                await self._fetch_run(index, last, token, buffer)
+            else:
+                await self._fetch(index, buffer)
+
+    def _fetchers(self) -> int:
+        """``concurrency`` fetchers; half as many when they ask for runs, since the gateway
+        keeps two chunks of each run busy (one relayed, the next one's storage connection
+        opening). Measured: 8 fetchers of runs of 4 beat 16 of them by ~25 %, and 16
+        fetchers of single chunks by as much (bench.download, 256 MiB)."""
+        n = self._c.config.concurrency
+        return max(1, (n + 1) // 2) if self._runs else n
+
+    def _extend(self, first: int, token: Token | None) -> int:
+        """The last chunk of the run starting at ``first``: the next needed chunks taken
+        from the order while they follow on, are not done, and ``token`` covers them (or
+        the file is free)."""
+        last = first
+        if not self._runs or self._done[first] or (self._paid and token is None):
+            return last
+        limit = first + self._c.config.run_chunks - 1
+        while (
+            last < limit
+            and self._order
+            and self._order[0] == last + 1
+            and not self._done[last + 1]
+            and (token is None or token.covers(last + 1))
+        ):
+            last = self._order.popleft()
+        return last
+
+    async def _fetch_run(
+        self, first: int, last: int, token: Token | None, buffer: bytearray
+    ) -> None:
+        """Chunks first..last in one request; anything but the whole run (a gateway without
+        runs, a refused token, a wrong length) falls back to one request per chunk."""
+        h = self._r.header
+        sizes = [
+            sealed_chunk_size(i, h.plaintext_size, h.chunk_size) for i in range(first, last + 1)
+        ]
+        total = sum(sizes)
+        headers = {"Authorization": token.authorization()} if token is not None else None
+        try:
+            reply = await self._c._request(
+                "GET",
+                self._r.run_url(first, last),
+                ok=(200,),
+                allow_402=True,
+                headers=headers,
+                limit=_PROBLEM_LIMIT,
+                into=memoryview(buffer)[: total + 1],
+            )
+        except GatewayError as exc:
+            log.info("no runs from this gateway (%s); one chunk per request", exc)
+            self._runs = False
+            reply = None
+        body = reply.body if reply is not None and reply.status == 200 else None
+        if body is None or len(body) != total:
+            if body is not None:
+                log.warning("run %d-%d: %d bytes, %d expected", first, last, len(body), total)
+            for index in range(first, last + 1):
+                await self._fetch(index, buffer)
+            return
+        if token is not None:
+            token.used = True
+        assert isinstance(body, memoryview)  # a 200 read into our buffer
+        await _settle(
+            asyncio.to_thread(self._store_run, first, body, sizes),
+            lambda lengths: self._mark_run_done(first, lengths),
+        )
+        await self._notify()
 
     async def _fetch(self, index: int, buffer: bytearray) -> None:
         h = self._r.header
@@ -698,6 +792,10 @@ class _Download:
         self._drop(token)
         await self._notify()
 
+    def _mark_run_done(self, first: int, lengths: list[int]) -> None:
+        for index, length in enumerate(lengths, first):
+            self._mark_done(index, length)
+
     def _mark_done(self, index: int, length: int) -> None:
         self._done[index] = 1
         self._remaining -= 1
@@ -739,10 +837,8 @@ class _Download:
                 initial=h.plaintext_size - left,
                 quiet=not self._show,
             )
-            order = iter(needed)
-            tasks = [
-                self._fetcher(order) for _ in range(min(self._c.config.concurrency, len(needed)))
-            ]
+            self._order.extend(needed)
+            tasks = [self._fetcher() for _ in range(min(self._fetchers(), len(needed)))]
             if self._paid and needed:
                 tasks += [self._purchaser() for _ in range(self._c.config.purchase_concurrency)]
             if needed:

@@ -46,6 +46,9 @@ class _Remote:
     def chunk_url(self, index: int) -> str:
         return f"{self.link.gateway}/v1/files/{self.file_id}/chunks/{index}"
 
+    def run_url(self, first: int, last: int) -> str:
+        return f"{self.link.gateway}/v1/files/{self.file_id}/chunks?first={first}&last={last}"
+
     def info(self) -> FileInfo:
         m = self.manifest
         return FileInfo(

@@ -238,6 +238,7 @@ def create_app(
     app.router.add_put("/v1/files/{file_id}/chunks/{index}", files.put_chunk)
     app.router.add_post("/v1/files/{file_id}/complete", files.complete_file)
     app.router.add_get("/v1/files/{file_id}/chunks/{index}", chunks.get_chunk)
+    app.router.add_get("/v1/files/{file_id}/chunks", chunks.get_chunk_run)
     app.router.add_delete("/v1/files/{file_id}", files.delete_file)
     app.router.add_post("/v1/accounts", accounts.create_account)
     app.router.add_get("/v1/account", accounts.get_usage)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
@@ -37,7 +37,7 @@ from ipfs.kubo import KuboClient
 from ipfs.kubo_socket import CatSocket, readable
 from ipfs.store import BlockStore
 
-__all__ = ["BODY_BYTES_SENT", "discard_cat", "early_cat", "stream_block"]
+__all__ = ["BODY_BYTES_SENT", "discard_cat", "early_cat", "stream_block", "stream_blocks"]
 
 log = logging.getLogger("bitcache.gateway")
 
@@ -93,9 +93,22 @@ async def stream_block(
     """Send ``cid``, which must be ``size`` bytes, as the response; return it and the bytes
     sent (fewer than ``size`` if the client left or the stream was cut off). ``cat``: the
     :func:`early_cat` of ``cid``, if one was started."""
+    return await stream_blocks(request, store, [(cid, size)], headers, cat)
+
+
+async def stream_blocks(
+    request: web.Request,
+    store: BlockStore,
+    blocks: Sequence[tuple[str, int]],
+    headers: Mapping[str, str],
+    cat: asyncio.Task[CatSocket] | None = None,
+) -> tuple[web.StreamResponse, int]:
+    """Send ``blocks`` (CID, recorded size) one after another as one response, under the
+    rules above for each: a failure before the first byte is a problem answer, after it a
+    cut-off. ``cat``: the :func:`early_cat` of the first block, if one was started."""
     response = web.StreamResponse(headers=headers)
     response.content_type = "application/octet-stream"
-    response.content_length = size
+    response.content_length = sum(size for _, size in blocks)
     if request.method == "HEAD":
         discard_cat(cat)
         await response.prepare(request)
@@ -105,9 +118,47 @@ async def stream_block(
     if isinstance(store, KuboClient) and store.splices:
         with target(request) as dst:
             if dst is not None:
-                return await _stream_spliced(request, response, store, cid, size, dst, cat)
+                return await _stream_spliced(request, response, store, blocks, dst, cat)
     discard_cat(cat)  # the connection can no longer take a splice: stream it instead
-    received = sent = 0
+    done = _Sent()
+    cid, size = blocks[0]
+    try:
+        for cid, size in blocks:
+            await _stream_pieces(request, response, store, cid, size, done)
+        await response.write_eof()
+    except (_WrongSize, IpfsError) as exc:
+        if not response.prepared:  # nothing sent: an ordinary problem answer
+            if isinstance(exc, _WrongSize):
+                raise _corrupt(f"block {cid}: {exc}") from None
+            raise
+        log.error("chunk %s cut off after %d bytes of the answer: %s", cid, done.count, exc)
+        _cut_off(request, response)
+    except ConnectionError:
+        # The client went away; nothing to answer. aiohttp closes the connection.
+        log.info("client left after %d bytes of the answer, in %s", done.count, cid)
+    finally:
+        request[BODY_BYTES_SENT] = done.count
+    return response, done.count
+
+
+class _Sent:
+    """The body bytes sent so far, kept by the loop that sends them (an exception leaves
+    it where it got to)."""
+
+    count = 0
+
+
+async def _stream_pieces(
+    request: web.Request,
+    response: web.StreamResponse,
+    store: BlockStore,
+    cid: str,
+    size: int,
+    done: _Sent,
+) -> None:
+    """One block, as kubo's pieces come, its last piece held until the stream proves the
+    recorded size; the response is prepared at the first byte sent."""
+    received = 0
     held: bytes | None = None  # the last piece, sent once the stream proves its size
     pieces = store.cat_stream(cid)
     try:
@@ -119,7 +170,7 @@ async def stream_block(
                 if not response.prepared:
                     await response.prepare(request)
                 await response.write(held)
-                sent += len(held)
+                done.count += len(held)
             held = piece
         if received != size:
             raise _WrongSize(f"{received} bytes, {size} recorded")
@@ -127,59 +178,54 @@ async def stream_block(
             await response.prepare(request)
         if held:
             await response.write(held)
-            sent += len(held)
-        await response.write_eof()
-    except (_WrongSize, IpfsError) as exc:
-        if not response.prepared:  # nothing sent: an ordinary problem answer
-            if isinstance(exc, _WrongSize):
-                raise _corrupt(f"block {cid}: {exc}") from None
-            raise
-        log.error("chunk %s cut off after %d of %d bytes: %s", cid, sent, size, exc)
-        _cut_off(request, response)
-    except ConnectionError:
-        # The client went away; nothing to answer. aiohttp closes the connection.
-        log.info("client left after %d of %d bytes of %s", sent, size, cid)
+            done.count += len(held)
     finally:
         # Left early (error, client gone): release kubo's answer now, not when collected.
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:
             await aclose()
-        request[BODY_BYTES_SENT] = sent
-    return response, sent
 
 
 async def _stream_spliced(
     request: web.Request,
     response: web.StreamResponse,
     store: KuboClient,
-    cid: str,
-    size: int,
+    blocks: Sequence[tuple[str, int]],
     dst: int,
     cat: asyncio.Task[CatSocket] | None,
 ) -> tuple[web.StreamResponse, int]:
-    """stream_block from kubo's bare socket, spliced into the client's (``dst``)."""
+    """stream_blocks from kubo's bare sockets, spliced into the client's (``dst``); the
+    next block's connection opens while one is relayed."""
     splicer = Splicer(request, dst)
+    pending = cat  # a connection opening, not yet handed to cat_socket
+    cid, size = blocks[0]
     try:
-        async with store.cat_socket(cid, opened=cat) as body:
-            try:
-                await _relay(request, response, body, size, splicer)
-            except TimeoutError:
-                raise IpfsUnavailable(
-                    f"kubo cat {cid}: no bytes for {body.read_timeout_s} s"
-                ) from None
+        for k, (cid, size) in enumerate(blocks):
+            opened, pending = pending, None
+            if k + 1 < len(blocks):
+                pending = store.start_cat(blocks[k + 1][0])
+            async with store.cat_socket(cid, opened=opened) as body:
+                try:
+                    await _relay(request, response, body, size, splicer)
+                except TimeoutError:
+                    raise IpfsUnavailable(
+                        f"kubo cat {cid}: no bytes for {body.read_timeout_s} s"
+                    ) from None
+        await response.write_eof()
     except (_WrongSize, IpfsError) as exc:
         if not response.prepared:
             if isinstance(exc, _WrongSize):
                 raise _corrupt(f"block {cid}: {exc}") from None
             raise
-        log.error("chunk %s cut off after %d of %d bytes: %s", cid, splicer.sent, size, exc)
+        log.error("chunk %s cut off after %d bytes of the answer: %s", cid, splicer.sent, exc)
         _cut_off(request, response)
     except ConnectionError:
-        log.info("client left after %d of %d bytes of %s", splicer.sent, size, cid)
+        log.info("client left after %d bytes of the answer, in %s", splicer.sent, cid)
     except OSError as exc:  # splice refused (not expected once the checks passed)
-        log.error("chunk %s cut off after %d of %d bytes: %r", cid, splicer.sent, size, exc)
+        log.error("chunk %s cut off after %d bytes of the answer: %r", cid, splicer.sent, exc)
         _cut_off(request, response)
     finally:
+        discard_cat(pending)
         request[BODY_BYTES_SENT] = splicer.sent
     return response, splicer.sent
 
@@ -198,8 +244,8 @@ async def _relay(
     await readable(body.sock, body.read_timeout_s)
     if size and not body.sock.recv(1, _PEEK):
         raise _WrongSize(f"0 bytes, {size} recorded")
-    await response.prepare(request)  # a StreamResponse sends its head at once
-    await splicer.flushed()
+    await response.prepare(request)  # sends the head at the first block; then nothing
+    await splicer.flushed()  # the head, or the last block's tail, before the splice
     hold = min(size, _HOLD)
     moved = await splicer.move(body.sock, size - hold, body.read_timeout_s)
     if moved < size - hold:
@@ -210,7 +256,6 @@ async def _relay(
     if tail:
         await response.write(tail)
         splicer.sent += len(tail)
-    await response.write_eof()
 
 
 async def _read_tail(body: CatSocket, hold: int) -> bytes:

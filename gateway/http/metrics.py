@@ -28,11 +28,20 @@ from gateway.metrics import Metrics
 from gateway.persistence import metrics as reads
 from gateway.services import services
 
-__all__ = ["CHUNK_ROUTE", "METRICS", "PATH", "PLANS_ROUTE", "metrics_middleware", "serve"]
+__all__ = [
+    "CHUNK_ROUTE",
+    "METRICS",
+    "PATH",
+    "PLANS_ROUTE",
+    "RUN_ROUTE",
+    "metrics_middleware",
+    "serve",
+]
 
 METRICS = web.AppKey("metrics", Metrics)
 PATH = "/metrics"
 CHUNK_ROUTE = "/v1/files/{file_id}/chunks/{index}"
+RUN_ROUTE = "/v1/files/{file_id}/chunks"  # several chunks in one answer
 BATCH_ROUTE = "/v1/files/batch"
 # Set by the batch handler: (files stored, files already there, chunk bytes stored).
 BATCH_OUTCOME = web.RequestKey("batch_outcome", tuple[int, int, int])
@@ -78,7 +87,7 @@ async def _outcome(metrics: Metrics, request: web.Request, response: web.StreamR
     route, method, status = route_of(request), request.method, response.status
     tenant = request.get(TENANT)
     tenant_id = tenant.id if tenant is not None else "none"
-    if route == CHUNK_ROUTE and method == "GET":
+    if route in (CHUNK_ROUTE, RUN_ROUTE) and method == "GET":
         if status == 200:
             metrics.served(tenant_id, request.get(BODY_BYTES_SENT, _body_size(response)))
         elif status == 402:

@@ -95,6 +95,10 @@ CHUNK_INDEX = Param("index", "path", {"type": "string", "pattern": "^[0-9]{1,10}
 COUNT = Param(
     "count", "query", {"type": "integer", "minimum": 1}, False, "chunks to buy ahead (range)"
 )
+RUN_FIRST = Param(
+    "first", "query", {"type": "integer", "minimum": 0}, True, "the run's first chunk"
+)
+RUN_LAST = Param("last", "query", {"type": "integer", "minimum": 0}, True, "the run's last chunk")
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key", "header", {"type": "string", "minLength": 8, "maxLength": 128}
 )
@@ -285,6 +289,18 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: "binary"},
         (402, 404, 409, 410),
         params=(FILE_ID, CHUNK_INDEX, COUNT),
+        auth=("l402", "bearer"),
+        auth_optional=True,
+    ),
+    Operation(
+        "getChunkRun",
+        "get",
+        "/v1/files/{file_id}/chunks",
+        "Sealed chunks first..last (at most 64) one after another, for a chunk token covering"
+        " them all (or a free or owned file): 402 with an L402 challenge for the run otherwise",
+        {200: "binary"},
+        (400, 402, 404, 409, 410),
+        params=(FILE_ID, RUN_FIRST, RUN_LAST),
         auth=("l402", "bearer"),
         auth_optional=True,
     ),

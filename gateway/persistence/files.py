@@ -438,6 +438,14 @@ class FileStore:
         chunk = None if row["cid"] is None else ChunkRecord(row["cid"], int(row["size"]))
         return _record(row), chunk
 
+    async def chunk_run(self, file_id: str, first: int, last: int) -> list[ChunkRecord]:
+        """The recorded chunks first..last of a file, in order (missing ones left out)."""
+        rows = await self.db.fetch_all(
+            "SELECT cid, size FROM chunks WHERE file_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+            (file_id, first, last),
+        )
+        return [ChunkRecord(row["cid"], int(row["size"])) for row in rows]
+
     async def pin_epoch(self) -> int:
         """Read before adding a chunk's bytes, for :meth:`put_chunk`."""
         row = await self.db.fetch_one("SELECT n FROM pin_epoch WHERE id = 1")

@@ -156,6 +156,55 @@ async def test_free_files_need_no_payment(session: aiohttp.ClientSession, gatewa
         assert await resp.read() == up.sealed[0]
 
 
+async def test_a_run_is_its_chunks_back_to_back_for_a_token_covering_all_of_them(
+    session: aiohttp.ClientSession, network: Network, gateway_url: str, uploaded: Uploaded
+) -> None:
+    base = f"{gateway_url}/v1/files/{uploaded.file_id}/chunks"
+    async with session.get(f"{base}?first=1&last=3") as resp:  # no token: the run's price
+        assert resp.status == 402
+        body = await resp.json()
+    assert (body["first"], body["count"], body["amount_msat"]) == (1, 3, 6_000)
+    macaroon, preimage, _ = await buy(session, network, f"{base}/1?count=2")  # chunks 1-2
+    async with session.get(f"{base}?first=1&last=2", headers=auth(macaroon, preimage)) as resp:
+        assert resp.status == 200
+        assert resp.headers["Bitcache-Chunks"] == "1-2"
+        assert resp.headers["Content-Length"] == str(len(uploaded.sealed[1] + uploaded.sealed[2]))
+        assert await resp.read() == uploaded.sealed[1] + uploaded.sealed[2]
+    for first, last in ((0, 2), (1, 3), (0, 0)):  # reaching outside the token, either side
+        url = f"{base}?first={first}&last={last}"
+        async with session.get(url, headers=auth(macaroon, preimage)) as resp:
+            assert resp.status == 402, (first, last)
+            assert "token refused" in (await resp.json())["detail"]
+    # The owner needs no token; the last chunk is the short one.
+    async with session.get(f"{base}?first=0&last=3", headers=bearer(uploaded.api_key)) as resp:
+        assert resp.status == 200
+        assert await resp.read() == b"".join(uploaded.sealed)
+
+
+async def test_a_free_file_comes_in_runs_and_runs_are_counted_as_served(
+    session: aiohttp.ClientSession, network: Network, tmp_path: Path
+) -> None:
+    config = gateway_config(network, tmp_path / "gw", metrics_public=True)
+    async with serve(config) as url:
+        up = await upload_raw(session, url, random_bytes(5 * CHUNK), price_msat=0, chunk_size=CHUNK)
+
+        async def served_bytes() -> float:
+            async with session.get(f"{url}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("bitcache_bytes_served_total{")
+            )
+
+        before = await served_bytes()
+        async with session.get(f"{url}/v1/files/{up.file_id}/chunks?first=0&last=4") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"".join(up.sealed)
+        assert await served_bytes() - before == len(b"".join(up.sealed))
+
+
 async def test_bad_input_gets_problem_bodies_and_changes_nothing(
     session: aiohttp.ClientSession, gateway_url: str, uploaded: Uploaded
 ) -> None:
@@ -166,6 +215,11 @@ async def test_bad_input_gets_problem_bodies_and_changes_nothing(
         ("GET", f"/v1/files/{fid}/chunks/99", None, 404),
         ("GET", f"/v1/files/{fid}/chunks/x1", None, 400),
         ("GET", f"/v1/files/{fid}/chunks/0?count=0", None, 400),
+        ("GET", f"/v1/files/{fid}/chunks?last=1", None, 400),  # runs: first missing
+        ("GET", f"/v1/files/{fid}/chunks?first=2&last=1", None, 400),
+        ("GET", f"/v1/files/{fid}/chunks?first=0&last=64", None, 400),  # 65 chunks
+        ("GET", f"/v1/files/{fid}/chunks?first=%D9%A3&last=3", None, 400),  # Arabic-Indic 3
+        ("GET", f"/v1/files/{fid}/chunks?first=0&last=4", None, 404),  # past the last chunk
         ("POST", "/v1/files", b"{not json", 400),
         ("POST", "/v1/files", b'{"header": {}, "manifest": "AA"}', 400),
         ("PUT", f"/v1/files/{fid}/chunks/0", b"short", 422),

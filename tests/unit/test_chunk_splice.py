@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.http.chunk_stream import discard_cat, early_cat, stream_block
+from gateway.http.chunk_stream import discard_cat, early_cat, stream_block, stream_blocks
 from gateway.http.middleware import problem_middleware
 from ipfs.kubo import KuboClient
 from regtest.waiting import wait_until
@@ -222,6 +222,42 @@ async def test_bare_connections_to_kubo_are_bounded(monkeypatch: pytest.MonkeyPa
         held[1].close()
         async with store.cat_socket("bafy") as again, store.cat_socket("bafy") as more:
             assert again.length == more.length == 1000
+    finally:
+        await store.close()
+        await kubo.stop()
+
+
+@pytest.mark.parametrize("size", [SIZE, 1000], ids=["3x64k", "small"])
+async def test_a_run_of_blocks_is_spliced_one_after_another(aiohttp_server: Any, size: int) -> None:
+    """stream_blocks on the spliced path: each block from its own kubo connection (the next
+    one opened while one is relayed), under the run's total length, the connection to the
+    client still usable after it."""
+    data = os.urandom(size)
+    kubo = FakeKubo(data)
+    store = KuboClient(await kubo.start(), timeout_s=5)
+    sent: list[int] = []
+    app = web.Application(middlewares=[problem_middleware(5)])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cat = early_cat(request, store, "b0")
+        blocks = [(f"b{i}", size) for i in range(3)]
+        response, n = await stream_blocks(request, store, blocks, {}, cat)
+        sent.append(n)
+        return response
+
+    app.router.add_get("/run", handler)
+    server = await aiohttp_server(app)
+    try:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(2):
+                async with session.get(server.make_url("/run")) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Length"] == str(3 * size)
+                    assert await resp.read() == data * 3
+        assert sent == [3 * size] * 2
+        cats = [f"POST /api/v0/cat?arg=b{i} HTTP/1.0" for i in range(3)]
+        assert kubo.request_lines == cats * 2  # the bare path, block by block
     finally:
         await store.close()
         await kubo.stop()

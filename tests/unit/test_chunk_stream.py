@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.http.chunk_stream import stream_block
+from gateway.http.chunk_stream import stream_block, stream_blocks
 from gateway.http.middleware import problem_middleware
 from ipfs.errors import IpfsError, IpfsUnavailable
 from ipfs.store import BlockStore
@@ -160,3 +160,77 @@ async def test_head_sends_the_length_without_reading_storage(serve: Any) -> None
     async with aiohttp.ClientSession() as session, session.head(url) as resp:
         assert resp.status == 200 and resp.headers["Content-Length"] == str(SIZE)
     assert store.reads == 0
+
+
+# --- several blocks in one answer (stream_blocks) -----------------------------------------
+
+
+class PerCid(FakeStore):
+    """A FakeStore whose answer depends on the CID: ``stores[cid]``."""
+
+    def __init__(self, stores: dict[str, FakeStore]) -> None:
+        super().__init__([])
+        self.stores = stores
+
+    async def cat_stream(self, cid: str, block: int = 256 * 1024) -> AsyncIterator[bytes]:
+        async for piece in self.stores[cid].cat_stream(cid, block):
+            yield piece
+
+
+async def serve_run(
+    aiohttp_server: Any, store: FakeStore, cids: list[str]
+) -> tuple[list[int], str]:
+    sent: list[int] = []
+    app = web.Application(middlewares=[problem_middleware(5)])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        blocks = [(cid, SIZE) for cid in cids]
+        response, n = await stream_blocks(request, cast(BlockStore, store), blocks, {})
+        sent.append(n)
+        return response
+
+    app.router.add_get("/run", handler)
+    server = await aiohttp_server(app)
+    return sent, str(server.make_url("/run"))
+
+
+async def test_blocks_go_out_one_after_another_under_their_total_length(
+    aiohttp_server: Any,
+) -> None:
+    data = {cid: os.urandom(SIZE) for cid in "abc"}
+    store = PerCid({cid: FakeStore(split(d, 3)) for cid, d in data.items()})
+    sent, url = await serve_run(aiohttp_server, store, ["a", "b", "c"])
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200 and resp.headers["Content-Length"] == str(3 * SIZE)
+        assert await resp.read() == data["a"] + data["b"] + data["c"]
+    assert sent == [3 * SIZE]
+
+
+@pytest.mark.parametrize("fault", ["short", "failing"])
+async def test_a_later_block_gone_wrong_cuts_the_answer_after_the_good_ones(
+    aiohttp_server: Any, fault: str
+) -> None:
+    good = os.urandom(SIZE)
+    bad = (
+        FakeStore(split(os.urandom(SIZE - 1000), 2))
+        if fault == "short"
+        else FakeStore(split(os.urandom(SIZE), 3)[:2], IpfsError("block went missing"))
+    )
+    store = PerCid({"a": FakeStore(split(good, 2)), "b": bad, "c": FakeStore([good])})
+    sent, url = await serve_run(aiohttp_server, store, ["a", "b", "c"])
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200  # the head went out with block a
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()  # never taken for the whole run
+    assert SIZE <= sent[0] < 2 * SIZE  # block a whole, block b not
+    assert store.stores["c"].reads == 0  # nothing read after the fault
+    assert all(s.open_streams == 0 for s in store.stores.values())
+
+
+async def test_a_first_block_gone_wrong_is_a_problem_answer(aiohttp_server: Any) -> None:
+    store = PerCid({"a": FakeStore([os.urandom(SIZE + 1)]), "b": FakeStore([os.urandom(SIZE)])})
+    sent, url = await serve_run(aiohttp_server, store, ["a", "b"])
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 502
+        assert (await resp.json())["type"].endswith("storage-corrupt")
+    assert sent == []

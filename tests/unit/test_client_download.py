@@ -122,6 +122,8 @@ class FakeGateway:
         self.overcharge_msat = 0
         self.advertised_price: int | None = None
         self.unavailable: int = 0  # answer this many next requests with 503
+        self.runs = True  # answers GET /v1/files/{id}/chunks?first=&last= (else 404)
+        self.runs_served: list[tuple[int, int]] = []  # (first, last) of each run asked for
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._flaky])
@@ -130,6 +132,7 @@ class FakeGateway:
         app.router.add_put("/v1/files/{id}/chunks/{index}", self.put_chunk)
         app.router.add_post("/v1/files/{id}/complete", self.complete)
         app.router.add_get("/v1/files/{id}/chunks/{index}", self.get_chunk)
+        app.router.add_get("/v1/files/{id}/chunks", self.get_run)
         return app
 
     @web.middleware
@@ -249,8 +252,15 @@ class FakeGateway:
             except l402.L402Error as exc:
                 self.refusals.append(str(exc))
                 return self._challenge(fid, f, index, 1, f"token refused: {exc}")
-        if self.fail_gets_after is not None and len(self.served) >= self.fail_gets_after:
+        data = self._serve(f, index)
+        if data is None:
             return problem(500, "Internal error", "storage exploded")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    def _serve(self, f: FakeFile, index: int) -> bytes | None:
+        """Chunk ``index`` as served, faults injected; None: storage failed."""
+        if self.fail_gets_after is not None and len(self.served) >= self.fail_gets_after:
+            return None
         data = f.chunks[index]
         if index in self.tamper:
             data = data[:50] + bytes([data[50] ^ 1]) + data[51:]
@@ -260,7 +270,33 @@ class FakeGateway:
         self.served.append(index)
         if self.expire_after_served is not None and len(self.served) == self.expire_after_served:
             self.clock_offset += 100_000  # every token sold so far is now expired
-        return web.Response(body=data, content_type="application/octet-stream")
+        return data
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        first, last = int(request.query["first"]), int(request.query["last"])
+        self.runs_served.append((first, last))
+        if not self.runs:
+            raise web.HTTPNotFound()  # a gateway from before runs
+        fid, f = self._file(request)
+        if f.price > 0:
+            auth = request.headers.getall("Authorization", [])
+            if not auth:
+                return self._challenge(fid, f, first, last - first + 1, "pay first")
+            try:
+                credential = l402.parse_authorization(auth)
+                now = int(time.time()) + self.clock_offset
+                for index in (first, last):
+                    l402.verify_credential(
+                        credential, self.root_key, l402.AccessRequest(fid, index, now)
+                    )
+            except l402.L402Error as exc:
+                self.refusals.append(str(exc))
+                return self._challenge(fid, f, first, 1, f"token refused: {exc}")
+        parts = [self._serve(f, index) for index in range(first, last + 1)]
+        if any(part is None for part in parts):
+            return problem(500, "Internal error", "storage exploded")
+        body = b"".join(part for part in parts if part is not None)
+        return web.Response(body=body, content_type="application/octet-stream")
 
 
 class FakePayer:
@@ -822,3 +858,57 @@ def test_progress_display() -> None:
     meter.update(10)
     meter.close()
     assert quiet.getvalue() == ""
+
+
+# --- runs: several chunks in one request --------------------------------------------------
+
+
+async def test_a_free_download_takes_its_chunks_in_runs(env: Env) -> None:
+    src = env.source()
+    link = await env.upload(src, price=0)
+    async with env.client(payer=False, concurrency=2, run_chunks=4) as client:
+        result = await client.download(link, out=env.out_dir(), progress=False)
+    assert result.path.read_bytes() == src.read_bytes()
+    runs = env.gateway.runs_served
+    assert runs and all(1 < last - first + 1 <= 4 for first, last in runs), runs
+    in_runs = [i for first, last in runs for i in range(first, last + 1)]
+    assert len(in_runs) == len(set(in_runs))  # no chunk asked for twice
+    assert sorted(env.gateway.served) == list(range(N_CHUNKS))  # each chunk served once
+    assert len(runs) < N_CHUNKS / 2  # most chunks came in runs, not alone
+
+
+async def test_paid_runs_stay_inside_the_range_one_token_covers(env: Env) -> None:
+    src = env.source()
+    link = await env.upload(src)
+    async with env.client(run_chunks=8) as client:
+        result = await client.download(link, out=env.out_dir(), progress=False)
+    assert result.path.read_bytes() == src.read_bytes()
+    assert result.paid_msat == PRICE * N_CHUNKS  # runs buy nothing of their own
+    sold = sorted(env.gateway.challenges)  # (first, count) of each range paid for
+    assert env.gateway.runs_served and env.gateway.refusals == []
+    for first, last in env.gateway.runs_served:
+        assert any(f <= first and last < f + n for f, n in sold), (first, last, sold)
+    assert sorted(env.gateway.served) == list(range(N_CHUNKS))
+
+
+async def test_a_gateway_without_runs_is_asked_chunk_by_chunk(env: Env) -> None:
+    env.gateway.runs = False
+    src = env.source()
+    link = await env.upload(src, price=0)
+    async with env.client(payer=False, concurrency=3, run_chunks=4) as client:
+        result = await client.download(link, out=env.out_dir(), progress=False)
+    assert result.path.read_bytes() == src.read_bytes()
+    # Each fetcher may have tried one run before the first 404 turned runs off.
+    assert 1 <= len(env.gateway.runs_served) <= 3
+    assert sorted(env.gateway.served) == list(range(N_CHUNKS))
+
+
+async def test_a_run_of_the_wrong_length_is_fetched_again_chunk_by_chunk(env: Env) -> None:
+    src = env.source()
+    link = await env.upload(src, price=0)
+    env.gateway.resize[5] = -10  # shorter in any answer: the chunk itself is refused
+    async with env.client(payer=False, concurrency=1, run_chunks=4) as client:
+        with pytest.raises(ChunkAuthError, match="chunk 5"):
+            await client.download(link, out=env.out_dir(), progress=False)
+    assert (4, 7) in env.gateway.runs_served  # the run holding chunk 5 was asked for
+    assert env.gateway.served.count(5) == 2  # in the run, then alone

@@ -4,6 +4,12 @@ Paid with a chunk token (bought with an invoice, or earlier with credit), or wit
 token: then the range asked for (``?count=N``) is paid by one debit of the credit before
 anything is served, and the answer carries the range's chunk token (``Bitcache-Token``,
 presented with the credit's preimage) so the range's other chunks need no further debit.
+
+GET a run (``/v1/files/{id}/chunks?first=F&last=L``): chunks F..L sealed, one after another
+in one answer, for a client holding a chunk token that covers them all (or for free or
+owned files). Each chunk still comes from storage on its own; what a run saves is the
+per-request work of HTTP, of the database and of the client, which was about a third of
+a 1 MiB chunk's cost on both sides.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ import l402
 from gateway.billing.credit import CreditRefused, RangeBought
 from gateway.billing.pricing import purchase_range
 from gateway.http.auth import optional_account
-from gateway.http.chunk_stream import discard_cat, early_cat, stream_block
+from gateway.http.chunk_stream import discard_cat, early_cat, stream_block, stream_blocks
 from gateway.http.params import (
     check_chunk_index,
     chunk_index_param,
     int_param,
+    load_file,
     load_file_and_chunk,
     spend_invoice_allowance,
 )
-from gateway.http.problems import Problem, conflict, not_found, payment_required
+from gateway.http.problems import Problem, bad_request, conflict, not_found, payment_required
 from gateway.persistence.files import ChunkRecord, FileRecord
 from gateway.services import services, tenant_of
 from ipfs.kubo_socket import CatSocket
@@ -41,11 +48,7 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
         raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
     owner = await optional_account(request)
     if record.price_msat > 0 and (owner is None or owner.id != record.owner_id):
-        authorization = [
-            v
-            for v in request.headers.getall("Authorization", [])
-            if not v.lower().startswith("bearer ")
-        ]
+        authorization = _l402_values(request)
         if not authorization:
             raise await _payment_required(
                 request,
@@ -63,6 +66,56 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
             raise await _payment_required(request, record, index, f"token refused: {exc}") from None
         await s.tokens.note_paid(token.payment_hash)
     return await _serve(request, record, index, {}, _present(record, index, chunk))
+
+
+# The most chunks one run may ask for (64 MiB at the default chunk size): more saves nothing.
+MAX_RUN_CHUNKS = 64
+
+
+async def get_chunk_run(request: web.Request) -> web.StreamResponse:
+    s = services(request)
+    first = int_param(request.query.get("first", ""), "first")
+    last = int_param(request.query.get("last", ""), "last")
+    if not first <= last < first + MAX_RUN_CHUNKS:
+        raise bad_request(
+            f"a run is 1 to {MAX_RUN_CHUNKS} chunks, first to last; got {first}-{last}"
+        )
+    record = await load_file(request)
+    check_chunk_index(record, last)
+    if not record.complete:
+        raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
+    owner = await optional_account(request)
+    if record.price_msat > 0 and (owner is None or owner.id != record.owner_id):
+        authorization = _l402_values(request)
+        count = last - first + 1
+        if not authorization:
+            raise await _payment_required(
+                request, record, first, "Pay for the run's chunks first.", requested=count
+            )
+        try:
+            # A token grants one contiguous range: holding both ends, it holds the run.
+            token = s.tokens.verify(authorization, record.id, first)
+            s.tokens.verify(authorization, record.id, last)
+        except l402.L402Error as exc:
+            raise await _payment_required(
+                request, record, first, f"token refused: {exc}", requested=count
+            ) from None
+        await s.tokens.note_paid(token.payment_hash)
+    chunks = await s.files.chunk_run(record.id, first, last)
+    if len(chunks) != last - first + 1:  # complete files have every chunk: a broken record
+        raise not_found(f"chunks {first}-{last} of {record.id} are not all recorded")
+    headers = {"Cache-Control": "private, max-age=31536000", "Bitcache-Chunks": f"{first}-{last}"}
+    response, sent = await stream_blocks(
+        request, s.ipfs, [(c.cid, c.size) for c in chunks], headers
+    )
+    s.meter.add(record.id, sent)
+    return response
+
+
+def _l402_values(request: web.Request) -> list[str]:
+    """The Authorization values that may be L402 (an account's Bearer is another matter)."""
+    values = request.headers.getall("Authorization", [])
+    return [v for v in values if not v.lower().startswith("bearer ")]
 
 
 def _present(record: FileRecord, index: int, chunk: ChunkRecord | None) -> ChunkRecord:
@@ -158,10 +211,16 @@ def count_param(request: web.Request) -> int:
 
 
 async def _payment_required(
-    request: web.Request, record: FileRecord, index: int, detail: str, **extra: Any
+    request: web.Request,
+    record: FileRecord,
+    index: int,
+    detail: str,
+    requested: int | None = None,
+    **extra: Any,
 ) -> Problem:
+    """402 with a challenge for chunks from ``index``: ``requested`` of them, else ?count=."""
     s = services(request)
-    requested = count_param(request)
+    requested = requested or count_param(request)
     spend_invoice_allowance(request)
     chunks = purchase_range(
         index, requested, record.chunk_count, s.config.max_range_chunks, record.price_msat
