@@ -127,12 +127,7 @@ async def stream_blocks(
             await _stream_pieces(request, response, store, cid, size, done)
         await response.write_eof()
     except (_WrongSize, IpfsError) as exc:
-        if not response.prepared:  # nothing sent: an ordinary problem answer
-            if isinstance(exc, _WrongSize):
-                raise _corrupt(f"block {cid}: {exc}") from None
-            raise
-        log.error("chunk %s cut off after %d bytes of the answer: %s", cid, done.count, exc)
-        _cut_off(request, response)
+        _block_failed(request, response, cid, done.count, exc)
     except ConnectionError:
         # The client went away; nothing to answer. aiohttp closes the connection.
         log.info("client left after %d bytes of the answer, in %s", done.count, cid)
@@ -213,12 +208,7 @@ async def _stream_spliced(
                     ) from None
         await response.write_eof()
     except (_WrongSize, IpfsError) as exc:
-        if not response.prepared:
-            if isinstance(exc, _WrongSize):
-                raise _corrupt(f"block {cid}: {exc}") from None
-            raise
-        log.error("chunk %s cut off after %d bytes of the answer: %s", cid, splicer.sent, exc)
-        _cut_off(request, response)
+        _block_failed(request, response, cid, splicer.sent, exc)
     except ConnectionError:
         log.info("client left after %d bytes of the answer, in %s", splicer.sent, cid)
     except OSError as exc:  # splice refused (not expected once the checks passed)
@@ -270,6 +260,23 @@ async def _read_tail(body: CatSocket, hold: int) -> bytes:
                 break
             tail += piece
     return bytes(tail)
+
+
+def _block_failed(
+    request: web.Request,
+    response: web.StreamResponse,
+    cid: str,
+    sent: int,
+    exc: _WrongSize | IpfsError,
+) -> None:
+    """A block of the wrong size, or storage failing: an ordinary problem answer while
+    nothing was sent, else the connection cut short of its Content-Length."""
+    if not response.prepared:
+        if isinstance(exc, _WrongSize):
+            raise _corrupt(f"block {cid}: {exc}") from None
+        raise exc
+    log.error("chunk %s cut off after %d bytes of the answer: %s", cid, sent, exc)
+    _cut_off(request, response)
 
 
 def _cut_off(request: web.Request, response: web.StreamResponse) -> None:

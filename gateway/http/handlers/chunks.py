@@ -44,11 +44,8 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
     count_param(request)  # malformed ?count= is a 400 even when the chunk is free or owned
     record, chunk = await load_file_and_chunk(request, index)
     check_chunk_index(record, index)
-    if not record.complete:
-        raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
-    owner = await optional_account(request)
-    if record.price_msat > 0 and (owner is None or owner.id != record.owner_id):
-        authorization = _l402_values(request)
+    authorization = await _payment_credentials(request, record)
+    if authorization is not None:
         if not authorization:
             raise await _payment_required(
                 request,
@@ -82,11 +79,8 @@ async def get_chunk_run(request: web.Request) -> web.StreamResponse:
         )
     record = await load_file(request)
     check_chunk_index(record, last)
-    if not record.complete:
-        raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
-    owner = await optional_account(request)
-    if record.price_msat > 0 and (owner is None or owner.id != record.owner_id):
-        authorization = _l402_values(request)
+    authorization = await _payment_credentials(request, record)
+    if authorization is not None:
         count = last - first + 1
         if not authorization:
             raise await _payment_required(
@@ -112,8 +106,15 @@ async def get_chunk_run(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _l402_values(request: web.Request) -> list[str]:
-    """The Authorization values that may be L402 (an account's Bearer is another matter)."""
+async def _payment_credentials(request: web.Request, record: FileRecord) -> list[str] | None:
+    """None if the file is served as it is (free, or asked for by its owner); else the
+    Authorization values that may pay for it (L402; an account's Bearer is another matter),
+    perhaps none. A file still being uploaded is served to nobody."""
+    if not record.complete:
+        raise conflict(f"file {record.id} is still being uploaded", "upload-incomplete")
+    owner = await optional_account(request)
+    if record.price_msat == 0 or (owner is not None and owner.id == record.owner_id):
+        return None
     values = request.headers.getall("Authorization", [])
     return [v for v in values if not v.lower().startswith("bearer ")]
 
