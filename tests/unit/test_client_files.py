@@ -79,3 +79,21 @@ def test_closing_waits_for_io_under_way_and_then_refuses_more(
     syncer.join(5)
     assert not closing.is_alive() and not syncer.is_alive()
     shared.fsync()  # after close: nothing to make durable, and no error
+
+
+def test_writeback_starts_once_a_batch_is_written_over_the_span_it_covers(
+    shared: files._SharedFd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, o, n, advice: calls.append((o, n, advice)))
+    monkeypatch.setattr(files, "WRITEBACK_BATCH", 10)
+    shared.start_writeback(20, 4)  # chunks finish out of order
+    shared.start_writeback(8, 4)
+    assert calls == []  # 8 bytes noted: not yet a batch
+    shared.start_writeback(30, 4)
+    assert calls == [(8, 26, os.POSIX_FADV_DONTNEED)]  # bytes 8..33, the span of all three
+    shared.start_writeback(40, 4)
+    assert len(calls) == 1  # counting starts again
+    shared.close()
