@@ -102,14 +102,13 @@ def _header_json(header: FileHeader) -> str:
     return json.dumps(header.to_json_dict(), sort_keys=True, separators=(",", ":"))
 
 
-_SELECT_RECORD = (
-    "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
-    " f.stored_bytes, f.tenant_id FROM files f WHERE f.id = ?"
+# What _record reads.
+_RECORD_COLUMNS = (
+    "f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id, f.stored_bytes, f.tenant_id"
 )
-
+_SELECT_RECORD = f"SELECT {_RECORD_COLUMNS} FROM files f WHERE f.id = ?"
 _SELECT_RECORD_AND_CHUNK = (
-    "SELECT f.id, f.state, f.header, f.manifest, f.price_msat, f.owner_id,"
-    " f.stored_bytes, f.tenant_id, c.cid, c.size FROM files f"
+    f"SELECT {_RECORD_COLUMNS}, c.cid, c.size FROM files f"
     " LEFT JOIN chunks c ON c.file_id = f.id AND c.idx = ? WHERE f.id = ?"
 )
 
