@@ -16,6 +16,7 @@ whether it paid, as resumed downloads do (docs/format.md, "Client credit file").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -38,6 +39,10 @@ log = logging.getLogger("bitcache.client")
 CREDIT_FILE_VERSION = 1
 # A credit this close to its expiry is not presented any more.
 _EXPIRY_MARGIN_S = 60
+# How long a balance changed by spends may wait before it is written. Balances are hints
+# (the gateway answers every spend with the true one, and refuses an overdraft), so a
+# download's spends share a write instead of an fsync each, which slowed its own writes.
+BALANCE_SAVE_DELAY_S = 1.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -138,6 +143,9 @@ class CreditWallet:
         self._lock = asyncio.Lock()  # one purchase at a time
         self._save_lock = asyncio.Lock()
         self._topups: dict[str, asyncio.Task[None]] = {}
+        self._balances_saver: asyncio.Task[None] | None = None
+        self._balances_dirty = False
+        self._closing = asyncio.Event()
         self.bought_msat = 0  # credit paid for by this wallet (fees excluded)
 
     @property
@@ -250,7 +258,7 @@ class CreditWallet:
         credit.in_flight_msat -= reserved_msat
         credit.remaining_msat = max(0, min(credit.remaining_msat, remaining_msat))
         log.debug("spent %d msat of credit, %d left", spent_msat, credit.remaining_msat)
-        await self._save()
+        self._save_balances_soon()
         self._maybe_top_up(credit.gateway)
 
     async def refused(
@@ -261,7 +269,7 @@ class CreditWallet:
         credit.in_flight_msat -= amount_msat
         left = 0 if remaining_msat is None else max(0, remaining_msat)
         credit.remaining_msat = min(credit.remaining_msat, left)
-        await self._save()
+        self._save_balances_soon()
         self._maybe_top_up(credit.gateway)
 
     def _maybe_top_up(self, gateway: str) -> None:
@@ -282,12 +290,29 @@ class CreditWallet:
         except ClientError as exc:  # downloads fall back to invoices meanwhile
             log.warning("could not top up credit at %s: %s", gateway, exc)
 
+    def _save_balances_soon(self) -> None:
+        """The balances written within BALANCE_SAVE_DELAY_S, one write for the spends
+        made meanwhile (a crash before it leaves a stale balance: the gateway corrects it)."""
+        self._balances_dirty = True
+        if self._balances_saver is None or self._balances_saver.done():
+            self._balances_saver = asyncio.create_task(self._save_balances(), name="credit-save")
+
+    async def _save_balances(self) -> None:
+        while self._balances_dirty:
+            with contextlib.suppress(TimeoutError):  # close() cuts the wait short
+                await asyncio.wait_for(self._closing.wait(), BALANCE_SAVE_DELAY_S)
+            self._balances_dirty = False  # spends during the write get another one
+            await self._save()
+
     async def close(self) -> None:
-        """Waits for top-ups under way: a payment in flight cannot be recalled, and its
-        token must reach the credit file."""
+        """Waits for top-ups under way (a payment in flight cannot be recalled, and its
+        token must reach the credit file), then for the balances' write."""
         tasks = [t for t in self._topups.values() if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._closing.set()
+        if self._balances_saver is not None:
+            await self._balances_saver
 
     # --- buying ----------------------------------------------------------------------
 

@@ -131,6 +131,38 @@ async def test_spends_and_refusals_track_the_gateway_and_top_up_below_a_quarter(
     assert best is not None and best.remaining_msat == 40_000
 
 
+async def test_a_downloads_spends_share_one_write_of_the_balance_and_close_flushes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "credit.json"
+    wallet = CreditWallet(Gateway(credit=40_000), path)
+    credit = await wallet.ready(GATEWAY)
+    assert credit is not None
+    writes: list[list[int]] = []
+    real_write = wallet._write
+
+    def counted(snapshot: list[dict[str, Any]]) -> None:
+        writes.append([c["remaining_msat"] for c in snapshot])
+        real_write(snapshot)
+
+    monkeypatch.setattr(wallet, "_write", counted)
+
+    def on_disk() -> int:
+        return int(json.loads(path.read_text())["credits"][0]["remaining_msat"])
+
+    for left in (39_000, 38_000, 37_000):
+        wallet.reserve(credit, 1_000)
+        await wallet.spent(credit, 1_000, 1_000, left)
+    assert writes == [] and on_disk() == 40_000  # not yet: no fsync per spend
+    await wallet.close()  # cuts the delay short
+    assert writes == [[37_000]] and on_disk() == 37_000
+    # A crash before the write leaves the older balance: a hint the gateway corrects.
+    wallet.reserve(credit, 1_000)
+    await wallet.refused(credit, 1_000, 30_000)
+    await wallet.close()
+    assert on_disk() == 30_000
+
+
 def test_held_credit_json_is_read_strictly() -> None:
     credit = HeldCredit(GATEWAY, "AgEE", "lnbcrt1", 10, 5, NOW, b"\x01" * 32)
     assert HeldCredit.from_json(credit.to_json()) == credit
