@@ -98,6 +98,13 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _rates(p: Progress) -> str:
+    return (
+        f"{p.counts.rows:,} rows read ({p.rows_per_s:,.0f}/s),"
+        f" {p.rows_settled:,} stored or refused ({p.settled_per_s:,.0f}/s)"
+    )
+
+
 class _PlainProgress:
     def __init__(self) -> None:
         self._last = 0.0
@@ -109,8 +116,7 @@ class _PlainProgress:
         self._last = now
         share = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
         print(
-            f"{share:5.1f}%  {p.counts.rows:,} rows  {p.rows_per_s:,.0f} rows/s"
-            f"  ETA {_duration(p.eta_s)}",
+            f"{share:5.1f}% read  {_rates(p)}  ETA {_duration(p.eta_s)}",
             file=sys.stderr,
             flush=True,
         )
@@ -124,18 +130,17 @@ def _run_with_rich(opts: ImportOptions) -> ImportResult:
         TextColumn("importing"),
         BarColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rows]} rows  {task.fields[rate]} rows/s  ETA {task.fields[eta]}"),
+        TextColumn("read  {task.fields[rates]}  ETA {task.fields[eta]}"),
     )
     with Bar(*columns, transient=True) as bar:
-        task = bar.add_task("import", total=None, rows="0", rate="-", eta="?")
+        task = bar.add_task("import", total=None, rates="", eta="?")
 
         def update(p: Progress) -> None:
             bar.update(
                 task,
                 total=p.bytes_total,
                 completed=p.bytes_done,
-                rows=f"{p.counts.rows:,}",
-                rate=f"{p.rows_per_s:,.0f}",
+                rates=_rates(p),
                 eta=_duration(p.eta_s),
             )
 

@@ -76,7 +76,7 @@ SCHEMA_VERSION: Final = 14  # migrations up to 014_legacy_accounts.sql
 # checkpoint at every commit past 4 MB: a page that several batches write (the leaves a
 # merge slice touches, the scratch tables' tails) is then copied back once.
 WAL_CHECKPOINT_BYTES: Final = 256 << 20
-DEFAULT_RUN_ROWS: Final = 1_000_000
+DEFAULT_RUN_ROWS: Final = 4_000_000
 
 
 def plain_insert_sql(now: int) -> str:
@@ -237,18 +237,38 @@ class Progress:
     counts: Counts
     rows_this_run: int
     elapsed_s: float
+    settled_at_start: int = 0  # rows_settled when this run started
 
     @property
     def rows_per_s(self) -> float:
+        """Rows read per second in this run."""
         return self.rows_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
+    def rows_settled(self) -> int:
+        """Rows stored, found present or rejected; the others read so far wait in a run."""
+        c = self.counts
+        return c.inserted + c.present + c.rejected
+
+    @property
+    def settled_per_s(self) -> float:
+        settled = self.rows_settled - self.settled_at_start
+        return settled / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
     def eta_s(self) -> float | None:
-        """Seconds left at this run's byte rate so far."""
+        """Seconds left: reading at this run's byte rate, and settling the rows the file
+        holds (estimated from its bytes) at this run's rate, whichever ends later. Runs
+        are merged behind the reading, so the last one is merged after the file's end."""
         done = self.bytes_done - self.bytes_at_start
         if done <= 0 or self.elapsed_s <= 0:
             return None
-        return (self.bytes_total - self.bytes_done) * self.elapsed_s / done
+        reading = (self.bytes_total - self.bytes_done) * self.elapsed_s / done
+        rate = self.settled_per_s
+        if rate <= 0 or self.bytes_done <= 0:
+            return reading
+        rows_total = self.counts.rows * self.bytes_total / self.bytes_done
+        return max(reading, (rows_total - self.rows_settled) / rate)
 
 
 @dataclass
@@ -921,6 +941,7 @@ def run_import(
         input_fd = os.open(opts.path, os.O_RDONLY)
         started = time.monotonic()
         rows_at_start = counts.rows
+        settled_at_start = counts.inserted + counts.present + counts.rejected
 
         def progress() -> None:
             result.rows_this_run = counts.rows - rows_at_start
@@ -928,7 +949,13 @@ def run_import(
             if on_progress is not None:
                 on_progress(
                     Progress(
-                        run.offset, size, offset, counts, result.rows_this_run, result.elapsed_s
+                        run.offset,
+                        size,
+                        offset,
+                        counts,
+                        result.rows_this_run,
+                        result.elapsed_s,
+                        settled_at_start,
                     )
                 )
 
