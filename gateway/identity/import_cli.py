@@ -55,7 +55,8 @@ def register(parser: argparse.ArgumentParser, areas: Any) -> None:
         "--run-rows",
         type=int,
         default=DEFAULT_RUN_ROWS,
-        help="SQLite: rows sorted together before they are merged (default: %(default)s)",
+        help="SQLite: rows sorted together before they are merged, at least; runs grow to"
+        " half the rows stored when that is more (default: %(default)s)",
     )
     cmd.add_argument(
         "--from-start", action="store_true", help="ignore the checkpoint and read all again"

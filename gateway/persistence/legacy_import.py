@@ -657,6 +657,14 @@ class _SqliteImport:
         run.merged = self.run_len = 0
         return rejects
 
+    def run_full(self, counts: Counts) -> bool:
+        """Whether the open run is to be closed: at `run_rows`, or at half the rows this
+        import stored if more. A slice of a run of n rows spans 1/(n/slice) of the key
+        space, so it rewrites the leaves of that share of the tables: page writes per row
+        grow with tables/run. Runs that grow with the tables keep them in bounds (and the
+        tables' first runs small: a run is merged behind the reading of the next one)."""
+        return self.open_rows >= max(self.run_rows, (counts.inserted + counts.present) // 2)
+
     def append(self, staged: Staged, merger: _Merger, run: _Run) -> list[RejectLine]:
         """Begins the batch's transaction: the batch appended to the open run, and the
         next slice of the closed run (if any) merged; the merge's rejects. `detach`
@@ -878,7 +886,7 @@ def _import_sqlite(
         finally:
             imp.detach()
         remove(staged.path)
-        if imp.open_rows >= imp.run_rows:
+        if imp.run_full(session.result.counts):
             finish_run()
             close_run()
     finish_run()

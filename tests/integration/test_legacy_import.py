@@ -318,9 +318,9 @@ class _Stop(Exception):
 async def test_an_import_stopped_mid_merge_sorts_the_run_again_and_ends_exact(
     tmp_path: Path,
 ) -> None:
-    """A run's sorted copies are temporary tables: stopped in phase 2 of a run's merge, the
-    next run sorts the run's rows again, in the same order, and goes on from the recorded
-    position without adding or losing a row."""
+    """A run's sorted copies are scratch (a file of their own): stopped in phase 2 of a
+    run's merge, the next run sorts the run's rows again, in the same order, and goes on
+    from the recorded position without adding or losing a row."""
     db = await _migrated(tmp_path / "gateway.sqlite3")
     await db.close()
     data = tmp_path / "legacy.jsonl"
