@@ -8,6 +8,7 @@ best of ``--runs`` (the machine is shared, so ratios mean more than absolute MiB
 
 - upload_vs_kubo_add: ``bitcache upload`` (read, seal, PUT) of a fresh random file against
   ``kubo add`` of the same bytes, in 1 MiB pieces, as many in flight as the client uses;
+  each timed once earlier writes reached the disk, the two taking turns to go first;
 - paid_vs_kubo: ``bitcache get`` of a paid file (paying, fetching, decrypting, writing) against
   kubo cat of the same ciphertext chunks from kubo's RPC API (no gateway, no crypto), by a
   client configured with ``credit_msat`` as a regular user would be: it holds prepaid
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -60,6 +63,7 @@ from sandbox.run import sandbox_client_config
 from storage.capability import ShareLink
 from storage.crypto import encode_file_id
 
+T = TypeVar("T")
 RSS_DOWNLOADS = 10
 # Prepaid credit bought for the first-byte runs: far more than they spend.
 CREDIT_MSAT = 1_000_000
@@ -76,6 +80,24 @@ def figure(value: float, baseline: float, unit: str) -> dict[str, Any]:
         "ratio": round(value / baseline, 3),
         "unit": unit,
     }
+
+
+async def settled(step: Awaitable[T]) -> T:
+    """``step`` once every earlier write reached the disk, so that none is written back
+    during its timing (the source file just written, the other upload's blocks)."""
+    await asyncio.to_thread(os.sync)
+    return await step
+
+
+async def upload_mibs(
+    config: ClientConfig, source: Path, price_msat: int | None
+) -> tuple[float, ShareLink]:
+    """MiB/s of one ``bitcache upload`` of ``source``, and its link."""
+    mib = (await asyncio.to_thread(source.stat)).st_size / MIB
+    async with BitcacheClient(config) as client:
+        started = time.perf_counter()
+        link = await client.upload(source, price_msat=price_msat, progress=False)
+        return mib / (time.perf_counter() - started), link
 
 
 async def kubo_add_mibs(api_url: str, source: Path, concurrency: int) -> float:
@@ -243,18 +265,22 @@ async def main(mib: int, runs: int, rss_mib: int, write: bool) -> None:
                 concurrency = downloader.concurrency
 
                 # Uploads: a fresh file each run, so kubo never sees bytes it already holds.
+                # Each timing starts with nothing left to write back (the source file, the
+                # other upload's blocks), and the two take turns going first.
                 links: list[ShareLink] = []
                 for run in range(max(runs, 2)):
                     source = work / f"source-{run}.bin"
                     await asyncio.to_thread(write_random_file, source, mib)
-                    kubo = await kubo_add_mibs(net.kubo.api_url, source, concurrency)
-                    async with BitcacheClient(uploader) as up:
-                        started = time.perf_counter()
-                        # The first upload is paid, the second free; both serve the downloads.
-                        links.append(
-                            await up.upload(source, price_msat=None if run else 0, progress=False)
-                        )
-                        upload = mib / (time.perf_counter() - started)
+
+                    # The first upload is free, the others paid: both kinds serve the downloads.
+                    price = None if run else 0
+                    add = kubo_add_mibs(net.kubo.api_url, source, concurrency)
+                    ours = upload_mibs(uploader, source, price)
+                    if run % 2:
+                        (upload, link), kubo = await settled(ours), await settled(add)
+                    else:
+                        kubo, (upload, link) = await settled(add), await settled(ours)
+                    links.append(link)
                     source.unlink()
                     keep("kubo add", kubo)
                     keep("upload", upload)
