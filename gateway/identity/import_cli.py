@@ -102,7 +102,7 @@ def _duration(seconds: float | None) -> str:
 def _rates(p: Progress) -> str:
     return (
         f"{p.counts.rows:,} rows read ({p.rows_per_s:,.0f}/s),"
-        f" {p.rows_settled:,} stored or refused ({p.settled_per_s:,.0f}/s)"
+        f" {p.counts.settled:,} stored or refused ({p.settled_per_s:,.0f}/s)"
     )
 
 

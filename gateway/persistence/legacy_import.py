@@ -11,9 +11,10 @@ subscription until its first login promotes it (persistence/logins.promote).
 - Speed comes from order, not from a big page cache. Rows arrive in the file's order, i.e.
   random in both keys: inserted as they come, each lands on another leaf of a tree that
   soon outgrows the cache. On SQLite each batch is therefore appended to an unindexed
-  scratch table (the open run); every `run_rows` rows the run is sorted twice, by
-  legacy_id and by (tenant_id, username_norm), into temporary tables (outside any
-  transaction of the database: no write lock, no WAL), and merged a slice per following
+  scratch table (the open run); every `run_rows` rows (or half the rows stored, if more)
+  the run is sorted twice, by legacy_id and by (tenant_id, username_norm), into a scratch
+  file of its own (outside any transaction of the database: no write lock, no WAL), and
+  merged a slice per following
   batch: phase 1 into legacy_ids, phase 2 into legacy_accounts, each in its key order, so
   consecutive inserts hit the same leaf and a leaf is written once per slice. On
   PostgreSQL each batch is COPYed into a temporary table and merged, sorted, straight away
@@ -229,6 +230,11 @@ class Counts:
     plans: int = 0  # with premium time ahead: a plan at the first login
     own_quotas: int = 0
 
+    @property
+    def settled(self) -> int:
+        """Rows stored, found present or rejected; the others read so far wait in a run."""
+        return self.inserted + self.present + self.rejected
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -238,7 +244,7 @@ class Progress:
     counts: Counts
     rows_this_run: int
     elapsed_s: float
-    settled_at_start: int = 0  # rows_settled when this run started
+    settled_at_start: int = 0  # counts.settled when this run started
 
     @property
     def rows_per_s(self) -> float:
@@ -246,14 +252,8 @@ class Progress:
         return self.rows_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
-    def rows_settled(self) -> int:
-        """Rows stored, found present or rejected; the others read so far wait in a run."""
-        c = self.counts
-        return c.inserted + c.present + c.rejected
-
-    @property
     def settled_per_s(self) -> float:
-        settled = self.rows_settled - self.settled_at_start
+        settled = self.counts.settled - self.settled_at_start
         return settled / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
@@ -269,7 +269,7 @@ class Progress:
         if rate <= 0 or self.bytes_done <= 0:
             return reading
         rows_total = self.counts.rows * self.bytes_total / self.bytes_done
-        return max(reading, (rows_total - self.rows_settled) / rate)
+        return max(reading, (rows_total - self.counts.settled) / rate)
 
 
 @dataclass
@@ -614,8 +614,8 @@ class _SqliteImport:
         self.sorted_path.unlink(missing_ok=True)
 
     def _sort(self, run_end: int) -> int:
-        """The open table's rows up to `run_end` sorted into the temporary tables (SQLite's
-        external merge sort); how many rows."""
+        """The open table's rows up to `run_end` sorted into a new sorted file's tables
+        (SQLite's external merge sort); how many rows."""
         conn = self.db.conn
         self._drop_sorted()
         conn.execute(f"ATTACH DATABASE ? AS {SORTED}", (str(self.sorted_path),))
@@ -660,9 +660,9 @@ class _SqliteImport:
     def run_full(self, counts: Counts) -> bool:
         """Whether the open run is to be closed: at `run_rows`, or at half the rows this
         import stored if more. A slice of a run of n rows spans 1/(n/slice) of the key
-        space, so it rewrites the leaves of that share of the tables: page writes per row
-        grow with tables/run. Runs that grow with the tables keep them in bounds (and the
-        tables' first runs small: a run is merged behind the reading of the next one)."""
+        space and rewrites the leaves of that share of the tables, so with runs of a fixed
+        size the pages written per row grow with the tables; runs that grow with them
+        keep that in bounds."""
         return self.open_rows >= max(self.run_rows, (counts.inserted + counts.present) // 2)
 
     def append(self, staged: Staged, merger: _Merger, run: _Run) -> list[RejectLine]:
@@ -970,7 +970,7 @@ def run_import(
         input_fd = os.open(opts.path, os.O_RDONLY)
         started = time.monotonic()
         rows_at_start = counts.rows
-        settled_at_start = counts.inserted + counts.present + counts.rejected
+        settled_at_start = counts.settled
 
         def progress() -> None:
             result.rows_this_run = counts.rows - rows_at_start

@@ -10,7 +10,7 @@ from gateway.persistence.legacy_import import Counts, Progress
 def test_eta_waits_for_the_rows_still_to_merge_after_the_file_is_read() -> None:
     # Half the file read in 10 s, a quarter of its rows stored: storing is the slower part.
     half = Progress(500, 1000, 0, Counts(rows=4_000_000, inserted=2_000_000), 4_000_000, 10.0)
-    assert half.rows_settled == 2_000_000
+    assert half.counts.settled == 2_000_000
     assert half.settled_per_s == pytest.approx(200_000)
     assert half.eta_s == pytest.approx((8_000_000 - 2_000_000) / 200_000)
     # Read to the end, the last run still merging: not "0 s left".
