@@ -615,7 +615,7 @@ class _SqliteImport:
 
     def _sort(self, run_end: int) -> int:
         """The open table's rows up to `run_end` sorted into a new sorted file's tables
-        (SQLite's external merge sort); how many rows."""
+        (SQLite's external merge sort), the last run's file deleted first; how many rows."""
         conn = self.db.conn
         self._drop_sorted()
         conn.execute(f"ATTACH DATABASE ? AS {SORTED}", (str(self.sorted_path),))
@@ -692,7 +692,6 @@ class _SqliteImport:
         """Sorts the open run (no transaction of the database: the sort only reads it),
         then begins the transaction that records it closed."""
         assert run.merged == 0
-        self._drop_sorted()  # the last run's, merged already
         last = self.db.conn.execute(f"SELECT max(rowid) FROM main.{self.open_table}")
         run_end = int(last.fetchone()[0] or 0)
         self.run_len = self._sort(run_end)
